@@ -1,0 +1,142 @@
+"""Model registry: `conf/model/<name>.yaml` -> pipeline, the text encoder to prune, its
+tokenizer and the denoiser's conditioning projection, loaded with `from_pretrained` from a
+hub id, a local path, or (tiny_*) a pipeline built offline on first use."""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import skrr
+from skrr.tiny import tiny_pipeline_dir
+
+CONF_DIR = Path(skrr.__file__).resolve().parents[1] / "conf"
+CONFIGS_DIR = Path(skrr.__file__).resolve().parent / "configs"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def model_config(name_or_cfg) -> DictConfig:
+    """The composed `conf/model/<name>.yaml` (Hydra defaults resolved), or a given config."""
+    if isinstance(name_or_cfg, (DictConfig, dict)):
+        return OmegaConf.create(name_or_cfg)
+    if name_or_cfg not in available_models():
+        raise KeyError(f"unknown model {name_or_cfg!r}; choose from {available_models()}")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="model_only", overrides=[f"model={name_or_cfg}"]).model
+
+
+def resolve_pretrained(cfg: DictConfig) -> str:
+    if cfg.get("tiny"):
+        return str(tiny_pipeline_dir(cfg.name))
+    path = str(cfg.pretrained)
+    if path.startswith("skrr:"):  # shipped inside the package (the toy world)
+        path = str(Path(skrr.__file__).resolve().parent / path[len("skrr:"):])
+    return path
+
+
+def _import(dotted: str):
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_path(root, dotted: str):
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def load_pipeline(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **components):
+    """The model's diffusers pipeline (components given as keyword arguments replace loaded ones,
+    e.g. `text_encoder=load_pruned(...)`)."""
+    cfg = model_config(name_or_cfg)
+    dtype = dtype or DTYPES[cfg.dtype]
+    cls = _import(cfg.pipeline_class)
+    pipe = cls.from_pretrained(resolve_pretrained(cfg), dtype=dtype, **components)
+    return pipe.to(device)
+
+
+@dataclass
+class TextSide:
+    """What pruning needs from a pipeline: the encoder, its tokenizer, the projection, and how the
+    pipeline feeds the encoder."""
+    cfg: DictConfig
+    encoder: nn.Module
+    tokenizer: object
+    projection: nn.Module
+    preprocess: object = None  # the pipeline's own caption cleaning, if it has one
+
+    def tokenize(self, prompts: list[str]) -> dict:
+        """Tokenize exactly as the pipeline's encode_prompt does. `attend` marks the tokens the
+        denoiser attends to (the attention mask where the pipeline passes one, else all)."""
+        if self.preprocess is not None:
+            prompts = self.preprocess(list(prompts), clean_caption=bool(self.cfg.clean_caption))
+        t = self.tokenizer(list(prompts), padding="max_length", max_length=int(self.cfg.max_length), truncation=True,
+                           add_special_tokens=True, return_tensors="pt")
+        if self.cfg.attention_mask:
+            return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+        return {"input_ids": t.input_ids, "attention_mask": None, "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+
+
+def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TextSide:
+    """Load encoder, tokenizer and projection without the rest of the pipeline where possible."""
+    cfg = model_config(name_or_cfg)
+    dtype = dtype or DTYPES[cfg.dtype]
+    root = resolve_pretrained(cfg)
+    pipe_cls = _import(cfg.pipeline_class)
+    index = json.loads((Path(root) / "model_index.json").read_text()) if Path(root).is_dir() else None
+    if index is None:
+        from huggingface_hub import hf_hub_download
+
+        index = json.loads(Path(hf_hub_download(root, "model_index.json")).read_text())
+    def component(sub: str):
+        lib, cls_name = index[sub]
+        cls = getattr(importlib.import_module(lib), cls_name)
+        kwargs = {}
+        if isinstance(cls, type) and issubclass(cls, nn.Module):  # tokenizers take no dtype
+            kwargs = {"dtype": dtype}
+        return cls.from_pretrained(root, subfolder=sub, **kwargs)
+
+    tokenizer = component(cfg.tokenizer)
+    encoder = component(cfg.text_encoder).to(device).eval()
+    denoiser_name, _, proj_path = cfg.projection.partition(".")
+    denoiser = component(denoiser_name)
+    projection = get_path(denoiser, proj_path).to(device=device, dtype=dtype).eval()
+    del denoiser  # only the projection is needed for the discrepancy
+    preprocess = None
+    if cfg.family == "pixart" and hasattr(pipe_cls, "_text_preprocessing"):
+        helper = pipe_cls.__new__(pipe_cls)  # _text_preprocessing uses no pipeline state
+        preprocess = helper._text_preprocessing
+    return TextSide(cfg, encoder, tokenizer, projection, preprocess)
+
+
+def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:
+    """The real pipeline's components built on the meta device from shipped configs (no weights)."""
+    if not cfg.get("meta_configs"):
+        raise ValueError(f"model {cfg.name!r} has no meta_configs; load it to count its parameters")
+    spec = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
+    out = {}
+    for name, c in spec.items():
+        cls = _import(c["class"])
+        conf = json.loads((CONFIGS_DIR / c["config_file"]).read_text()) if "config_file" in c else c["config"]
+        with torch.device("meta"):
+            if c["class"].startswith("transformers."):
+                config_cls = cls.config_class
+                out[name] = cls(config_cls(**conf))
+            else:
+                out[name] = cls(**conf)
+    return out
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,134 @@
+"""The plan: which sub-blocks are skipped and which skipped positions re-use a kept one.
+
+Every method writes one; every later stage reads one. A hand-written plan needs only `skip`
+(and optionally `reuse`); everything else is filled in or checked against the encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from skrr.encoder import SubBlock
+
+FORMAT = "skrr-plan/1"
+# Keys that name a checkpoint rather than the architecture; excluded from the config hash.
+_VOLATILE = {"_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype", "use_cache",
+             "is_encoder_decoder", "_attn_implementation_autoset", "output_hidden_states"}
+
+
+class PlanError(ValueError):
+    pass
+
+
+def config_hash(config) -> str:
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    d = {k: v for k, v in d.items() if k not in _VOLATILE and not k.startswith("_")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    skip: list[int]
+    reuse: dict[int, int] = field(default_factory=dict)
+    encoder: dict | None = None  # {"name": ..., "config_hash": ..., "num_sub_blocks": ...}
+    sparsity: float | None = None
+    method: dict = field(default_factory=dict)  # name and settings
+    weights: str | None = None  # file of changed weights beside plan.json (LaCo merges)
+    info: dict = field(default_factory=dict)  # search trace, D per depth, ...
+
+    @property
+    def kept(self) -> set[int]:
+        return set(range(self.encoder["num_sub_blocks"])) - set(self.skip) if self.encoder else set()
+
+    def schedule(self, n: int) -> list[int | None]:
+        skipped = set(self.skip)
+        return [self.reuse.get(i) if i in skipped else i for i in range(n)]
+
+    # --- validation -------------------------------------------------------------------
+    def validate(self, sub_blocks: list[SubBlock], config=None, name: str | None = None) -> "Plan":
+        """Check the plan against an encoder; fill in encoder identity and sparsity. Raises PlanError."""
+        n = len(sub_blocks)
+        if len(set(self.skip)) != len(self.skip):
+            raise PlanError(f"plan skips a sub-block twice: {self.skip}")
+        for i in self.skip:
+            if not isinstance(i, int) or not 0 <= i < n:
+                raise PlanError(f"plan skips sub-block {i!r}, but the encoder has sub-blocks 0..{n - 1}")
+        skipped = set(self.skip)
+        for pos, src in self.reuse.items():
+            if pos not in skipped:
+                raise PlanError(f"re-use at position {pos}, which the plan does not skip")
+            if not isinstance(src, int) or not 0 <= src < n or src in skipped:
+                raise PlanError(f"position {pos} re-uses sub-block {src}, which is not a kept sub-block")
+            if sub_blocks[src].kind != sub_blocks[pos].kind:
+                raise PlanError(f"position {pos} ({sub_blocks[pos].kind}) cannot re-use sub-block {src} "
+                                f"({sub_blocks[src].kind}): types differ")
+        if config is not None:
+            h = config_hash(config)
+            if self.encoder and self.encoder.get("config_hash") not in (None, h):
+                raise PlanError(f"plan was made for encoder {self.encoder.get('name')!r} "
+                                f"(config hash {self.encoder['config_hash']}), not this one (config hash {h})")
+            if self.encoder and self.encoder.get("num_sub_blocks") not in (None, n):
+                raise PlanError(f"plan is for an encoder with {self.encoder['num_sub_blocks']} sub-blocks, this one has {n}")
+            self.encoder = {"name": (self.encoder or {}).get("name") or name, "config_hash": h, "num_sub_blocks": n}
+        return self
+
+    # --- I/O --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reuse"] = {str(k): v for k, v in sorted(self.reuse.items())}
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        if "skip" not in d:
+            raise PlanError("a plan needs a 'skip' list of sub-block indices")
+        try:
+            reuse = {int(k): int(v) for k, v in (d.get("reuse") or {}).items()}
+            skip = [int(i) for i in d["skip"]]
+        except (TypeError, ValueError) as e:
+            raise PlanError(f"plan indices must be integers: {e}") from None
+        known = {f for f in cls.__dataclass_fields__}
+        extra = {k: v for k, v in d.items() if k in known and k not in ("skip", "reuse")}
+        return cls(skip=skip, reuse=reuse, **extra)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "plan.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"plan file not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise PlanError(f"{path} is not valid JSON: {e}") from None
+        plan = cls.from_dict(d)
+        plan.info.setdefault("path", str(path))
+        return plan
+
+
+def sparsity(sub_blocks: list[SubBlock], skip, total: int) -> float:
+    """Parameters removed / all encoder parameters. Re-use shares weights: it changes nothing."""
+    return sum(sub_blocks[i].num_params for i in skip) / total
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
