@@ -1,0 +1,51 @@
+"""CLIP score with open_clip: mean raw cosine between image and prompt embeddings.
+
+Default ViT-B-32-quickgelu with OpenAI weights (trained with QuickGELU); ~0.31 for dense PixArt-Sigma.
+Raw cosine, not x100 as torchmetrics' CLIPScore reports it.
+"""
+from __future__ import annotations
+
+import torch
+
+from eval.images import to_pil_list
+
+
+def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
+                   device: str | torch.device = "cpu", tiny: bool = False):
+    """(model, preprocess, tokenizer); tiny=True builds a random tiny config instead (offline)."""
+    import open_clip
+
+    if tiny:
+        from eval.tiny import register_tiny_open_clip
+        model_name, pretrained = register_tiny_open_clip(), None
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+    return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
+
+
+class CLIPScore:
+    def __init__(self, model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
+                 device: str | torch.device = "cpu", tiny: bool = False, model=None):
+        self.device = torch.device(device)
+        self.model, self.preprocess, self.tokenizer = model or load_open_clip(model_name, pretrained, device, tiny)
+        self.scores: list[float] = []
+
+    @torch.no_grad()
+    def score(self, images, prompts: list[str]) -> torch.Tensor:
+        pils = to_pil_list(images)
+        if len(pils) != len(prompts):
+            raise ValueError(f"CLIP score got {len(pils)} images but {len(prompts)} prompts; pass one prompt per image")
+        pixels = torch.stack([self.preprocess(img) for img in pils]).to(self.device)
+        image_emb = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
+        text_emb = torch.nn.functional.normalize(self.model.encode_text(self.tokenizer(prompts).to(self.device)).float(), dim=-1)
+        return (image_emb * text_emb).sum(-1).cpu()
+
+    def update(self, images, prompts: list[str]) -> None:
+        self.scores.extend(self.score(images, prompts).tolist())
+
+    def compute(self) -> float:
+        if not self.scores:
+            raise ValueError("CLIP score has no images; call update(images, prompts) first")
+        return float(sum(self.scores) / len(self.scores))
+
+    def reset(self) -> None:
+        self.scores = []

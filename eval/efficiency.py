@@ -1,0 +1,131 @@
+"""Efficiency of a text-to-image pipeline: parameters, memory, TFLOPs of one generation, encoder share.
+
+FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one real call of each part:
+text encoder once, denoiser once (x steps x 2 with CFG, as the sampler calls it on a doubled batch),
+VAE decode once. Memory: on CUDA the peak allocated bytes while loading+encoding (measure_load_memory),
+on CPU the resident parameter and buffer bytes.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(module: torch.nn.Module) -> int:
+    """Unique parameters (shared/re-used modules counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+def resident_bytes(module: torch.nn.Module) -> int:
+    tensors = {id(t): t for t in list(module.parameters()) + list(module.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values() if t.device.type != "meta")
+
+
+def pipeline_modules(pipe) -> dict[str, torch.nn.Module]:
+    return {name: comp for name, comp in pipe.components.items() if isinstance(comp, torch.nn.Module)}
+
+
+def text_encoders(pipe) -> dict[str, torch.nn.Module]:
+    return {n: m for n, m in pipeline_modules(pipe).items() if n.startswith("text_encoder")}
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
+def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, width: int = 512,
+                     num_inference_steps: int = 20, guidance_scale: float | None = None) -> dict[str, float]:
+    """FLOPs of one real generation, booked to encoder / denoiser / VAE decode by forward hooks.
+
+    The counter runs over the whole pipe(...) call, so the denoiser's share is steps x its batch
+    (doubled under CFG) exactly as the sampler runs it; FLOPs outside the three parts go to 'other'."""
+    denoiser = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
+    counter = FlopCounterMode(display=False)
+    totals = {"encoder": 0, "denoiser": 0, "vae": 0, "other": 0}
+    state = {"part": None, "booked": 0}
+
+    def book():  # FLOPs since the last part boundary belong to the part that was running
+        total = counter.get_total_flops()
+        totals[state["part"] or "other"] += total - state["booked"]
+        state["booked"] = total
+
+    def enter(name):
+        def hook(module, args, kwargs):
+            book()
+            state["part"] = name
+        return hook
+
+    def leave(module, args, kwargs, output):
+        book()
+        state["part"] = None
+
+    handles = []
+    for enc in text_encoders(pipe).values():
+        handles += [enc.register_forward_pre_hook(enter("encoder"), with_kwargs=True),
+                    enc.register_forward_hook(leave, with_kwargs=True)]
+    handles += [denoiser.register_forward_pre_hook(enter("denoiser"), with_kwargs=True),
+                denoiser.register_forward_hook(leave, with_kwargs=True)]
+    original_decode = pipe.vae.decode
+
+    def decode(*args, **kwargs):  # decode is not forward, so hooks miss it
+        book()
+        state["part"] = "vae"
+        try:
+            return original_decode(*args, **kwargs)
+        finally:
+            book()
+            state["part"] = None
+
+    kwargs = dict(prompt=[prompt], num_inference_steps=num_inference_steps, height=height, width=width,
+                  output_type="pil", generator=[torch.Generator().manual_seed(0)])
+    if guidance_scale is not None:
+        kwargs["guidance_scale"] = guidance_scale
+    if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
+        kwargs["use_resolution_binning"] = False
+    pipe.vae.decode = decode
+    try:
+        with counter, torch.no_grad():
+            pipe(**kwargs)
+        book()
+    finally:
+        for h in handles:
+            h.remove()
+        del pipe.vae.decode
+    total = sum(totals.values())
+    return {"encoder_flops": totals["encoder"], "denoiser_flops": totals["denoiser"], "vae_flops": totals["vae"],
+            "other_flops": totals["other"], "total_flops": total, "tflops": total / 1e12,
+            "encoder_flop_share": totals["encoder"] / total if total else 0.0}
+
+
+def measure_load_memory(load_fn, encode_fn=None, device: str | torch.device = "cuda") -> int:
+    """Peak CUDA bytes allocated while load_fn() (and encode_fn(result), if given) run."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError("peak memory is measured on CUDA; on CPU use resident_bytes(module)")
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    result = load_fn()
+    if encode_fn is not None:
+        with torch.no_grad():
+            encode_fn(result)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_steps: int = 20,
+                      guidance_scale: float | None = None, prompt: str = "a photo of a cat") -> dict:
+    modules = pipeline_modules(pipe)
+    encoders = text_encoders(pipe)
+    encoder_params = sum(count_params(m) for m in encoders.values())
+    total_params = sum(count_params(m) for m in modules.values())
+    report = {"encoder_params": encoder_params, "pipeline_params": total_params,
+              "encoder_param_share": encoder_params / total_params if total_params else 0.0,
+              "encoder_bytes": sum(resident_bytes(m) for m in encoders.values()),
+              "pipeline_bytes": sum(resident_bytes(m) for m in modules.values())}
+    report.update(generation_flops(pipe, prompt, height, width, num_inference_steps, guidance_scale))
+    return report

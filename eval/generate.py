@@ -1,0 +1,142 @@
+"""Generation runner: prompts -> PNGs named by prompt index + metadata JSONL; batched, resumable, sharded.
+
+Seed policy: image i uses torch.Generator().manual_seed(base_seed + i), so the dense and a pruned
+pipeline draw the same initial noise for the same prompt and their images pair up (DreamSim).
+Sharding: rank r of world w takes the indices i with i % w == r (RANK/WORLD_SIZE as set by
+torchrun / accelerate launch); `merge` then checks completeness and writes metadata.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+METADATA = "metadata.jsonl"
+
+
+@dataclass
+class SamplerConfig:
+    height: int = 512
+    width: int = 512
+    num_inference_steps: int = 20
+    guidance_scale: float | None = None  # None: the pipeline's own default (the paper's protocol)
+    base_seed: int = 0
+    batch_size: int = 4
+
+
+def image_name(index: int) -> str:
+    return f"{index:05d}.png"
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size}); fix --rank/--world-size or RANK/WORLD_SIZE")
+    return rank, world_size
+
+
+def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
+    """Sampler arguments for pipe(...); use_resolution_binning only where __call__ takes it (PixArt)."""
+    kwargs = dict(num_inference_steps=cfg.num_inference_steps, height=cfg.height, width=cfg.width, output_type="pil")
+    if cfg.guidance_scale is not None:
+        kwargs["guidance_scale"] = cfg.guidance_scale
+    if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
+        kwargs["use_resolution_binning"] = False
+    return kwargs
+
+
+def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig = SamplerConfig(),
+             rank: int | None = None, world_size: int | None = None, extra: dict | None = None) -> list[int]:
+    """Generate this rank's missing images. Returns the indices generated in this call."""
+    if not prompts:
+        raise ValueError("empty prompt set; pass at least one prompt (check the prompt file path)")
+    rank, world_size = resolve_rank(rank, world_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in range(rank, len(prompts), world_size) if not (out_dir / image_name(i)).exists()]
+    kwargs = pipeline_kwargs(pipe, cfg)
+    settings = {**asdict(cfg), "dtype": str(getattr(pipe, "dtype", None)), "pipeline": type(pipe).__name__,
+                **(extra or {})}
+    meta_path = out_dir / f"metadata.rank{rank}.jsonl"
+    bar = tqdm(total=len(todo), desc=f"generate rank {rank}/{world_size}", unit="img")
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start:start + cfg.batch_size]
+        generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
+        images = pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs).images
+        # metadata first: a crash before the PNG lands re-generates it and merge keeps the last row
+        with open(meta_path, "a") as f:
+            for i in batch:
+                f.write(json.dumps({"index": i, "prompt": prompts[i], "seed": cfg.base_seed + i,
+                                    "file": image_name(i), **settings}) + "\n")
+        for i, image in zip(batch, images):
+            tmp = out_dir / (image_name(i) + ".tmp")
+            image.save(tmp, format="PNG")
+            os.replace(tmp, out_dir / image_name(i))
+        bar.update(len(batch))
+    bar.close()
+    return todo
+
+
+def merge(out_dir: str | os.PathLike, num_prompts: int) -> Path:
+    """Check that every index has its image and metadata row, then write metadata.jsonl (sorted)."""
+    out_dir = Path(out_dir)
+    missing = [i for i in range(num_prompts) if not (out_dir / image_name(i)).exists()]
+    rows: dict[int, dict] = {}
+    for shard in sorted(out_dir.glob("metadata.rank*.jsonl")):
+        for line in shard.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["index"]] = row
+    missing_meta = [i for i in range(num_prompts) if i not in rows and i not in missing]
+    if missing or missing_meta:
+        raise RuntimeError(f"{out_dir} is incomplete: {len(missing)} images missing (first {missing[:5]}), "
+                           f"{len(missing_meta)} metadata rows missing (first {missing_meta[:5]}); "
+                           "re-run generate for every rank (it resumes), then merge")
+    tmp = out_dir / (METADATA + ".tmp")
+    with open(tmp, "w") as f:
+        for i in range(num_prompts):
+            f.write(json.dumps(rows[i]) + "\n")
+    os.replace(tmp, out_dir / METADATA)
+    return out_dir / METADATA
+
+
+def main(argv=None):
+    from eval import prompts as prompt_sets
+
+    parser = argparse.ArgumentParser(description="generate evaluation images (resumable, sharded)")
+    parser.add_argument("command", choices=["generate", "merge"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--prompts", help="text/JSONL prompt file (for merge: to count prompts)")
+    parser.add_argument("--pipeline", default="tiny_pixart", help="name for skrr.models.load_pipeline")
+    parser.add_argument("--dtype", default=None, choices=[None, "float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=None)
+    parser.add_argument("--world-size", type=int, default=None)
+    args = parser.parse_args(argv)
+    prompts = prompt_sets.load_prompt_file(args.prompts)
+    if args.command == "merge":
+        print(merge(args.out, len(prompts)))
+        return
+    from skrr.models import load_pipeline
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=dtype)
+    cfg = SamplerConfig(args.height, args.width, args.steps, args.guidance_scale, args.seed, args.batch_size)
+    generate(pipe, prompts, args.out, cfg, args.rank, args.world_size, extra={"pipeline_name": args.pipeline})
+
+
+if __name__ == "__main__":
+    main()

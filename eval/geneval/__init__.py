@@ -1,0 +1,1 @@
+"""GenEval without mmcv/mmdet: prompts, the official decision rules, a transformers detector."""

@@ -1,0 +1,59 @@
+"""Image batches in and out of the metrics: PIL lists or uint8 (N,3,H,W) tensors."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def to_uint8_tensor(images) -> torch.Tensor:
+    """List of PIL images (same size) or a uint8 (N,3,H,W) tensor -> uint8 (N,3,H,W) CPU tensor."""
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected a uint8 tensor (N,3,H,W), got {images.dtype} {tuple(images.shape)}; "
+                             "convert with (x * 255).round().to(torch.uint8)")
+        return images.cpu()
+    arrays = [np.asarray(img.convert("RGB")) for img in images]
+    if len({a.shape for a in arrays}) > 1:
+        raise ValueError("images in one batch must share a size; resize them first")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def to_pil_list(images) -> list[Image.Image]:
+    if isinstance(images, torch.Tensor):
+        images = to_uint8_tensor(images)
+        return [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in images]
+    return [img.convert("RGB") for img in images]
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a folder, sorted by the prompt index in their name when they have one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist; generate or download the images first")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+
+    def key(p: Path):
+        m = re.fullmatch(r"(\d+)", p.stem)
+        return (0, int(m.group(1)), "") if m else (1, 0, p.name)
+
+    return sorted(files, key=key)
+
+
+def load_images(paths) -> list[Image.Image]:
+    out = []
+    for p in paths:
+        with Image.open(p) as img:
+            out.append(img.convert("RGB"))
+    return out
+
+
+def batched(items, batch_size: int):
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
