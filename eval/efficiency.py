@@ -129,3 +129,21 @@ def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_s
               "pipeline_bytes": sum(resident_bytes(m) for m in modules.values())}
     report.update(generation_flops(pipe, prompt, height, width, num_inference_steps, guidance_scale))
     return report
+
+
+class Efficiency:
+    """update(pipe) measures one pipeline; compute() returns its report (params, bytes, FLOPs, shares)."""
+
+    def __init__(self, height: int = 512, width: int = 512, num_inference_steps: int = 20,
+                 guidance_scale: float | None = None):
+        self.settings = dict(height=height, width=width, num_inference_steps=num_inference_steps,
+                             guidance_scale=guidance_scale)
+        self.report: dict | None = None
+
+    def update(self, pipe, prompts=None) -> None:
+        self.report = efficiency_report(pipe, **self.settings)
+
+    def compute(self) -> dict:
+        if self.report is None:
+            raise ValueError("Efficiency has measured nothing; call update(pipe) first")
+        return self.report
