@@ -147,7 +147,11 @@ def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
         pipe.save_pretrained(tmp)
         if not (target / "model_index.json").is_file():  # another process may have won the race
             shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # it won between the check and the replace: use its (identical) build
+                if not (target / "model_index.json").is_file():
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
