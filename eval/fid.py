@@ -64,14 +64,11 @@ class FID:
         return self.model(x).double().cpu().numpy().reshape(len(x), -1)
 
     def update(self, images, prompts=None) -> None:
-        feats = self.features(images)
-        self._features.append(feats)
-        if self._tm is not None:
-            n = feats.shape[0]
-            t = torch.from_numpy(feats).to(self.device)
-            self._tm.fake_features_sum += t.sum(0)
-            self._tm.fake_features_cov_sum += t.t().mm(t)
-            self._tm.fake_features_num_samples += n
+        if self._tm is not None:  # torchmetrics runs its own feature network on the uint8 batch
+            self._tm.update(self.preprocess(images).to(self.device), real=False)
+            self._features.append(np.zeros((len(images), self.reference["mu"].shape[0] if self.reference else 0)))
+            return
+        self._features.append(self.features(images))
 
     def compute(self) -> float:
         if self.reference is None:
