@@ -1,0 +1,56 @@
+"""skrr-prune: `skrr-prune model=pixart_sigma method=skrr method.sparsity=0.4 method.beam_width=3`.
+
+Writes plan.json (plan_<sparsity>.json for several targets) into the run directory, logs D
+per depth, and prints the achieved sparsity. `-m` sweeps work (calibration targets are cached).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from experiments.cli import CONF_DIR, fail_fast
+from skrr.prune import prune, validate_method
+
+log = logging.getLogger("skrr-prune")
+
+
+def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str) -> list[Path]:
+    paths = []
+    for plan in plans:
+        name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
+        paths.append(plan.save(out_dir / name))
+        if save_encoder:
+            from skrr import apply_plan, save_pruned
+            from skrr.models import load_text_side
+
+            enc = load_text_side(model_name, device=device).encoder
+            apply_plan(enc, plan, weights_dir=out_dir)
+            save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")))
+    return paths
+
+
+def run(cfg: DictConfig) -> None:
+    validate_method(cfg.method)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    plans = prune(cfg.model, cfg.method, cfg.calibration, device=cfg.device, progress=cfg.progress)
+    for plan in plans:
+        for depth, d in enumerate(plan.info.get("depth_d", []), 1):
+            log.info("depth %d: D=%.6g", depth, d)
+    paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, cfg.device)
+    for plan, path in zip(plans, paths):
+        print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
+              f"skip={plan.skip} reuse={plan.reuse} -> {path}")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)
+def main(cfg: DictConfig) -> None:
+    with fail_fast():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()

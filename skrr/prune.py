@@ -1,0 +1,133 @@
+"""`skrr.prune`: calibration -> method -> plans, for one model and one or more sparsity targets.
+
+Methods share one interface, `run(ctx: PruneContext, cfg, targets) -> list[Plan]`, so Skrr
+and the baselines are interchangeable everywhere downstream.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from skrr.calibration import Calibration, build_calibration, select_prompts, source_prompts
+from skrr.discrepancy import METRICS, Discrepancy
+from skrr.encoder import SubBlock, to_sub_blocks, total_params
+from skrr.models import TextSide, load_text_side
+from skrr.plan import Plan, config_hash
+
+METHODS = {
+    "dense": "skrr.prune:run_dense",
+    "skrr": "skrr.prune:run_skrr",
+    "shortgpt": "baselines.shortgpt:run",
+    "laco": "baselines.laco:run",
+    "finercut": "baselines.finercut:run",
+}
+
+
+@dataclass
+class PruneContext:
+    text_side: TextSide
+    calib: Calibration
+    sub_blocks: list[SubBlock]
+    total: int  # dense encoder parameters (sparsity denominator)
+    device: str
+    progress: bool = True
+
+    def discrepancy(self, cfg: DictConfig, **overrides) -> Discrepancy:
+        """The D evaluator with the method's settings (metric, projection, null term, batching)."""
+        opts = dict(metric=cfg.get("metric", "mse"), projection=bool(cfg.get("projection", True)),
+                    null_term=bool(cfg.get("null_term", True)), batch_size=int(cfg.get("batch_size", 8)),
+                    fast=bool(cfg.get("fast", True)), cache_budget_mb=float(cfg.get("cache_budget_mb", 2048)))
+        opts.update(overrides)
+        if opts["projection"] != self.calib.projected:
+            raise ValueError(f"calibration targets were computed with projection={self.calib.projected}; "
+                             f"build the context with projection={opts['projection']}")
+        return Discrepancy(self.text_side, self.calib, device=self.device, **opts)
+
+    def plan(self, skip, cfg: DictConfig, reuse=None, **info) -> Plan:
+        settings = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        plan = Plan(skip=[int(i) for i in skip], reuse=dict(reuse or {}), method=settings, info=info,
+                    encoder={"name": self.text_side.cfg.name, "config_hash": config_hash(self.text_side.encoder.config),
+                             "num_sub_blocks": len(self.sub_blocks)})
+        plan.sparsity = sum(self.sub_blocks[i].num_params for i in plan.skip) / self.total
+        return plan
+
+
+def targets_of(cfg: DictConfig) -> list[float]:
+    s = cfg.get("sparsity", 0.0)
+    targets = [float(x) for x in s] if isinstance(s, (list, tuple, ListConfig)) else [float(s)]
+    for t in targets:
+        if not 0.0 <= t < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {t}")
+    return targets
+
+
+def validate_method(cfg: DictConfig) -> None:
+    """Fail fast, before anything heavy is loaded."""
+    if cfg.get("name") not in METHODS:
+        raise ValueError(f"unknown method {cfg.get('name')!r}; choose from {sorted(METHODS)}")
+    targets_of(cfg)
+    if "beam_width" in cfg and int(cfg.beam_width) < 1:
+        raise ValueError(f"beam width must be >= 1, got {cfg.beam_width}")
+    if cfg.get("metric", "mse") not in METRICS:
+        raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
+    if cfg.get("select", "prefix") not in ("prefix", "per_target"):
+        raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
+
+
+def method_fn(name: str):
+    module, _, fn = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def make_context(model, calibration: DictConfig, device: str = "cpu", projection: bool = True,
+                 batch_size: int = 8, progress: bool = True) -> PruneContext:
+    text_side = model if isinstance(model, TextSide) else load_text_side(model, device=device)
+    enc = to_sub_blocks(text_side.encoder)
+    tok = text_side.tokenizer
+    prompts = select_prompts(source_prompts(calibration), calibration,
+                             token_length=lambda p: len(tok(p, add_special_tokens=True).input_ids))
+    calib = build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device)
+    return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device, progress)
+
+
+def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, device: str = "cpu",
+          progress: bool = True) -> list[Plan]:
+    """Plans (one per sparsity target) for `model` (a registry name, model config or TextSide)."""
+    method, calibration = OmegaConf.create(method), OmegaConf.create(calibration)
+    validate_method(method)
+    ctx = make_context(model, calibration, device, projection=bool(method.get("projection", True)),
+                       batch_size=int(method.get("batch_size", 8)), progress=progress)
+    with torch.no_grad():
+        plans = method_fn(method.name)(ctx, method, targets_of(method))
+    for plan in plans:
+        plan.info.setdefault("calibration", {"key": ctx.calib.key, "size": len(ctx.calib.prompts)})
+    return plans
+
+
+# --- the two methods that live here ---------------------------------------------------
+def run_dense(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[Plan]:
+    return [ctx.plan([], cfg, target=t) for t in targets]
+
+
+def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[Plan]:
+    from skrr.search import beam_search, per_target, prefix_for, reuse_phase
+
+    disc = ctx.discrepancy(cfg)
+    depth = None if cfg.get("depth", "auto") in (None, "auto") else int(cfg.depth)
+    halving = OmegaConf.to_container(cfg.halving) if cfg.get("halving") else None
+    result = beam_search(disc, ctx.sub_blocks, ctx.total, int(cfg.beam_width), depth=depth, target=max(targets),
+                         halving=halving, progress=ctx.progress)
+    plans = []
+    for t in targets:
+        pick = per_target if cfg.get("select", "prefix") == "per_target" else prefix_for
+        skip = pick(result, ctx.sub_blocks, ctx.total, t) if pick is per_target else pick(result.order, ctx.sub_blocks, ctx.total, t)
+        d_skip = disc.evaluate([None if i in set(skip) else i for i in range(len(ctx.sub_blocks))], [{}])[0]
+        reuse, reuse_trace = reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress) if cfg.get("reuse", True) else ({}, [])
+        plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
+                              d_skip=d_skip, d_final=reuse_trace[-1] if reuse_trace else d_skip,
+                              reuse_d=reuse_trace, candidates_scored=result.evaluated,
+                              sub_block_evals=disc.sub_block_evals))
+    return plans

@@ -1,0 +1,136 @@
+"""Skrr: beam-search Skip, then greedy Re-use (arXiv 2502.08690, Sec. 3).
+
+Skip:   beams = [(0, [])]; each depth, extend every beam by every unskipped sub-block, score
+        each distinct *set* once (D depends only on the set), keep the k best (ties: lower
+        indices). S* = best sequence at the last depth.
+Re-use: for each skipped i in S* order, try running the nearest kept same-type sub-block on
+        the left or right at position i; keep the strictly best improvement.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from skrr.encoder import SubBlock
+from skrr.plan import sparsity
+
+
+@dataclass
+class SearchResult:
+    order: list[int]  # S*, the best sequence at the final depth
+    depth_d: list[float]  # D of the best beam at each depth
+    beams: list[list[tuple[list[int], float]]] = field(default_factory=list)  # per depth, k best
+    evaluated: int = 0  # distinct candidate sets scored
+
+
+def schedule_skipping(n: int, skipped) -> list[int | None]:
+    skipped = set(skipped)
+    return [None if i in skipped else i for i in range(n)]
+
+
+def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, depth: int | None = None,
+                target: float | None = None, halving: dict | None = None, progress: bool = True) -> SearchResult:
+    """Search until `depth`, or (depth None) until the best beam reaches sparsity `target`."""
+    if beam_width < 1:
+        raise ValueError(f"beam width must be >= 1, got {beam_width}")
+    n = len(sub_blocks)
+    max_depth = min(depth or n, n)
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    result = SearchResult(order=[], depth_d=[])
+    bar = tqdm(total=max_depth, desc=f"skip k={beam_width}", disable=not progress, leave=False)
+    for _ in range(max_depth):
+        cands = _expand(beams, n)
+        scored = _score(disc, cands, n, beam_width, halving)
+        scored.sort(key=lambda c: (c[1], sorted(c[0])))
+        beams = scored[:beam_width]
+        result.beams.append(beams)
+        result.depth_d.append(beams[0][1])
+        result.evaluated += len(cands)
+        bar.update(1)
+        bar.set_postfix(D=f"{beams[0][1]:.3g}")
+        if depth is None and target is not None and sparsity(sub_blocks, beams[0][0], total) >= target:
+            break
+    bar.close()
+    result.order = list(beams[0][0])
+    return result
+
+
+def _expand(beams, n):
+    """Children of every beam, one per distinct set, first parent (in rank order) wins."""
+    seen, cands = set(), []
+    for seq, _ in beams:
+        for i in range(n):
+            key = frozenset(seq) | {i}
+            if i not in seq and key not in seen:
+                seen.add(key)
+                cands.append((seq, i))
+    return cands
+
+
+def _score(disc, cands, n, beam_width, halving):
+    """D of each candidate, grouped by parent so each parent's prefix states are shared."""
+    if halving and halving.get("enabled"):
+        limit = max(1, math.ceil(_num_c_batches(disc) * float(halving.get("fraction", 0.25))))
+        rough = _score_groups(disc, cands, n, limit)
+        keep = max(int(halving.get("min_keep", 4)) * beam_width, math.ceil(len(cands) * float(halving.get("keep", 0.5))))
+        rough.sort(key=lambda c: (c[1], sorted(c[0])))
+        survivors = {tuple(seq) for seq, _ in rough[:keep]}
+        cands = [(seq, i) for seq, i in cands if tuple(seq + [i]) in survivors]
+    return _score_groups(disc, cands, n, None)
+
+
+def _score_groups(disc, cands, n, limit):
+    by_parent: dict[tuple, list[int]] = {}
+    for seq, i in cands:
+        by_parent.setdefault(tuple(seq), []).append(i)
+    out = []
+    for seq, adds in by_parent.items():
+        ds = disc.evaluate(schedule_skipping(n, seq), [{i: None} for i in adds], groups_limit=limit)
+        out += [(list(seq) + [i], d) for i, d in zip(adds, ds)]
+    return out
+
+
+def _num_c_batches(disc) -> int:
+    return sum(b["group"] == "C" for b in disc.batches)
+
+
+def prefix_for(order: list[int], sub_blocks: list[SubBlock], total: int, target: float) -> list[int]:
+    """Shortest prefix of `order` whose sparsity >= target (the whole order if none reaches it)."""
+    for d in range(len(order) + 1):
+        if sparsity(sub_blocks, order[:d], total) >= target:
+            return order[:d]
+    return list(order)
+
+
+def per_target(result: SearchResult, sub_blocks: list[SubBlock], total: int, target: float) -> list[int]:
+    """Best beam at the first depth whose best beam reaches the target."""
+    for beams in result.beams:
+        if sparsity(sub_blocks, beams[0][0], total) >= target:
+            return list(beams[0][0])
+    return list(result.order)
+
+
+def nearest_kept(sub_blocks: list[SubBlock], skipped: set, i: int) -> tuple[int | None, int | None]:
+    kind = sub_blocks[i].kind
+    left = next((j for j in range(i - 1, -1, -1) if j not in skipped and sub_blocks[j].kind == kind), None)
+    right = next((j for j in range(i + 1, len(sub_blocks)) if j not in skipped and sub_blocks[j].kind == kind), None)
+    return left, right
+
+
+def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True) -> tuple[dict[int, int], list[float]]:
+    """Greedy Re-use over the skipped positions in skip order. Returns the re-use map and D after each step."""
+    n, skipped, reuse = len(sub_blocks), set(skip), {}
+    trace = []
+    for i in tqdm(skip, desc="re-use", disable=not progress, leave=False):
+        sched = [reuse.get(j) if j in skipped else j for j in range(n)]
+        options = [s for s in nearest_kept(sub_blocks, skipped, i) if s is not None]
+        ds = disc.evaluate(sched, [{}] + [{i: s} for s in options])
+        best = min(range(1, len(ds)), key=lambda j: (ds[j], options[j - 1]), default=None)
+        if best is not None and ds[best] < ds[0]:
+            reuse[i] = options[best - 1]
+            trace.append(ds[best])
+        else:
+            trace.append(ds[0])
+    return reuse, trace
