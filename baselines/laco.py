@@ -1,0 +1,164 @@
+"""LaCo (arXiv 2402.11187) on a text encoder: layer collapse with a similarity gate.
+
+    l = H - C
+    while l >= L:
+        merge layers l..l+C-1 of the current model into l (RDSC: theta_l + sum_k (theta_{l+k} - theta_l))
+        s = mean over prompts of cos(flat E_dense(c), flat E_merged(c))
+        if s > T: accept; l = min(l - I, depth - C)    else: l = l - 1
+    (stops once the largest sparsity target is met)
+
+Layer norms are not merged (the target layer keeps its own); T5's relative position bias table
+lives outside the blocks. `merge: last` is what the public reference code does in effect (its
+in-place update makes the merge equal to the last layer of the run).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from baselines.common import blocks_skip, maybe_reuse
+from skrr.encoder import find_sub_block_encoder
+from skrr.plan import Plan, sparsity
+
+log = logging.getLogger(__name__)
+MERGES = ("rdsc", "last")
+
+
+def mergeable(enc, block: int) -> dict[str, nn.Parameter]:
+    """Parameters of a block that a merge changes: `branches.<i>.<name>`, norms excluded."""
+    out = {}
+    for i in (2 * block, 2 * block + 1):
+        branch = enc.branches[str(i)]
+        norms = {id(p) for m in branch.modules() if "norm" in type(m).__name__.lower() for p in m.parameters()}
+        out.update({f"branches.{i}.{n}": p for n, p in branch.named_parameters() if id(p) not in norms})
+    return out
+
+
+def merge(thetas: list[dict[str, torch.Tensor]], how: str) -> dict[str, torch.Tensor]:
+    """Merge layers [l, l+1, ...] (each a dict keyed like the first layer's) into one layer l."""
+    if how == "last":
+        return {k: v.clone() for k, v in thetas[-1].items()}
+    base = thetas[0]  # summed in fp32, stored in the model's dtype
+    return {k: (base[k].float() + sum(t[k].float() - base[k].float() for t in thetas[1:])).to(base[k].dtype)
+            for k in base}
+
+
+def _retarget(theta: dict[str, torch.Tensor], src: int, dst: int) -> dict[str, torch.Tensor]:
+    """Rename block src's weights as block dst's (same structure, sub-blocks 2*src+j -> 2*dst+j)."""
+    out = {}
+    for k, v in theta.items():
+        _, i, rest = k.split(".", 2)
+        out[f"branches.{2 * dst + int(i) - 2 * src}.{rest}"] = v
+    return out
+
+
+@contextlib.contextmanager
+def loaded(enc, weights: dict[str, torch.Tensor]):
+    """Temporarily put `weights` (keyed `branches.<i>.<name>`) into the live encoder."""
+    params = dict(enc.named_parameters())
+    saved = {k: params[k].detach().clone() for k in weights}
+    try:
+        for k, v in weights.items():
+            params[k].data.copy_(v)
+        yield
+    finally:
+        for k, v in saved.items():
+            params[k].data.copy_(v)
+
+
+@torch.no_grad()
+def embeddings(enc, tokens: dict, schedule, device="cpu", batch_size: int = 8) -> torch.Tensor:
+    """Flattened final embeddings (encoder output, padding zeroed), one row per prompt, fp32."""
+    out = []
+    for s in range(0, tokens["input_ids"].shape[0], batch_size):
+        ids = tokens["input_ids"][s:s + batch_size].to(device)
+        mask = tokens["attention_mask"]
+        mask = None if mask is None else mask[s:s + batch_size].to(device)
+        h, c = enc.prepare(input_ids=ids, attention_mask=mask)
+        f = enc.finish(enc.run(h, c, schedule=schedule), c).float()
+        f = f * tokens["attend"][s:s + batch_size].to(device).unsqueeze(-1)
+        out.append(f.flatten(1).cpu())
+    return torch.cat(out)
+
+
+def check(cfg: DictConfig) -> None:
+    if cfg.get("merge", "rdsc") not in MERGES:
+        raise ValueError(f"unknown LaCo merge {cfg.merge!r}; choose from {MERGES}")
+    for k in ("C", "L", "H", "I"):
+        if int(cfg[k]) < (2 if k == "C" else 0 if k == "L" else 1):
+            raise ValueError(f"LaCo needs C >= 2, L >= 0, H >= 1, I >= 1; got {k}={cfg[k]}")
+
+
+def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
+    check(cfg)
+    enc = find_sub_block_encoder(ctx.text_side.encoder)
+    n_sub = len(enc)
+    num_blocks = n_sub // 2
+    C, L, I, T = int(cfg.C), int(cfg.L), int(cfg.I), float(cfg.T)
+    H = min(int(cfg.H), num_blocks)
+    n = min(int(cfg.get("num_sim_prompts", 8)), ctx.calib.tokens["input_ids"].shape[0])
+    tokens = {k: None if v is None else v[:n] for k, v in ctx.calib.tokens.items()}
+    bs = int(cfg.get("batch_size", 8))
+    dense = embeddings(enc, tokens, list(range(n_sub)), ctx.device, bs)
+
+    layers = list(range(num_blocks))  # original block index of each layer of the current model
+    changed: dict[int, dict[str, torch.Tensor]] = {}  # merged blocks -> their new weights (others: live)
+    removed: list[int] = []
+    trace, snapshots = [], {}
+
+    def record():  # the state for every target this state reaches first
+        s = sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total)
+        for t in targets:
+            if t not in snapshots and s >= t:
+                snapshots[t] = (list(removed), {b: dict(w) for b, w in changed.items()})
+
+    record()
+    l = H - C
+    while l >= L and len(snapshots) < len(targets):
+        run_blocks = layers[l:l + C]
+        tgt = run_blocks[0]
+        thetas = [changed.get(b) or {k: p.detach() for k, p in mergeable(enc, b).items()} for b in run_blocks]
+        new = merge([_retarget(w, b, tgt) for w, b in zip(thetas, run_blocks)], cfg.get("merge", "rdsc"))
+        skipped = set(blocks_skip(removed + run_blocks[1:]))
+        with loaded(enc, {**{k: v for w in changed.values() for k, v in w.items()}, **new}):
+            emb = embeddings(enc, tokens, [None if i in skipped else i for i in range(n_sub)], ctx.device, bs)
+        sim = float(torch.nn.functional.cosine_similarity(emb, dense, dim=-1).mean())
+        accept = sim > T
+        trace.append({"layer": l, "blocks": run_blocks, "sim": sim, "accepted": accept})
+        log.info("LaCo merge blocks %s into %d: sim %.4f %s", run_blocks, tgt, sim, "accepted" if accept else "rejected")
+        if accept:
+            changed[tgt] = new
+            for b in run_blocks[1:]:  # a removed block's earlier merge goes with it
+                changed.pop(b, None)
+            removed += run_blocks[1:]
+            layers = [b for b in layers if b not in run_blocks[1:]]
+            record()
+            l = min(l - I, len(layers) - C)
+        else:
+            l -= 1
+
+    prefix = _param_prefix(ctx.text_side.encoder, enc)
+    plans = []
+    for t in targets:
+        reached = t in snapshots
+        if not reached:
+            log.warning("LaCo reached sparsity %.2f%%, short of the target %.2f%% (lower T or widen [L, H])",
+                        100 * sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total), 100 * t)
+        blocks, merged = snapshots[t] if reached else (list(removed), dict(changed))
+        skip = blocks_skip(blocks)
+        weights = {k: v for w in merged.values() for k, v in w.items()}
+        with loaded(enc, weights):
+            reuse, reuse_d = maybe_reuse(ctx, cfg, skip)
+        plans.append(ctx.plan(skip, cfg, reuse, target=t, reached_target=reached, removed_blocks=blocks,
+                              merged_blocks=sorted(merged), merges=trace, reuse_d=reuse_d,
+                              _weights={prefix + k: v.detach().cpu().contiguous() for k, v in weights.items()}))
+    return plans
+
+
+def _param_prefix(model: nn.Module, enc) -> str:
+    """Name of the SubBlockEncoder inside the model, as a parameter-name prefix ('encoder.')."""
+    return next(name for name, m in model.named_modules() if m is enc) + "."

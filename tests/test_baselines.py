@@ -1,0 +1,177 @@
+"""ShortGPT, LaCo and FinerCut on tiny offline encoders: each checked against a direct computation."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from baselines import finercut, laco, shortgpt
+from experiments.prune import write_plans
+from skrr import Plan, apply_plan, load_pruned, save_pruned, to_sub_blocks
+from skrr.models import load_text_side
+from skrr.prune import make_context
+
+CALIB = OmegaConf.create({"source": "builtin", "pool": 200, "size": 8, "seed": 0})
+LACO = {"name": "laco", "merge": "rdsc", "C": 3, "L": 1, "H": 24, "I": 2, "T": -1.0, "num_sim_prompts": 4,
+        "projection": False, "reuse": False}
+
+
+def context():
+    return make_context(load_text_side("tiny_pixart"), CALIB, projection=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return context()
+
+
+def fresh_encoder():
+    return load_text_side("tiny_pixart").encoder
+
+
+def output(model, tokens):
+    return model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])[0]
+
+
+# --- ShortGPT ------------------------------------------------------------------------------
+def test_block_influence_matches_hooks_on_the_original_blocks(tiny_t5, t5_inputs):
+    ids, mask = t5_inputs
+    io = []
+    hooks = [b.register_forward_hook(lambda m, args, kw, out: io.append((kw.get("hidden_states", args[0] if args else None),
+                                                                          out[0])), with_kwargs=True)
+             for b in tiny_t5.encoder.block]
+    with torch.no_grad():
+        tiny_t5(input_ids=ids, attention_mask=mask)
+    for h in hooks:
+        h.remove()
+    attend = mask.bool()
+    expected = [1 - torch.nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)[attend].mean().item() for x, y in io]
+    enc = to_sub_blocks(tiny_t5)
+    bi = shortgpt.block_influence(enc, {"input_ids": ids, "attention_mask": mask, "attend": attend}, batch_size=1)
+    assert bi == pytest.approx(expected, abs=1e-5)
+    assert min(expected) > 1e-3  # random blocks do change the stream
+
+
+def test_identity_block_has_zero_influence_and_goes_first():
+    c = context()
+    enc = to_sub_blocks(c.text_side.encoder)
+    with torch.no_grad():  # block 2 becomes the identity: no attention output, no FFN output
+        enc.branches["4"].layer.SelfAttention.o.weight.zero_()
+        enc.branches["5"].layer.DenseReluDense.wo.weight.zero_()
+    [plan] = shortgpt.run(c, OmegaConf.create({"name": "shortgpt", "reuse": False}), [0.05])
+    assert plan.info["bi"][2] == pytest.approx(0.0, abs=1e-6)
+    assert min(b for i, b in enumerate(plan.info["bi"]) if i != 2) > 1e-3
+    assert plan.skip == [4, 5] and plan.info["removed_blocks"] == [2]
+
+
+def test_shortgpt_removes_lowest_bi_blocks_until_target(ctx):
+    cfg = OmegaConf.create({"name": "shortgpt", "reuse": False})
+    plans = shortgpt.run(ctx, cfg, [0.2, 0.4])
+    order = sorted(range(len(plans[0].info["bi"])), key=lambda b: plans[0].info["bi"][b])
+    for plan, t in zip(plans, (0.2, 0.4)):
+        k = len(plan.info["removed_blocks"])
+        assert plan.info["removed_blocks"] == order[:k]
+        assert plan.sparsity >= t
+        assert sum(ctx.sub_blocks[i].num_params for i in plan.skip[:-2]) / ctx.total < t  # one block fewer misses it
+
+
+# --- LaCo ----------------------------------------------------------------------------------
+def test_merge_rules():
+    g = torch.Generator().manual_seed(0)
+    thetas = [{"w": torch.randn(4, 3, generator=g)} for _ in range(3)]
+    rdsc = laco.merge(thetas, "rdsc")["w"]
+    assert torch.equal(rdsc, thetas[0]["w"] + ((thetas[1]["w"] - thetas[0]["w"]) + (thetas[2]["w"] - thetas[0]["w"])))
+    assert torch.equal(laco.merge(thetas, "last")["w"], thetas[2]["w"])
+
+
+def test_mergeable_excludes_norms(ctx):
+    names = laco.mergeable(to_sub_blocks(ctx.text_side.encoder), 1)
+    assert names and not any("norm" in k for k in names)
+    assert {k.split(".")[1] for k in names} == {"2", "3"}
+
+
+@pytest.mark.parametrize("how", ["rdsc", "last"])
+def test_laco_plan_writes_merged_weights_that_load_back(ctx, tmp_path, how):
+    cfg = OmegaConf.create({**LACO, "merge": how})
+    [plan] = laco.run(ctx, cfg, [0.25])
+    # H clipped to 6 blocks, C=3: the first merge collapses blocks 3, 4, 5 into 3 (T=-1 accepts it).
+    assert plan.info["reached_target"] and plan.info["removed_blocks"] == [4, 5]
+    assert plan.skip == [8, 9, 10, 11] and plan.info["merged_blocks"] == [3]
+    dense = dict(fresh_encoder().named_parameters())
+    weights = plan.info["_weights"]
+    q = "encoder.block.{}.layer.0.SelfAttention.q.weight"
+    th = [dense[q.format(b)] for b in (3, 4, 5)]
+    expected = th[0] + ((th[1] - th[0]) + (th[2] - th[0])) if how == "rdsc" else th[2]
+    assert torch.equal(weights["encoder.branches.6.layer.SelfAttention.q.weight"], expected)
+    assert not any("norm" in k for k in weights)
+
+    [path] = write_plans([plan], tmp_path, False, None, "cpu")
+    loaded = Plan.load(path)
+    assert loaded.weights == "plan_weights.safetensors" and (tmp_path / loaded.weights).is_file()
+    assert "_weights" not in loaded.info
+    model = apply_plan(fresh_encoder(), loaded)
+    assert loaded.sparsity == pytest.approx(plan.sparsity)
+    own = dict(model.named_parameters())
+    assert torch.equal(own["encoder.branches.6.layer.SelfAttention.q.weight"], expected)
+    assert torch.equal(own["encoder.branches.6.layer.layer_norm.weight"], dense["encoder.block.3.layer.0.layer_norm.weight"])
+    # the pruned encoder's output is the merged model's: block 3 with merged weights, blocks 4-5 gone
+    ref = fresh_encoder()
+    enc = to_sub_blocks(ref)
+    with torch.no_grad():
+        for k, v in weights.items():
+            dict(ref.named_parameters())[k].copy_(v)
+    enc.schedule = [None if i in loaded.skip else i for i in range(len(enc))]
+    tokens = ctx.calib.tokens
+    with torch.no_grad():
+        out = output(model, tokens)
+        assert torch.allclose(out, output(ref, tokens), atol=1e-6)
+        assert not torch.allclose(out, output(apply_plan(fresh_encoder(), Plan(skip=loaded.skip)), tokens), atol=1e-4)
+        save_pruned(model, loaded, tmp_path / "enc")
+        assert torch.allclose(output(load_pruned(tmp_path / "enc"), tokens), out, atol=1e-6)
+
+
+def test_laco_similarity_gate_rejects_everything_below_threshold(ctx):
+    [plan] = laco.run(ctx, OmegaConf.create({**LACO, "C": 2, "T": 0.9999}), [0.25])
+    assert plan.skip == [] and plan.info["reached_target"] is False and plan.info["_weights"] == {}
+    assert plan.info["merges"] and all(m["sim"] <= 0.9999 and not m["accepted"] for m in plan.info["merges"])
+
+
+def test_laco_rejects_bad_settings(ctx):
+    with pytest.raises(ValueError, match="merge"):
+        laco.run(ctx, OmegaConf.create({**LACO, "merge": "mean"}), [0.25])
+    with pytest.raises(ValueError, match="C >= 2"):
+        laco.run(ctx, OmegaConf.create({**LACO, "C": 1}), [0.25])
+
+
+# --- FinerCut ------------------------------------------------------------------------------
+def test_finercut_first_removal_is_argmin_of_single_removal_mse(ctx):
+    cfg = OmegaConf.create({"name": "finercut", "metric": "mse", "projection": False, "null_term": False})
+    [plan] = finercut.run(ctx, cfg, [0.05])
+    tokens = ctx.calib.tokens
+    model = fresh_encoder()
+    enc = to_sub_blocks(model)
+    m = tokens["attend"].unsqueeze(-1).float()
+    with torch.no_grad():
+        dense = output(model, tokens)
+        mse = []
+        for i in range(len(enc)):
+            enc.schedule = [None if j == i else j for j in range(len(enc))]
+            mse.append(float((((output(model, tokens) - dense) ** 2) * m).sum() / (m.sum() * dense.shape[-1])))
+    assert plan.skip[0] == min(range(len(mse)), key=mse.__getitem__)
+    assert plan.info["depth_d"][0] == pytest.approx(min(mse), rel=1e-4)
+
+
+# --- all three: the plan is an ordinary plan -----------------------------------------------
+@pytest.mark.parametrize("name,cfg", [("shortgpt", {}), ("finercut", {"null_term": False}), ("laco", LACO),
+                                      ("finercut", {"null_term": False, "reuse": True})])
+def test_plans_load_validate_and_report_sparsity(ctx, tmp_path, name, cfg):
+    run = {"shortgpt": shortgpt.run, "laco": laco.run, "finercut": finercut.run}[name]
+    plans = run(ctx, OmegaConf.create({"name": name, "projection": False, **cfg}), [0.2, 0.3])
+    paths = write_plans(plans, tmp_path, False, None, "cpu")
+    for plan, path in zip(plans, paths):
+        loaded = Plan.load(path)
+        model = apply_plan(fresh_encoder(), loaded)
+        assert loaded.sparsity == pytest.approx(plan.sparsity) and loaded.sparsity >= plan.info["target"]
+        assert loaded.method["name"] == name
+        assert {int(k) for k in to_sub_blocks(model).branches} == set(range(12)) - set(loaded.skip)
+        if cfg.get("reuse"):
+            assert plan.info["reuse_d"]
+            assert all(loaded.skip.count(p) == 1 for p in loaded.reuse)
