@@ -1,0 +1,98 @@
+"""skrr-inspect: `skrr-inspect model=pixart_sigma [plan=plan.json]`.
+
+Prints the text encoder's sub-block table (index, block, type, parameters) and its total; with a
+plan, what each sub-block becomes, the plan's sparsity and the pipeline's parameters before and
+after. Real models are built on the meta device from shipped configs (offline, no weights); tiny
+ones are loaded (built offline on first use). Read-only: it writes nothing.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from experiments.cli import CONF_DIR, fail_fast
+
+
+def pipeline_components(cfg: DictConfig) -> dict:
+    """The pipeline's modules: on meta from shipped configs where the model has them, else loaded."""
+    from torch import nn
+
+    from skrr.models import load_pipeline, meta_components
+
+    if cfg.get("meta_configs"):
+        return meta_components(cfg)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # a table tool: keep the terminal clean
+    transformers_logging.disable_progress_bar()
+    pipe = load_pipeline(cfg)
+    return {name: c for name, c in pipe.components.items() if isinstance(c, nn.Module)}
+
+
+def _role(i: int, plan) -> str:
+    if plan is None or i not in plan.skip:
+        return "kept"
+    return f"re-use {plan.reuse[i]}" if i in plan.reuse else "skip"
+
+
+def report(cfg: DictConfig) -> list[str]:
+    from skrr import Plan, apply_plan, to_sub_blocks
+    from skrr.encoder import total_params
+    from skrr.models import count_params
+
+    plan = Plan.load(to_absolute_path(str(cfg.plan))) if cfg.plan else None  # fails before any model work
+    components = pipeline_components(cfg.model)
+    if cfg.model.text_encoder not in components:
+        raise KeyError(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
+    encoder = components[cfg.model.text_encoder]
+    blocks = to_sub_blocks(encoder).sub_blocks
+    dense_encoder = total_params(encoder)
+    dense_pipeline = sum(count_params(m) for m in components.values())
+    if plan is not None:
+        apply_plan(encoder, plan, name=cfg.model.name)  # validates: range, duplicates, re-use, encoder identity
+
+    rows = [("index", "block", "type", "parameters") + (("plan",) if plan else ())]
+    rows += [(str(b.index), str(b.block), b.kind, f"{b.num_params:,}") + ((_role(b.index, plan),) if plan else ())
+             for b in blocks]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = [f"model: {cfg.model.name}   encoder: {cfg.model.text_encoder} ({type(encoder).__name__}, "
+             f"{len(blocks)} sub-blocks)"]
+    lines += ["  ".join(v.rjust(w) if c != 2 and c != 4 else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+              for r in rows]
+    lines.append(f"encoder parameters: {dense_encoder:,}")
+    if plan is None:
+        lines.append(f"pipeline parameters: {dense_pipeline:,}")
+        return lines
+    removed = dense_encoder - count_params(encoder)
+    lines += [f"plan: skip {len(plan.skip)}, re-use {len(plan.reuse)}",
+              f"sparsity: {100 * plan.sparsity:.2f}%",
+              f"encoder parameters after: {dense_encoder - removed:,}",
+              f"pipeline parameters: {dense_pipeline:,} -> {dense_pipeline - removed:,}"]
+    return lines
+
+
+@hydra.main(config_path=CONF_DIR, config_name="inspect", version_base=None)
+def _app(cfg: DictConfig) -> None:
+    with fail_fast():
+        print("\n".join(report(cfg)))
+
+
+def main() -> None:
+    # An unknown model is a Hydra composition error (a multi-line message): name the fix in one
+    # line, before torch is even imported (skrr is imported lazily above for the same reason).
+    models = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+    for arg in sys.argv[1:]:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "model" and value and value not in models:
+            print(f"error: unknown model {value!r}; choose from {models}", file=sys.stderr)
+            sys.exit(2)
+    _app()
+
+
+if __name__ == "__main__":
+    main()
