@@ -25,19 +25,22 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 COLORS = tuple(PALETTE)
-SHAPES = ("circle", "square", "triangle", "diamond")
-PLURALS = {s: s + "s" for s in SHAPES}
+# Chosen so that no two 6x6 stamps overlap by more than IoU 0.5 (a disc and a square would
+# share 89% of their pixels at this size, too close for an unambiguous benchmark).
+SHAPES = ("ring", "square", "triangle", "cross")
+PLURALS = {"ring": "rings", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 
 
 def _shape_masks() -> dict[str, np.ndarray]:
     """6x6 boolean masks of each shape (the exact stamps the renderer uses)."""
     yy, xx = np.mgrid[0:6, 0:6] + 0.5  # pixel centres
+    disc = (xx - 3) ** 2 + (yy - 3) ** 2 <= 3.0 ** 2 + 0.3
+    centre = (np.abs(xx - 3) < 2) & (np.abs(yy - 3) < 2)
     masks = {
+        "ring": disc & ~centre,  # 16 px, 8-connected
         "square": np.ones((6, 6), bool),
-        "circle": (xx - 3) ** 2 + (yy - 3) ** 2 <= 3.0 ** 2 + 0.3,
-        # apex at the top centre, base on the bottom row
-        "triangle": np.abs(xx - 3) <= yy / 2 + 0.01,
-        "diamond": np.abs(xx - 3) + np.abs(yy - 3) <= 3.0 + 0.01,
+        "triangle": np.abs(xx - 3) <= yy / 2 + 0.01,  # apex at the top, base on the bottom row
+        "cross": (np.abs(xx - 3) < 1) | (np.abs(yy - 3) < 1),  # a plus sign, 2 px bars
     }
     return masks
 
