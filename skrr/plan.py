@@ -26,6 +26,9 @@ class PlanError(ValueError):
 
 def config_hash(config) -> str:
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if hasattr(config, "to_dict"):  # keys the config class does not know (e.g. T5's `output_past`) shape nothing
+        known = type(config)().to_dict()
+        d = {k: v for k, v in d.items() if k in known}
     d = {k: v for k, v in d.items() if k not in _VOLATILE and not k.startswith("_")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -97,3 +97,19 @@ def test_malformed_plan_files_are_rejected(tmp_path, text, message):
 def test_missing_plan_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="plan file not found"):
         Plan.load(tmp_path / "nope.json")
+
+
+def test_config_hash_ignores_checkpoint_keys_but_not_architecture():
+    """A plan made on the hub's config (extra keys like `output_past`, dtype, architectures) must
+    match the same encoder built from skrr/configs, and not a different architecture."""
+    from transformers import T5Config
+
+    from skrr.models import CONFIGS_DIR
+
+    spec = json.loads((CONFIGS_DIR / "t5_v1_1_xxl.json").read_text())
+    shipped = T5Config(**spec)
+    hub_like = T5Config(**spec, output_past=True, architectures=["T5EncoderModel"], torch_dtype="float32",
+                        _name_or_path="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
+    assert config_hash(shipped) == config_hash(hub_like)
+    for change in ({"d_model": 2048}, {"num_layers": 12}, {"feed_forward_proj": "relu"}):
+        assert config_hash(T5Config(**{**spec, **change})) != config_hash(shipped), change
