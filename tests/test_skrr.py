@@ -1,0 +1,320 @@
+"""Skrr search (issue 3): the discrepancy, beam-search Skip, greedy Re-use and skrr-prune.
+
+Models are tiny T5 encoders with seeded random weights; two of them are built by hand so
+that a property can only hold if the search does the right thing (a cancelling pair that
+misleads greedy; a sub-block that only moves the empty prompt's embedding).
+"""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers.models.embeddings import PixArtAlphaTextProjection
+from omegaconf import OmegaConf
+
+from skrr import Plan, apply_plan
+from skrr.calibration import build_calibration
+from skrr.discrepancy import Discrepancy
+from skrr.encoder import to_sub_blocks
+from skrr.models import TextSide
+from skrr.search import beam_search, reuse_phase, schedule_skipping
+from skrr.tiny import _corpus, t5_tokenizer, tiny_t5
+
+MAX_LEN = 24
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return t5_tokenizer(MAX_LEN)
+
+
+def seeded_model(num_layers=6, seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return tiny_t5(num_layers=num_layers).eval(), PixArtAlphaTextProjection(32, 24).eval()
+
+
+def text_side(model, projection, tokenizer):
+    cfg = OmegaConf.create({"name": "t5test", "max_length": MAX_LEN, "attention_mask": True, "clean_caption": False})
+    return TextSide(cfg, model, tokenizer, projection)
+
+
+def setup(model, projection, tokenizer, tmp_path, prompts=None, **disc_opts):
+    """Converts `model` in place; returns (encoder view, Discrepancy, calibration)."""
+    side = text_side(model, projection, tokenizer)
+    enc = to_sub_blocks(model)
+    calib = build_calibration(side, prompts or _corpus(16, 3), cache_dir=tmp_path / f"calib{len(os.listdir(tmp_path))}")
+    return enc, Discrepancy(side, calib, **disc_opts), calib
+
+
+def output_weight(model, i):
+    """The weight that writes sub-block i's output into the residual stream."""
+    block = model.encoder.block[i // 2]
+    return block.layer[0].SelfAttention.o.weight if i % 2 == 0 else block.layer[-1].DenseReluDense.wo.weight
+
+
+# --- an independent reference: the unconverted transformers model with skipped layers hooked out ---
+def reference_features(hf_model, projection, ids, mask, skip):
+    def identity(module, args, kwargs, output):
+        h = args[0] if args else kwargs["hidden_states"]
+        return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
+
+    layers = [layer for block in hf_model.encoder.block for layer in (block.layer[0], block.layer[-1])]
+    hooks = [layers[i].register_forward_hook(identity, with_kwargs=True) for i in skip]
+    try:
+        with torch.no_grad():
+            return projection(hf_model(input_ids=ids, attention_mask=mask).last_hidden_state)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def reference_d(hf_model, projection, groups, skip):
+    """MSE over attended tokens of the calibration prompts + the same for the empty prompt."""
+    d = 0.0
+    for ids, mask, dense in groups:
+        f = reference_features(hf_model, projection, ids, mask, skip)
+        err = ((f - dense) ** 2 * mask[..., None]).sum() / (mask.sum() * f.shape[-1])
+        d += float(err)
+    return d
+
+
+def reference_groups(hf_model, projection, tokenizer, prompts):
+    groups = []
+    for texts in (prompts, [""]):
+        t = tokenizer(texts, padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt")
+        dense = reference_features(hf_model, projection, t.input_ids, t.attention_mask, [])
+        groups.append((t.input_ids, t.attention_mask, dense))
+    return groups
+
+
+def test_greedy_equals_plain_greedy_search(tokenizer, tmp_path):
+    model, proj = seeded_model()
+    hf_model = copy.deepcopy(model)
+    prompts = _corpus(16, 3)
+    enc, disc, _ = setup(model, proj, tokenizer, tmp_path, prompts)
+    result = beam_search(disc, enc.sub_blocks, 1, beam_width=1, depth=6, progress=False)
+
+    groups = reference_groups(hf_model, proj, tokenizer, prompts)
+    chosen, ds = [], []
+    for _ in range(6):
+        scores = {i: reference_d(hf_model, proj, groups, chosen + [i]) for i in range(len(enc)) if i not in chosen}
+        best = min(scores, key=lambda i: (scores[i], i))
+        chosen.append(best)
+        ds.append(scores[best])
+    assert result.order == chosen
+    assert result.depth_d == pytest.approx(ds, rel=1e-4)
+
+
+def misleading_model():
+    """Sub-blocks 1 and 3 (FFNs) cancel: 3 = -1 on an isolated pair of subspaces, so removing either
+    alone hurts while removing both is nearly free; attention 4 is a cheaper decoy greedy takes first."""
+    model, proj = seeded_model(num_layers=4)
+    read, written = slice(0, 8), slice(8, 16)
+    with torch.no_grad():
+        for i in range(8):
+            if i not in (1, 3):
+                output_weight(model, i)[read] = 0  # nothing else writes what the pair reads
+        ffn_a, ffn_b = model.encoder.block[0].layer[-1], model.encoder.block[1].layer[-1]
+        drd = ffn_a.DenseReluDense
+        drd.wi_0.weight[:, 8:] = 0
+        drd.wi_1.weight[:, 8:] = 0
+        drd.wo.weight[:8] = 0
+        drd.wo.weight[16:] = 0
+        drd.wo.weight.mul_(4.0)
+        ffn_b.load_state_dict(ffn_a.state_dict())
+        ffn_b.DenseReluDense.wo.weight.neg_()
+        output_weight(model, 4).mul_(0.3)
+    return model, proj
+
+
+def test_beam_search_escapes_a_greedy_trap(tokenizer, tmp_path):
+    model, proj = misleading_model()
+    enc, disc, _ = setup(model, proj, tokenizer, tmp_path)
+    dense = list(range(len(enc)))
+    single = disc.evaluate(dense, [{i: None} for i in range(len(enc))])
+    pair = disc.evaluate(dense, [{1: None, 3: None}])[0]
+    # the trap is armed: the pair costs less together than either alone, greedy's first pick is the decoy
+    assert pair < min(single[1], single[3])
+    assert min(range(len(enc)), key=lambda i: single[i]) == 4
+
+    greedy = beam_search(disc, enc.sub_blocks, 1, beam_width=1, depth=len(enc), progress=False)
+    assert greedy.order[0] == 4
+    for k in (2, 3):
+        beam = beam_search(disc, enc.sub_blocks, 1, beam_width=k, depth=len(enc), progress=False)
+        assert all(b <= g for b, g in zip(beam.depth_d, greedy.depth_d)), (k, beam.depth_d, greedy.depth_d)
+        assert beam.depth_d[1] < greedy.depth_d[1]
+        assert set(beam.beams[1][0][0]) == {1, 3}
+
+
+def test_empty_plan_is_zero_and_prompt_order_does_not_matter(tokenizer, tmp_path):
+    prompts = _corpus(20, 5)
+    model, proj = seeded_model()
+    enc, disc, _ = setup(model, proj, tokenizer, tmp_path, prompts)
+    assert disc(list(range(len(enc)))) == 0.0
+    shuffled = [prompts[i] for i in torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0))]
+    _, disc2, _ = setup(model, proj, tokenizer, tmp_path, shuffled)
+    plans = [{2: None}, {0: None, 5: None}, {3: None, 7: None, 8: None}]
+    d1, d2 = disc.evaluate(list(range(len(enc))), plans), disc2.evaluate(list(range(len(enc))), plans)
+    assert min(d1) > 0
+    assert d1 == pytest.approx(d2, rel=1e-6)
+    r1 = beam_search(disc, enc.sub_blocks, 1, 2, depth=5, progress=False)
+    r2 = beam_search(disc2, enc.sub_blocks, 1, 2, depth=5, progress=False)
+    assert r1.order == r2.order
+
+
+def null_model():
+    """Sub-block 5 (the last FFN) fires on `</s>` alone (a flag dimension only `</s>` has and nothing else
+    writes; gelu(0) = 0 elsewhere), and nothing runs after it: removing it changes the `</s>` rows only.
+    In a caption `</s>` is one attended token of many, in the empty prompt it is the only one, so its
+    removal is the cheapest for the captions but blows up the null embedding."""
+    model, proj = seeded_model(num_layers=3)
+    with torch.no_grad():
+        model.shared.weight[:, 0] = 0
+        model.shared.weight[1, 0] = 3.0  # </s>
+        for i in range(5):
+            output_weight(model, i)[0] = 0
+        drd = model.encoder.block[2].layer[-1].DenseReluDense
+        drd.wi_0.weight[:, 1:] = 0  # gelu(0) = 0: silent unless the flag is set
+        drd.wo.weight.mul_(NULL_SCALE)
+    return model, proj
+
+
+NULL_SCALE = 20.0
+
+
+def test_null_term_changes_the_plan(tokenizer, tmp_path):
+    model, proj = null_model()
+    enc, with_null, _ = setup(model, proj, tokenizer, tmp_path)
+    _, without_null, _ = setup(model, proj, tokenizer, tmp_path, null_term=False)
+    dense = list(range(len(enc)))
+    c_only = without_null.evaluate(dense, [{i: None} for i in range(len(enc))])
+    both = with_null.evaluate(dense, [{i: None} for i in range(len(enc))])
+    null_part = [b - c for b, c in zip(both, c_only)]
+    # removing 5 is the cheapest change for the captions, yet moves the empty prompt several times more
+    assert null_part[5] > 5 * c_only[5]
+    assert c_only[5] < min(c_only[:5])
+    r_c = beam_search(without_null, enc.sub_blocks, 1, 1, depth=1, progress=False)
+    r_both = beam_search(with_null, enc.sub_blocks, 1, 1, depth=1, progress=False)
+    assert r_c.order == [5]
+    assert r_both.order != [5]
+
+
+def test_reuse_lowers_d_and_shares_weights(tokenizer, tmp_path):
+    model, proj = seeded_model(seed=1)
+    fresh = copy.deepcopy(model)
+    enc, disc, _ = setup(model, proj, tokenizer, tmp_path)
+    skip = beam_search(disc, enc.sub_blocks, 1, 3, depth=6, progress=False).order
+    d_skip = disc(schedule_skipping(len(enc), skip))
+    reuse, trace = reuse_phase(disc, enc.sub_blocks, skip, progress=False)
+    assert reuse, "the tiny model should profit from at least one re-use"
+    assert trace[-1] < d_skip
+    assert all(b <= a for a, b in zip([d_skip] + trace, trace))
+
+    skip_only = apply_plan(copy.deepcopy(fresh), Plan(skip=skip))
+    pruned = apply_plan(fresh, Plan(skip=skip, reuse=reuse))
+    penc = to_sub_blocks(pruned)
+    for i, src in reuse.items():
+        assert penc.schedule[i] == src and str(i) not in penc.branches
+    # re-used weights are the same storage: no parameter was added
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in skip_only.parameters())
+    ptrs = [p.data_ptr() for p in pruned.parameters()]
+    assert len(ptrs) == len(set(ptrs))
+    # and the pruned model really computes the D that re-use reported
+    side = text_side(pruned, proj, tokenizer)
+    assert Discrepancy(side, disc_calib(disc))(penc.schedule) == pytest.approx(trace[-1], rel=1e-6)
+
+
+def disc_calib(disc):
+    from skrr.calibration import Calibration
+
+    c = [b for b in disc.batches if b["group"] == "C"]
+    n = [b for b in disc.batches if b["group"] == "null"]
+    cat = lambda key, bs: torch.cat([b[key] for b in bs])  # noqa: E731
+    tokens = {"input_ids": cat("input_ids", c), "attention_mask": cat("attention_mask", c), "attend": cat("attend", c)}
+    null = {"input_ids": cat("input_ids", n), "attention_mask": cat("attention_mask", n), "attend": cat("attend", n)}
+    return Calibration([], tokens, null, cat("target", c), cat("target", n), "copy")
+
+
+def run_search(disc, enc, k, depth):
+    result = beam_search(disc, enc.sub_blocks, 1, k, depth=depth, progress=False)
+    reuse = reuse_phase(disc, enc.sub_blocks, result.order, progress=False)
+    return result.order, result.depth_d, result.beams, reuse
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_fast_search_is_bit_identical(tokenizer, tmp_path, k):
+    model, proj = seeded_model()
+    enc, slow, calib = setup(model, proj, tokenizer, tmp_path, fast=False)
+    side = slow.text_side
+    # a state is 8 x 24 x 32 fp32 = 24 KiB: 0.06 MiB keeps ~2 of them, 0 keeps none
+    fast = {mb: Discrepancy(side, calib, fast=True, cache_budget_mb=mb) for mb in (2048, 0.06, 0)}
+    expected = run_search(slow, enc, k, 8)
+    for mb, disc in fast.items():
+        assert run_search(disc, enc, k, 8) == expected, mb
+    assert fast[2048].sub_block_evals < slow.sub_block_evals
+    assert fast[2048].sub_block_evals <= fast[0.06].sub_block_evals <= fast[0].sub_block_evals
+    again = Discrepancy(side, calib, fast=True)
+    assert run_search(again, enc, k, 8) == expected  # same inputs -> same plan
+
+
+# --- prune() and the CLI on the registry's tiny PixArt --------------------------------------------
+def skrr_method(**over):
+    cfg = OmegaConf.load(REPO / "conf/method/skrr.yaml")
+    return OmegaConf.merge(cfg, over)
+
+
+CALIB = {"source": "builtin", "pool": 200, "size": 12, "seed": 0}
+
+
+def test_one_search_serves_all_targets(monkeypatch):
+    import skrr.search
+    from skrr.prune import prune
+
+    calls = []
+    real = skrr.search.beam_search
+    monkeypatch.setattr(skrr.search, "beam_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    plans = prune("tiny_pixart", skrr_method(sparsity=[0.2, 0.4], beam_width=2), CALIB, progress=False)
+    assert len(calls) == 1
+    low, high = plans
+    assert low.sparsity >= 0.2 and high.sparsity >= 0.4
+    assert len(low.skip) < len(high.skip) and high.skip[:len(low.skip)] == low.skip
+    assert low.info["order"] == high.info["order"]
+    again = prune("tiny_pixart", skrr_method(sparsity=[0.2, 0.4], beam_width=2), CALIB, progress=False)
+    assert [(p.skip, p.reuse) for p in again] == [(p.skip, p.reuse) for p in plans]
+
+
+def skrr_prune(tmp_path, *overrides):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "experiments.prune", "model=tiny_pixart", "method=skrr",
+                           "calibration.size=16", "progress=false", f"hydra.run.dir={tmp_path}", *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_writes_a_plan_that_applies(tmp_path, skrr_cache):
+    out = skrr_prune(tmp_path, "method.beam_width=2", "method.sparsity=0.3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "sparsity:" in out.stdout
+    plan = Plan.load(tmp_path / "plan.json")
+    assert plan.sparsity >= 0.3 and plan.skip
+    from skrr.models import load_text_side
+
+    encoder = load_text_side("tiny_pixart").encoder
+    apply_plan(encoder, plan)
+    ids = torch.randint(3, 200, (2, 8))
+    assert encoder(input_ids=ids).last_hidden_state.shape == (2, 8, 32)
+
+
+@pytest.mark.parametrize("override,message", [("method.beam_width=0", "beam width"),
+                                               ("method.sparsity=1.0", "sparsity")])
+def test_cli_rejects_bad_input(tmp_path, skrr_cache, override, message):
+    out = skrr_prune(tmp_path, override)
+    assert out.returncode == 2
+    errors = [l for l in out.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("*.json"))
