@@ -1,0 +1,218 @@
+"""Run stages and their content-addressed artifacts under one root (`paths.root`, default runs/).
+
+    plans/<key>/plan_<target>.json     key: model + method cfg (all targets) + calibration cfg
+    images/<key>/<set>/00000.png ...   key: model + plan identity (skip, reuse, weights) + sampler + prompts
+    features/<key>/fid_ref.npz         tiny evals only: FID reference from the dense images
+    metrics/<key>/                     key: images key(s) + metric cfg (+ dense images for DreamSim)
+    stage_log.jsonl                    one line each time a stage actually runs (resume audit)
+
+A stage is done when its `stage.json` exists (written last, atomically); a done stage is
+skipped, so a killed sweep re-run does only what is missing. A lock per stage makes parallel
+jobs that need the same artifact (the dense images) wait for one producer instead of racing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from experiments.results import file_lock
+from skrr.plan import Plan, write_json_atomic
+
+DONE = "stage.json"
+TEXT_METRICS = ("fid", "clip", "dreamsim")
+# eval.prompts keys that define each prompt set
+SET_KEYS = {"text": ("text", "coco_captions", "coco_num", "coco_seed"),
+            "geneval": ("geneval_metadata", "geneval_generated", "geneval_images_per_prompt")}
+
+
+def plain(cfg):
+    """Configs (also nested in dicts and lists) as plain JSON-able containers."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        return {k: plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [plain(v) for v in cfg]
+    return cfg
+
+
+def digest(*parts) -> str:
+    """Stable 16-hex hash of JSON-able parts (configs are resolved first)."""
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class Store:
+    """The artifact root. `run(kind, key, fn, inputs)` does fn(dir) once per (kind, key)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def dir(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def record(self, kind: str, key: str) -> dict | None:
+        path = self.dir(kind, key) / DONE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def run(self, kind: str, key: str, fn, inputs=None) -> dict:
+        """The stage's record; `ran` says whether fn ran in this call."""
+        rec = self.record(kind, key)
+        if rec is None:
+            out = self.dir(kind, key)
+            out.mkdir(parents=True, exist_ok=True)
+            with file_lock(out):
+                rec = self.record(kind, key)  # a parallel job may have finished it while we waited
+                if rec is None:
+                    start = time.perf_counter()
+                    result = fn(out)
+                    rec = {"stage": kind, "key": key, "seconds": time.perf_counter() - start,
+                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": plain(inputs),
+                           "output": result}
+                    write_json_atomic(out / DONE, rec)
+                    with file_lock(self.root / "stage_log.jsonl"), open(self.root / "stage_log.jsonl", "a") as f:
+                        f.write(json.dumps({"stage": kind, "key": key, "seconds": rec["seconds"],
+                                            "finished_at": rec["finished_at"]}) + "\n")
+                    return {**rec, "ran": True}
+        return {**rec, "ran": False}
+
+
+# --- plans ---------------------------------------------------------------------------
+def plan_key(model_cfg, method_cfg, calibration_cfg, targets: list[float]) -> str:
+    method = {**plain(method_cfg), "sparsity": sorted(targets)}
+    # dense needs no calibration: its plan must not depend on one
+    return digest("plan", model_cfg, method, None if method["name"] == "dense" else calibration_cfg)
+
+
+def plan_file(target: float) -> str:
+    return f"plan_{target:.4f}.json"
+
+
+def make_plans(out: Path, model_cfg, method_cfg, calibration_cfg, targets, device: str, progress: bool) -> dict:
+    """Prune once for every target and write one plan file per target (+ changed weights)."""
+    if method_cfg.name == "dense":
+        plans = [Plan(skip=[], method=plain(method_cfg), sparsity=0.0, info={"target": 0.0})]
+    else:
+        from skrr.prune import prune
+
+        method = OmegaConf.merge(method_cfg, {"sparsity": list(targets)})
+        plans = prune(model_cfg, method, calibration_cfg, device=device, progress=progress)
+    files = {}
+    for plan in plans:
+        name = plan_file(plan.info["target"])
+        weights = plan.info.pop("_weights", None)  # LaCo's merged weights go beside the plan
+        if weights:
+            plan.weights = save_weights(weights, out / name.replace(".json", "_weights.safetensors"))
+        plan.save(out / name)
+        files[f"{plan.info['target']:.4f}"] = name
+    return {"plans": files}
+
+
+def save_weights(tensors: dict, path: Path) -> str:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name("." + path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+    return path.name
+
+
+def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
+    """What the images depend on: the skipped and re-used sub-blocks and any changed weights."""
+    weights = file_digest(plan_dir / plan.weights) if plan.weights else None
+    return {"skip": sorted(plan.skip), "reuse": {str(k): v for k, v in sorted(plan.reuse.items())}, "weights": weights}
+
+
+DENSE = {"skip": [], "reuse": {}, "weights": None}
+
+
+# --- pipelines -----------------------------------------------------------------------
+def load_run_pipeline(model_cfg, eval_cfg, plan: Plan | None = None, plan_dir: Path | None = None):
+    """The model's pipeline with its text encoder pruned in place by `plan` (None: dense)."""
+    import torch
+
+    from skrr import apply_plan
+    from skrr.models import DTYPES, load_pipeline
+
+    dtype = DTYPES[eval_cfg.dtype] if eval_cfg.get("dtype") else None
+    pipe = load_pipeline(model_cfg, device=eval_cfg.device, dtype=dtype)
+    if plan is not None and (plan.skip or plan.weights):
+        with torch.no_grad():
+            apply_plan(getattr(pipe, model_cfg.text_encoder), plan, weights_dir=plan_dir)
+    return pipe
+
+
+class LazyPipeline:
+    """Loads the pipeline on first use only, so a fully cached run never loads a model."""
+
+    def __init__(self, load):
+        self._load, self._pipe = load, None
+
+    def get(self):
+        if self._pipe is None:
+            self._pipe = self._load()
+        return self._pipe
+
+    def release(self):
+        self._pipe = None
+
+
+# --- images and metrics ----------------------------------------------------------------
+def needed_sets(metrics) -> list[str]:
+    sets = ["text"] if any(m in TEXT_METRICS for m in metrics) else []
+    return sets + (["geneval"] if "geneval" in metrics else [])
+
+
+def only_set(eval_cfg, keep: str | None):
+    """eval_cfg with every prompt set but `keep` switched off (None: no prompts at all)."""
+    cfg = OmegaConf.create(plain(eval_cfg))
+    for name, keys in SET_KEYS.items():
+        if name != keep:
+            for k in keys[:2]:
+                cfg.prompts[k] = None
+    return cfg
+
+
+def images_key(model_cfg, identity: dict, eval_cfg, sets: dict) -> str:
+    """Key of the images folder (one sub-folder per prompt set, each its own stage `<key>/<set>`)."""
+    return digest("images", model_cfg, identity, eval_cfg.sampler, eval_cfg.get("dtype"), sets)
+
+
+def generate_set(out: Path, pipe: LazyPipeline, sampler, prompts: list) -> dict:
+    from eval import generate as gen
+
+    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts]
+    gen.generate(pipe.get(), texts, out, gen.SamplerConfig(**sampler), rank=0, world_size=1)
+    gen.merge(out, len(texts))
+    return {"num_images": len(texts)}
+
+
+def compute_metric(name: str, eval_cfg, pipe: LazyPipeline, images_root: Path, dense_text: Path | None):
+    """One metric through eval.run.evaluate, with only the prompt set it reads."""
+    from eval.run import evaluate
+
+    keep = {"geneval": "geneval", "efficiency": None}.get(name, "text")
+    cfg = OmegaConf.merge(only_set(eval_cfg, keep), {"metrics": [name]})
+    return evaluate(cfg, pipe.get(), images_root, dense_dir=dense_text)[name]
+
+
+def fid_reference(out: Path, dense_text: Path) -> dict:
+    """Tiny evals have no COCO statistics: the dense images are the FID reference (dense FID = 0)."""
+    from eval.fid import build_reference_stats
+    from eval.tiny import TinyFeatureNet
+
+    path = build_reference_stats(dense_text, out / "fid_ref.npz", feature_extractor=TinyFeatureNet())
+    return {"reference_stats": str(path)}
