@@ -126,7 +126,7 @@ def plot_metrics(rows: list[dict], out: Path, title: str) -> list[Path]:
     for name, ylabel in PLOTTED:
         if not any(metric(r, name) is not None for r in rows):
             continue
-        fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+        fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
         by_label = defaultdict(list)
         for r in rows:
             if metric(r, name) is not None:
@@ -142,7 +142,7 @@ def plot_metrics(rows: list[dict], out: Path, title: str) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {ylabel.split(' (')[0]} vs sparsity", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
         fig.tight_layout()
         paths.append(out / f"{name}_vs_sparsity.png")
         fig.savefig(paths[-1])
@@ -166,7 +166,7 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
             curves.setdefault(f"{r['label'].split(' (')[0]} k={k}" + (f" ({extra})" if extra else ""), d)
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
     for label, d in sorted(curves.items()):
         ax.plot(range(1, len(d) + 1), d, marker=".", label=label)
     ax.set_yscale("log")
@@ -174,7 +174,7 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
     ax.set_ylabel("discrepancy D of the best beam")
     ax.set_title(f"{title}: D vs depth", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = out / "d_vs_depth.png"
     fig.savefig(path)

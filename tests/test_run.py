@@ -1,0 +1,105 @@
+"""skrr-run: one job prunes once for all targets, shares the dense images, stores one row per
+target, and a re-run recomputes nothing (checked through the stage log and a pipeline loader
+that fails if called)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments import stages as S
+from experiments.cli import CONF_DIR
+from experiments.results import load_results
+from experiments.run import run_job
+
+FAST = ["calibration.size=8", "eval.metrics=[clip,dreamsim,efficiency]",
+        "eval.prompts.text=[a red cube,two blue balls,a cat]", "progress=false"]
+
+
+SKRR = ["method=skrr", "method.beam_width=1", "sparsity=[0.2,0.4]"]
+
+
+def compose_run(root, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name="run", overrides=[f"paths.root={root}", *FAST, *overrides])
+
+
+def stage_log(root) -> list[dict]:
+    path = Path(root) / "stage_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def run_sweep(root):
+    rows = run_job(compose_run(root, "method=dense"), "t")
+    return rows + run_job(compose_run(root, *SKRR), "t")
+
+
+def test_sweep_shares_dense_stores_rows_and_resumes_without_recomputing(tmp_path, monkeypatch):
+    rows = run_sweep(tmp_path)
+    stored = load_results(tmp_path / "results" / "t.jsonl")
+    assert [r["run_key"] for r in stored] == [r["run_key"] for r in rows] and len(stored) == 3
+    dense, low, high = stored
+    assert dense["sparsity"] == 0.0 and dense["metrics"]["dreamsim"] == pytest.approx(1.0, abs=1e-5)
+    assert 0.2 <= low["sparsity"] < high["sparsity"] and high["sparsity"] >= 0.4
+    assert high["metrics"]["efficiency"]["pipeline_params"] < dense["metrics"]["efficiency"]["pipeline_params"]
+    for r in stored:
+        assert set(r["metrics"]) == {"clip", "dreamsim", "efficiency"}
+        assert r["versions"]["torch"] and r["config"]["model"]["name"] == "tiny_pixart"
+        assert {"plan", "images/text", "metrics/clip"} <= set(r["timings"])
+    assert low["plan"]["depth_d"] and low["plan"]["path"] == high["plan"]["path"]  # one search, two targets
+
+    log = stage_log(tmp_path)
+    keys = [(e["stage"], e["key"]) for e in log]
+    assert len(keys) == len(set(keys))  # no stage ran twice
+    assert sum(e["stage"] == "plans" for e in log) == 2  # dense + one Skrr search for both targets
+    dense_images = Path(dense["artifacts"]["images"]).name
+    assert keys.count(("images", f"{dense_images}/text")) == 1  # dense images made once, DreamSim reused them
+    assert Path(low["artifacts"]["dense_images"]).name == dense_images
+
+    # re-run: nothing runs, nothing loads, no duplicate rows
+    monkeypatch.setattr(S, "load_run_pipeline", lambda *a, **k: pytest.fail("a cached run loaded a pipeline"))
+    again = run_sweep(tmp_path)
+    assert stage_log(tmp_path) == log
+    assert all(r["ran"] == [] for r in again)
+    assert len(load_results(tmp_path / "results" / "t.jsonl")) == 3
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in stored]
+
+    # a killed generation (stage marker and one image missing) redoes exactly that stage
+    images = Path(high["artifacts"]["images"]) / "text"
+    (images / S.DONE).unlink()
+    (images / "00001.png").unlink()
+    monkeypatch.undo()
+    run_job(compose_run(tmp_path, *SKRR), "t")
+    new = stage_log(tmp_path)[len(log):]
+    assert [(e["stage"], e["key"]) for e in new] == [("images", f"{images.parent.name}/text")]
+    assert (images / "00001.png").is_file()
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.run", *args], capture_output=True, text=True, env=ENV,
+                          cwd=Path(CONF_DIR).parent, timeout=600)
+
+
+def test_cli_bad_input_fails_fast_without_artifacts(tmp_path):
+    for bad, words in ((["method.beam_width=0"], "beam width"), (["eval.metrics=[bogus]"], "unknown metrics"),
+                       (["eval=paper", "eval.device=cpu"], "reference_stats")):
+        p = cli(f"paths.root={tmp_path}", *bad)
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert words in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "plans").exists() and not (tmp_path / "results").exists()
+
+
+def test_cli_multirun_experiment_with_command_line_overrides(tmp_path):
+    p = cli("-m", "experiment=tiny_table1_pixart", "method=dense,finercut", "sparsity=[0.3]", f"paths.root={tmp_path}",
+            "eval.metrics=[clip]", "eval.prompts.text=[a red cube,a cat]", "calibration.size=8", "progress=false")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = load_results(tmp_path / "results" / "tiny_table1_pixart.jsonl")
+    assert sorted(r["method"] for r in rows) == ["dense", "finercut"]
+    assert all(r["experiment"] == "tiny_table1_pixart" and r["model"] == "tiny_pixart" for r in rows)
+    assert next(r for r in rows if r["method"] == "finercut")["sparsity"] >= 0.3
