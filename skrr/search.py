@@ -37,6 +37,8 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
         raise ValueError(f"beam width must be >= 1, got {beam_width}")
     n = len(sub_blocks)
     max_depth = min(depth or n, n)
+    if hasattr(disc, "keep_best"):  # the k best children are the next parents: keep their states
+        disc.keep_best = max(disc.keep_best, beam_width)
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     result = SearchResult(order=[], depth_d=[])
     bar = tqdm(total=max_depth, desc=f"skip k={beam_width}", disable=not progress, leave=False)

@@ -1,0 +1,224 @@
+"""Straightforward vs fast Skrr search (issue 7), on the same model and data in one process.
+
+For each model: beam search + re-use with `fast=False` (a full forward per candidate) and with
+`fast=True` (prefix-state cache + candidates stacked along the batch); prints the ratios
+(straightforward / fast) of sub-block forward evaluations, wall time and peak memory, and
+asserts that the plans and every D value are identical. Then what successive halving adds.
+Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 1000 prompts x
+300 tokens, k=3, depth 24) from per-sub-block costs.
+
+    python benchmarks/search.py                       # tiny T5 (24 sub-blocks) + T5-XXL-width slice
+    python benchmarks/search.py --models tiny --depth 12 --beam 3
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from diffusers.models.embeddings import PixArtAlphaTextProjection  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from transformers import T5Config, T5EncoderModel  # noqa: E402
+
+from skrr.calibration import build_calibration  # noqa: E402
+from skrr.discrepancy import Discrepancy  # noqa: E402
+from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
+from skrr.models import TextSide  # noqa: E402
+from skrr.search import beam_search, reuse_phase  # noqa: E402
+from skrr.tiny import _corpus, t5_tokenizer  # noqa: E402
+
+# T5-XXL's width (t5-v1_1-xxl): what one sub-block costs on the real model
+XXL = dict(d_model=4096, d_ff=10240, num_heads=64, d_kv=64)
+PRESETS = {
+    "tiny": dict(d_model=32, d_ff=48, num_heads=4, d_kv=8, layers=12, prompts=32, max_length=32, depth=12, caption=24),
+    "xxl-slice": dict(**XXL, layers=4, prompts=4, max_length=16, depth=4, caption=1152),
+}
+
+
+def build_side(d_model, d_ff, num_heads, d_kv, layers, max_length, caption, device, seed=0):
+    """A T5 encoder with random weights and a PixArt-style caption projection, as a TextSide."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        config = T5Config(vocab_size=300, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv, num_layers=layers,
+                          feed_forward_proj="gated-gelu", dropout_rate=0.0, relative_attention_num_buckets=32,
+                          relative_attention_max_distance=128, pad_token_id=0, eos_token_id=1)
+        encoder = T5EncoderModel(config).eval().to(device)
+        projection = PixArtAlphaTextProjection(d_model, caption).eval().to(device)
+    cfg = OmegaConf.create({"name": f"bench-t5-{d_model}-{layers}", "max_length": max_length, "attention_mask": True,
+                            "clean_caption": False})
+    return TextSide(cfg, encoder, t5_tokenizer(max_length), projection)
+
+
+class PeakMemory:
+    """Peak memory above the starting point: CUDA allocator stats, or sampled process RSS on CPU
+    (tensors do not go through Python's allocator, so tracemalloc would not see them)."""
+
+    def __init__(self, device):
+        self.cuda = str(device).startswith("cuda")
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.peak = _rss()
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.wait(0.002):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.stop.set()
+            self.thread.join()
+            self.bytes = max(self.peak, _rss()) - self.base
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def search(side, calib, sub_blocks, total, args, fast, halving=None):
+    disc = Discrepancy(side, calib, batch_size=args.batch_size, device=args.device, fast=fast)
+    with PeakMemory(args.device) as mem:
+        t0 = time.perf_counter()
+        result = beam_search(disc, sub_blocks, total, args.beam, depth=args.depth, halving=halving, progress=False)
+        reuse, trace = reuse_phase(disc, sub_blocks, result.order, progress=False)
+        if str(args.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    plan = (result.order, result.depth_d, result.beams, reuse, trace)
+    return dict(plan=plan, evals=disc.sub_block_evals, seconds=seconds, memory=mem.bytes)
+
+
+def sub_block_cost(side, rows, length, device, repeats=3) -> tuple[float, float]:
+    """Seconds per sub-block forward per prompt (attention, FFN), measured on block 0."""
+    enc = to_sub_blocks(side.encoder)
+    ids = torch.randint(3, 290, (rows, length), device=device)
+    h, ctx = enc.prepare(input_ids=ids, attention_mask=torch.ones_like(ids))
+    out = []
+    for i in (0, 1):
+        enc.branches[str(i)](h, ctx)  # warm-up
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            enc.branches[str(i)](h, ctx)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+        out.append((time.perf_counter() - t0) / repeats / rows)
+    return out[0], out[1]
+
+
+def ratio(a, b) -> str:
+    return f"{a / b:.2f}x" if b else "inf"
+
+
+@torch.no_grad()
+def bench_model(name, args):
+    p = dict(PRESETS[name])
+    for key in ("layers", "prompts", "max_length", "depth"):
+        if getattr(args, key) is not None:
+            p[key] = getattr(args, key)
+    args.depth = p["depth"]
+    side = build_side(p["d_model"], p["d_ff"], p["num_heads"], p["d_kv"], p["layers"], p["max_length"], p["caption"],
+                      args.device)
+    enc = to_sub_blocks(side.encoder)
+    prompts = _corpus(p["prompts"], seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = build_calibration(side, prompts, batch_size=args.batch_size, device=args.device, cache_dir=tmp)
+    subs, total = enc.sub_blocks, total_params(side.encoder)
+    print(f"\n## {name}: d_model={p['d_model']} d_ff={p['d_ff']} heads={p['num_heads']} sub-blocks={len(enc)} "
+          f"prompts={p['prompts']}x{p['max_length']} tokens, k={args.beam}, depth={p['depth']}, device={args.device}")
+    slow = search(side, calib, subs, total, args, fast=False)
+    fast = search(side, calib, subs, total, args, fast=True)
+    assert slow["plan"] == fast["plan"], "fast search changed the plan or a D value"
+    print(f"| {'':26} | {'straightforward':>15} | {'fast':>12} | {'ratio':>7} |")
+    print(f"|{'-' * 28}|{'-' * 17}|{'-' * 14}|{'-' * 9}|")
+    print(f"| {'sub-block evals (x prompt)':26} | {slow['evals']:>15,} | {fast['evals']:>12,} | "
+          f"{ratio(slow['evals'], fast['evals']):>7} |")
+    print(f"| {'wall time (s)':26} | {slow['seconds']:>15.2f} | {fast['seconds']:>12.2f} | "
+          f"{ratio(slow['seconds'], fast['seconds']):>7} |")
+    print(f"| {'peak memory (MiB)':26} | {slow['memory'] / 2**20:>15.1f} | {fast['memory'] / 2**20:>12.1f} | "
+          f"{ratio(slow['memory'], fast['memory']):>7} |")
+    print(f"plans identical: yes (skip order {fast['plan'][0]}, re-use {fast['plan'][3]})")
+
+    halving = dict(enabled=True, fraction=0.25, keep=0.5, min_keep=2)
+    halved = search(side, calib, subs, total, args, fast=True, halving=halving)
+    changed = halved["plan"][0] != fast["plan"][0] or halved["plan"][3] != fast["plan"][3]
+    print(f"successive halving {halving}: evals fast / fast+halving = {ratio(fast['evals'], halved['evals'])}, "
+          f"wall {ratio(fast['seconds'], halved['seconds'])}; plan changed: {'YES' if changed else 'no'}"
+          + (f" (skip {halved['plan'][0]}, re-use {halved['plan'][3]})" if changed else ""))
+    return side, slow, fast
+
+
+def paper_estimate(args, cost_attn, cost_ffn, measured_ratio):
+    """Sub-block x prompt evaluations of the paper's search, times a per-sub-block cost."""
+    n, depth, k, prompts, tokens = 48, 24, 3, 1000, 300
+    slow = sum((n if t == 0 else k * (n - t)) * (n - t - 1) for t in range(depth)) * prompts
+    fast = slow / measured_ratio
+    d, dff, hd = XXL["d_model"], XXL["d_ff"], XXL["num_heads"] * XXL["d_kv"]
+    flops_attn = tokens * (2 * 4 * d * hd + 2 * 2 * tokens * hd)  # q,k,v,o projections + scores/values
+    flops_ffn = tokens * 2 * 3 * d * dff  # gated-gelu: wi_0, wi_1, wo
+    per_prompt_gpu = (flops_attn + flops_ffn) / 2 / (args.gpu_tflops * 1e12)
+    scale = tokens / args.cost_tokens  # measured at cost_tokens per prompt; assume linear in tokens
+    per_prompt_cpu = (cost_attn + cost_ffn) / 2 * scale
+    print("\n## ESTIMATE (not measured): paper-scale search, T5-XXL 48 sub-blocks, 1000 prompts x 300 tokens, "
+          "k=3, depth 24")
+    print(f"sub-block x prompt evaluations (upper bound, no set de-duplication): straightforward {slow:,.0f}, "
+          f"fast ~{fast:,.0f} (measured ratio {measured_ratio:.2f}x applied)")
+    print(f"measured here on CPU at full width: attention {cost_attn * 1e3:.2f} ms, FFN {cost_ffn * 1e3:.2f} ms "
+          f"per sub-block x prompt of {args.cost_tokens} tokens")
+    print(f"GPU per sub-block x prompt (300 tokens): {per_prompt_gpu * 1e3:.3f} ms = "
+          f"{(flops_attn + flops_ffn) / 2 / 1e9:.1f} GFLOP / assumed {args.gpu_tflops:.0f} TFLOP/s effective bf16 "
+          f"(H100: 989 peak dense; assumption ~40% utilisation)")
+    for label, per in (("GPU (assumed throughput)", per_prompt_gpu), ("this CPU (measured cost, x tokens)", per_prompt_cpu)):
+        print(f"  {label:36}: straightforward {slow * per / 3600:9.1f} h, fast {fast * per / 3600:9.1f} h")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["tiny", "xxl-slice"], choices=sorted(PRESETS))
+    ap.add_argument("--layers", type=int, help="T5 blocks (2 sub-blocks each); default per model")
+    ap.add_argument("--prompts", type=int, help="calibration prompts; default per model")
+    ap.add_argument("--max-length", type=int, dest="max_length", help="tokens per prompt; default per model")
+    ap.add_argument("--depth", type=int, help="search depth; default per model")
+    ap.add_argument("--beam", type=int, default=3, help="beam width k")
+    ap.add_argument("--batch-size", type=int, default=8, dest="batch_size")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is shared)")
+    ap.add_argument("--gpu-tflops", type=float, default=400.0, dest="gpu_tflops",
+                    help="assumed effective bf16 throughput for the paper-scale estimate")
+    ap.add_argument("--cost-tokens", type=int, default=64, dest="cost_tokens",
+                    help="tokens per prompt when measuring the full-width per-sub-block cost")
+    args = ap.parse_args()
+    if args.beam < 1 or (args.depth is not None and args.depth < 1):
+        ap.error("--beam and --depth must be >= 1")
+    torch.set_num_threads(args.threads)
+    depth_arg = args.depth
+    ratios = []
+    for name in args.models:
+        args.depth = depth_arg
+        _, slow, fast = bench_model(name, args)
+        ratios.append(slow["evals"] / fast["evals"])
+    full = build_side(**XXL, layers=1, max_length=args.cost_tokens, caption=1152, device=args.device)
+    cost_attn, cost_ffn = sub_block_cost(full, rows=4, length=args.cost_tokens, device=args.device)
+    paper_estimate(args, cost_attn, cost_ffn, min(ratios))
+
+
+if __name__ == "__main__":
+    main()
