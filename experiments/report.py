@@ -25,6 +25,7 @@ TABLE1 = ["Method", "Sparsity", "FID", "CLIP", "DreamSim"] + [name for _, name i
 TABLE2 = ["Method", "Sparsity", "Params", "Memory", "TFLOPs"]
 # settings that do not change a method's result: never used to tell runs apart
 NOT_SETTINGS = {"sparsity", "batch_size", "fast", "cache_budget_mb"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 PLOTTED = [("fid", "FID (lower is better)"), ("clip", "CLIP score"), ("dreamsim", "DreamSim score (1 = dense)"),
            ("geneval", "GenEval overall"), ("tflops", "TFLOPs per image"), ("params", "Pipeline parameters")]
 
@@ -72,7 +73,10 @@ def metric(row: dict, name: str):
 
 # --- formatting ------------------------------------------------------------------------------
 def num(v, fmt: str) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    s = format(v, fmt)
+    return s.lstrip("-") if float(s) == 0 else s  # no "-0.00" from round-off (e.g. FID of dense vs itself)
 
 
 def human(v, unit: str = "") -> str:
@@ -131,13 +135,14 @@ def plot_metrics(rows: list[dict], out: Path, title: str) -> list[Path]:
         for r in rows:
             if metric(r, name) is not None:
                 by_label[r["label"]].append((r["sparsity"], metric(r, name)))
-        for label, pts in by_label.items():
+        for n, (label, pts) in enumerate(by_label.items()):
             pts.sort()
             xs, ys = [100 * p[0] for p in pts], [p[1] for p in pts]
             if label == "Dense" and len(pts) == 1:
                 ax.axhline(ys[0], color="black", linestyle="--", linewidth=1, label="Dense")
             else:
-                ax.plot(xs, ys, marker="o", label=label)
+                # distinct markers, slightly transparent: methods that land on the same plan overlap
+                ax.plot(xs, ys, marker=MARKERS[n % len(MARKERS)], alpha=0.8, label=label)
         ax.set_xlabel("text-encoder sparsity (%)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {ylabel.split(' (')[0]} vs sparsity", fontsize=10)
@@ -159,7 +164,7 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
     curves = {}
     for r in rows:
         d = r["plan"].get("depth_d")
-        if d:
+        if d and "beam_width" in r["config"]["method"]:  # beam searches only (FinerCut's D is another scale)
             k = r["config"]["method"].get("beam_width")
             extra = r["label"].partition("(")[2].rstrip(")")
             extra = ", ".join(p for p in extra.split(", ") if p and not p.startswith("beam_width="))
