@@ -125,7 +125,7 @@ def sub_block_cost(side, rows, length, device, repeats=3) -> tuple[float, float]
 
 
 def ratio(a, b) -> str:
-    return f"{a / b:.2f}x" if b else "inf"
+    return f"{a / b:.3g}x" if b else "inf"
 
 
 @torch.no_grad()

@@ -318,3 +318,15 @@ def test_cli_rejects_bad_input(tmp_path, skrr_cache, override, message):
     assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_fast_cache_follows_in_place_weight_edits(tokenizer, tmp_path):
+    """Baselines (LaCo) edit weights in place between calls: cached states must not survive that."""
+    model, proj = seeded_model()
+    enc, fast, calib = setup(model, proj, tokenizer, tmp_path)
+    slow = Discrepancy(fast.text_side, calib, fast=False)
+    parent, variants = schedule_skipping(len(enc), [3]), [{i: None} for i in (0, 5, 9)]
+    assert fast.evaluate(parent, variants) == slow.evaluate(parent, variants)
+    with torch.no_grad():
+        enc.branches["4"].layer.SelfAttention.o.weight.mul_(0.5)
+    assert fast.evaluate(parent, variants) == slow.evaluate(parent, variants)
