@@ -2,7 +2,8 @@
 
 `Discrepancy.evaluate(parent, variants)` scores many small changes of one schedule at once.
 With `fast=True` (see `_fast_finals`) hidden states are cached by schedule prefix within a
-memory budget, each variant runs only from its first change, and variants advance together
+memory budget, each variant runs only from the deepest cached prefix of its own schedule
+(its parent's, or a sibling's that shares it), and variants advance together
 along the batch dimension: the numbers are bit-identical to a full forward per variant
 (`fast=False`), which the tests check.
 """
@@ -36,6 +37,7 @@ def _repeat_ctx(ctx: dict, rows: int, times: int) -> dict:
 class Discrepancy:
     wave_rows = 256  # at most this many prompt rows (variants x batch) advance in one call
     keep_best = 4  # after a call, keep the cached states of this many best variants (the next parents)
+    reuse_siblings = True  # also keep all variants' states: a later candidate continues a sibling's run
 
     def __init__(self, text_side, calib: Calibration, metric: str = "mse", projection: bool = True,
                  null_term: bool = True, batch_size: int = 8, device="cpu", fast: bool = True,
@@ -97,7 +99,7 @@ class Discrepancy:
 
     def _forget_all_but_best(self, d):
         """Only a candidate that becomes a beam is a parent later: drop the other variants' states."""
-        if len(d) <= self.keep_best:
+        if len(d) <= self.keep_best or self.reuse_siblings:
             return
         bar = d.sort().values[self.keep_best - 1]
         for j, keys in self._fresh.items():
@@ -129,12 +131,19 @@ class Discrepancy:
     # --- fast path -----------------------------------------------------------------------
     # Hidden states are cached across calls, keyed by (batch, schedule prefix): the state before
     # position p depends only on schedule[:p]. A beam at depth t+1 was a candidate at depth t, so
-    # its states are already there. Variants then advance together, stacked along the batch
+    # its states are already there; and candidate S+{i,j} (j < i) continues the run of its
+    # sibling S+{j} from position i. Variants then advance together, stacked along the batch
     # dimension (one call per sub-block, not one per variant); rows never mix, so every number is
     # the one a full forward gives.
     def _fast_finals(self, bi, h0, ctx, parent, variants, scheds, rows):
         starts = [min(v) if v else self.n for v in variants]
-        before = {p: self._state(bi, h0, ctx, parent, p, rows) for p in sorted(set(starts))}
+        before = {}  # (join position, variant or None) -> state
+        for j, p in enumerate(starts):
+            q = self._deepest_cached(bi, scheds[j], p)  # e.g. a sibling already ran the same prefix
+            if q is not None:
+                starts[j], before[(q, j)] = q, self._get((bi, tuple(scheds[j][:q])))
+        for p in sorted(set(p for j, p in enumerate(starts) if (p, j) not in before)):
+            before[(p, None)] = self._state(bi, h0, ctx, parent, p, rows)
         finals = [None] * len(variants)
         order = sorted(range(len(variants)), key=lambda j: starts[j])
         width = max(1, self.wave_rows // rows)
@@ -152,7 +161,7 @@ class Discrepancy:
                 parts = self._step(parts, [scheds[j][t] for j in members], ctx, rows)
             joining = [j for j in members_in if starts[j] == t]
             for j in joining:  # a variant joins at its first change, from the parent's state there
-                h = before[t]
+                h = before[(t, j)] if (t, j) in before else before[(t, None)]
                 if t < self.n and scheds[j][t] is not None:
                     h = self._run(h, ctx, t, t + 1, scheds[j], rows)
                 members.append(j)
@@ -192,6 +201,15 @@ class Discrepancy:
             self._put((bi, tuple(schedule[:pos + 1])), h)
         return h
 
+    def _deepest_cached(self, bi, schedule, p):
+        """The largest q > p whose state under `schedule` is cached (None if none)."""
+        if not self.reuse_siblings:
+            return None
+        for q in range(self.n, p, -1):
+            if (bi, tuple(schedule[:q])) in self._cache:
+                return q
+        return None
+
     def _get(self, key):
         h = self._cache.get(key)
         if h is not None:
@@ -208,6 +226,8 @@ class Discrepancy:
     def _forget_stale(self):
         """A search asks for a state within a few calls of storing it (the parents of one depth are
         the best children of the previous one): drop states untouched for longer."""
+        if self.reuse_siblings:
+            return  # the budget alone bounds the cache
         horizon = self._calls - 4 * (self.keep_best + 1)
         while self._cache and self._used.get(next(iter(self._cache)), 0) < horizon:
             self._drop(next(iter(self._cache)))

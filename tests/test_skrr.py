@@ -258,6 +258,10 @@ def test_fast_search_is_bit_identical(tokenizer, tmp_path, k):
         assert run_search(disc, enc, k, 8) == expected, mb
     assert fast[2048].sub_block_evals < slow.sub_block_evals
     assert fast[2048].sub_block_evals <= fast[0.06].sub_block_evals <= fast[0].sub_block_evals
+    parents_only = Discrepancy(side, calib, fast=True)
+    parents_only.reuse_siblings = False  # keep only the next parents' states
+    assert run_search(parents_only, enc, k, 8) == expected
+    assert fast[2048].sub_block_evals < parents_only.sub_block_evals < slow.sub_block_evals
     again = Discrepancy(side, calib, fast=True)
     assert run_search(again, enc, k, 8) == expected  # same inputs -> same plan
 
