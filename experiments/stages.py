@@ -204,9 +204,13 @@ def compute_metric(name: str, eval_cfg, pipe: LazyPipeline, images_root: Path, d
     """One metric through eval.run.evaluate, with only the prompt set it reads."""
     from eval.run import evaluate
 
+    import torch
+
     keep = {"geneval": "geneval", "efficiency": None}.get(name, "text")
     cfg = OmegaConf.merge(only_set(eval_cfg, keep), {"metrics": [name]})
-    return evaluate(cfg, pipe.get(), images_root, dense_dir=dense_text)[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # same RNG state for every run and process: tiny evals build random backbones
+        return evaluate(cfg, pipe.get(), images_root, dense_dir=dense_text)[name]
 
 
 def fid_reference(out: Path, dense_text: Path) -> dict:
