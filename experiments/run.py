@@ -110,22 +110,30 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     from eval.metrics import metric_config
     from skrr.plan import Plan
 
+    from eval.generate import resolve_rank
+
     sets = validate(cfg)
+    rank, world = resolve_rank()  # torchrun: every rank generates its shard; rank 0 scores and stores
     store, targets, model, ev = S.Store(cfg.paths.root), job_targets(cfg), cfg.model, cfg.eval
     metrics = list(ev.metrics)
     pkey = S.plan_key(model, cfg.method, cfg.calibration, targets)
     plan_rec = store.run("plans", pkey, lambda out: S.make_plans(out, model, cfg.method, cfg.calibration, targets,
-                                                                 cfg.device, cfg.progress),
+                                                                 S.local_device(cfg.device), cfg.progress),
                          inputs={"model": model, "method": cfg.method, "calibration": cfg.calibration, "targets": targets})
     plan_dir = store.dir("plans", pkey)
     dense_key = S.images_key(model, S.DENSE, ev, sets)
     dense_pipe = S.LazyPipeline(lambda: S.load_run_pipeline(model, ev))
     dense_text = store.dir("images", dense_key) / "text"
 
+    def images(key, pipe, identity, set_name):
+        prompts = sets[set_name]
+        return store.run_sharded("images", f"{key}/{set_name}",
+                                 lambda out, r, w: S.generate_shard(out, pipe, ev.sampler, prompts, r, w),
+                                 lambda out: S.merge_set(out, prompts),
+                                 {"model": model, "plan": identity, "sampler": ev.sampler}, rank, world)
+
     def dense_images():  # shared by every run of the sweep
-        return store.run("images", f"{dense_key}/text",
-                         lambda out: S.generate_set(out, dense_pipe, ev.sampler, sets["text"]),
-                         inputs={"model": model, "plan": S.DENSE, "sampler": ev.sampler})
+        return images(dense_key, dense_pipe, S.DENSE, "text")
 
     rows = []
     for target, name in plan_rec["output"]["plans"].items():
@@ -138,14 +146,15 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
             lambda plan=plan: S.load_run_pipeline(model, ev, plan, plan_dir))
         records = {"plan": plan_rec}
         for set_name in S.needed_sets(metrics):
-            records[f"images/{set_name}"] = store.run(
-                "images", f"{ikey}/{set_name}", lambda out, s=set_name: S.generate_set(out, pipe, ev.sampler, sets[s]),
-                inputs={"model": model, "plan": identity, "sampler": ev.sampler})
+            records[f"images/{set_name}"] = images(ikey, pipe, identity, set_name)
+        tiny_fid = "fid" in metrics and ev.tiny and not metric_config("fid", ev).reference_stats
+        if "dreamsim" in metrics or tiny_fid:
+            records["dense_images"] = dense_images()
+        if rank > 0:  # the other ranks only help generate
+            pipe.release()
+            continue
         eval_cfg = ev
-        if "dreamsim" in metrics:
-            records["dense_images"] = dense_images()
-        if "fid" in metrics and ev.tiny and not metric_config("fid", ev).reference_stats:
-            records["dense_images"] = dense_images()
+        if tiny_fid:
             fkey = S.digest("fid_ref", dense_key)
             ref = store.run("features", fkey, lambda out: S.fid_reference(out, dense_text), inputs={"images": dense_key})
             records["fid_reference"] = ref

@@ -89,6 +89,31 @@ class Store:
                     return {**rec, "ran": True}
         return {**rec, "ran": False}
 
+    def run_sharded(self, kind: str, key: str, work, finish, inputs=None, rank: int = 0, world_size: int = 1,
+                    poll: float = 1.0) -> dict:
+        """A stage split across ranks (torchrun): every rank does work(dir, rank, world_size) on its
+        shard; rank 0 waits for all shards, then finish(dir) and the record; other ranks wait for it."""
+        if world_size == 1:
+            return self.run(kind, key, lambda out: (work(out, 0, 1), finish(out))[1], inputs)
+        rec = self.record(kind, key)
+        if rec is not None:
+            return {**rec, "ran": False}
+        out = self.dir(kind, key)
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        work(out, rank, world_size)
+        (out / f".shard{rank}.done").touch()
+        if rank == 0:
+            while not all((out / f".shard{r}.done").is_file() for r in range(world_size)):
+                time.sleep(poll)
+            rec = self.run(kind, key, finish, {**(plain(inputs) or {}), "world_size": world_size})
+            for r in range(world_size):
+                (out / f".shard{r}.done").unlink(missing_ok=True)
+            return {**rec, "seconds": time.perf_counter() - start}
+        while self.record(kind, key) is None:
+            time.sleep(poll)
+        return {**self.record(kind, key), "ran": True}
+
 
 # --- plans ---------------------------------------------------------------------------
 def plan_key(model_cfg, method_cfg, calibration_cfg, targets: list[float]) -> str:
@@ -148,7 +173,7 @@ def load_run_pipeline(model_cfg, eval_cfg, plan: Plan | None = None, plan_dir: P
     from skrr.models import DTYPES, load_pipeline
 
     dtype = DTYPES[eval_cfg.dtype] if eval_cfg.get("dtype") else None
-    pipe = load_pipeline(model_cfg, device=eval_cfg.device, dtype=dtype)
+    pipe = load_pipeline(model_cfg, device=local_device(eval_cfg.device), dtype=dtype)
     if plan is not None and (plan.skip or plan.weights):
         with torch.no_grad():
             apply_plan(getattr(pipe, model_cfg.text_encoder), plan, weights_dir=plan_dir)
@@ -191,13 +216,31 @@ def images_key(model_cfg, identity: dict, eval_cfg, sets: dict) -> str:
     return digest("images", model_cfg, identity, eval_cfg.sampler, eval_cfg.get("dtype"), sets)
 
 
-def generate_set(out: Path, pipe: LazyPipeline, sampler, prompts: list) -> dict:
+def texts_of(prompts: list) -> list[str]:
+    return [p["prompt"] if isinstance(p, dict) else p for p in prompts]
+
+
+def generate_shard(out: Path, pipe: LazyPipeline, sampler, prompts: list, rank: int, world_size: int) -> None:
+    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing."""
     from eval import generate as gen
 
-    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts]
-    gen.generate(pipe.get(), texts, out, gen.SamplerConfig(**sampler), rank=0, world_size=1)
-    gen.merge(out, len(texts))
-    return {"num_images": len(texts)}
+    texts = texts_of(prompts)
+    if any(not (out / gen.image_name(i)).exists() for i in range(rank, len(texts), world_size)):
+        gen.generate(pipe.get(), texts, out, gen.SamplerConfig(**sampler), rank=rank, world_size=world_size)
+
+
+def merge_set(out: Path, prompts: list) -> dict:
+    from eval import generate as gen
+
+    gen.merge(out, len(prompts))
+    return {"num_images": len(prompts)}
+
+
+def local_device(device: str) -> str:
+    """cuda -> cuda:<LOCAL_RANK> under torchrun, so each rank uses its own GPU."""
+    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return str(device)
 
 
 def compute_metric(name: str, eval_cfg, pipe: LazyPipeline, images_root: Path, dense_text: Path | None):

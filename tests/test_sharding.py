@@ -49,3 +49,26 @@ def test_torchrun_two_ranks_then_merge_equals_single_process(tmp_path):
     for i in range(5):
         assert np.abs(pixels(out / gen.image_name(i)) - pixels(single / gen.image_name(i))).max() <= 2
     assert np.abs(pixels(out / gen.image_name(0)) - pixels(out / gen.image_name(1))).mean() > 1
+
+
+def test_skrr_run_under_torchrun_shards_every_image_stage(tmp_path):
+    """`torchrun --nproc_per_node 2 -m experiments.run ...`: both ranks generate, rank 0 merges, scores, stores."""
+    from experiments.results import load_results
+    from skrr.tiny import tiny_pipeline_dir
+
+    tiny_pipeline_dir("tiny_pixart")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "experiments.run", f"paths.root={tmp_path}", "method=finercut", "sparsity=[0.3]",
+                        "calibration.size=8", "eval.metrics=[clip,dreamsim]", "progress=false",
+                        "eval.prompts.text=[a red cube,two blue balls,a cat on a mat]"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = load_results(tmp_path / "results" / "adhoc.jsonl")
+    assert len(rows) == 1 and set(rows[0]["metrics"]) == {"clip", "dreamsim"}  # stored once, by rank 0
+    for folder in (Path(rows[0]["artifacts"]["images"]) / "text", Path(rows[0]["artifacts"]["dense_images"]) / "text"):
+        assert sorted(f.name for f in folder.glob("metadata.rank*.jsonl")) == ["metadata.rank0.jsonl",
+                                                                               "metadata.rank1.jsonl"]
+        assert len([json.loads(line) for line in (folder / gen.METADATA).read_text().splitlines()]) == 3
+    log = [json.loads(line) for line in (tmp_path / "stage_log.jsonl").read_text().splitlines()]
+    assert sum(e["stage"] == "images" for e in log) == 2 and sum(e["stage"] == "plans" for e in log) == 1
