@@ -79,11 +79,19 @@ class Calibration:
     projected: bool = True  # targets are proj(E(c)) rather than E(c)
 
 
+@torch.no_grad()
+def weights_fingerprint(*modules) -> list:
+    """Shape and sum of every tensor: cheap, and changes when a checkpoint is swapped or retrained."""
+    return [(n, list(t.shape), round(float(t.double().sum()), 6))
+            for m in modules for n, t in m.state_dict().items() if t.is_floating_point()]
+
+
 def _key(text_side, prompts: list[str], projection: bool) -> str:
     cfg = text_side.cfg
     ident = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
-    h = hashlib.sha256(json.dumps([ident, projection, prompts], sort_keys=True).encode())
+    fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
+    h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint], sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 

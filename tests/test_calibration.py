@@ -1,0 +1,53 @@
+"""Calibration prompts and the on-disk cache of dense targets."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from skrr.calibration import build_calibration, read_prompt_file, select_prompts
+from skrr.models import load_text_side
+
+
+def test_cache_is_reused_and_follows_the_weights(tmp_path, monkeypatch):
+    ts = load_text_side("tiny_pixart")
+    prompts = ["a red cat on a table", "two dogs", "a blue car near a river"]
+    first = build_calibration(ts, prompts, cache_dir=tmp_path)
+    calls = []
+    monkeypatch.setattr("skrr.calibration.embed", lambda *a, **k: calls.append(1) or torch.zeros(1))
+    again = build_calibration(ts, prompts, cache_dir=tmp_path)
+    assert not calls and torch.equal(first.target, again.target)  # served from disk
+
+    with torch.no_grad():  # another checkpoint under the same model name must not hit the cache
+        next(ts.encoder.parameters()).add_(0.01)
+    build_calibration(ts, prompts, cache_dir=tmp_path)
+    assert calls, "dense targets of changed weights were served from a stale cache"
+
+
+def test_targets_are_the_projected_pipeline_embeddings(tmp_path):
+    ts = load_text_side("tiny_pixart")
+    calib = build_calibration(ts, ["a photo of a cat"], cache_dir=tmp_path)
+    tok = ts.tokenize(["a photo of a cat"])
+    with torch.no_grad():
+        expected = ts.projection(ts.encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])[0])
+    assert torch.equal(calib.target, expected.float())
+    assert calib.null_tokens["attend"].sum() == 1  # the empty prompt attends to </s> only
+
+
+def test_prompt_files_filters_and_sampling(tmp_path):
+    (tmp_path / "p.txt").write_text("short one\n\nsomething a little longer than that\n")
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"caption": c}) for c in ["a", "b c d"]))
+    assert read_prompt_file(tmp_path / "p.txt") == ["short one", "something a little longer than that"]
+    assert read_prompt_file(tmp_path / "p.jsonl", "caption") == ["a", "b c d"]
+    with pytest.raises(KeyError, match="calibration.column"):
+        read_prompt_file(tmp_path / "p.jsonl")
+    with pytest.raises(FileNotFoundError):
+        read_prompt_file(tmp_path / "missing.txt")
+    cfg = OmegaConf.create({"size": 1, "seed": 0, "min_tokens": 3, "max_tokens": None})
+    assert select_prompts(["a", "b c d", "e"], cfg, token_length=lambda p: len(p.split())) == ["b c d"]
+    cfg.min_tokens = 10
+    with pytest.raises(ValueError, match="min_tokens"):
+        select_prompts(["a"], cfg, token_length=lambda p: len(p.split()))
+    cfg = OmegaConf.create({"size": 3, "seed": 7, "min_tokens": None, "max_tokens": None})
+    pool = [str(i) for i in range(50)]
+    assert select_prompts(pool, cfg) == select_prompts(pool, cfg) != select_prompts(pool, OmegaConf.merge(cfg, {"seed": 8}))
