@@ -172,8 +172,9 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
-    for label, d in sorted(curves.items()):
-        ax.plot(range(1, len(d) + 1), d, marker=".", label=label)
+    for n, (label, d) in enumerate(sorted(curves.items())):  # styles differ: equal curves (small k) overlap
+        ax.plot(range(1, len(d) + 1), d, marker=MARKERS[n % len(MARKERS)], linestyle=["-", "--", ":", "-."][n % 4],
+                alpha=0.8, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("search depth (sub-blocks skipped)")
     ax.set_ylabel("discrepancy D of the best beam")
@@ -205,9 +206,14 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         pts = latest(model_rows)
         title = f"{results.stem} ({model})"
         files = {}
+        has_quality = any(k in r["metrics"] for r in pts for k in ("fid", "clip", "dreamsim", "geneval"))
+        has_efficiency = any("efficiency" in r["metrics"] for r in pts)
         for name, header, body, caption in (
-                ("table1", TABLE1, table1(pts), f"{title}: quality vs text-encoder sparsity"),
-                ("table2", TABLE2, table2(pts), f"{title}: pipeline parameters, weight memory and TFLOPs per image")):
+                ("table1", TABLE1, table1(pts) if has_quality else None, f"{title}: quality vs text-encoder sparsity"),
+                ("table2", TABLE2, table2(pts) if has_efficiency else None,
+                 f"{title}: pipeline parameters, weight memory and TFLOPs per image")):
+            if body is None:  # e.g. an efficiency-only sweep has no Table 1
+                continue
             md = markdown(header, body)
             (d / f"{name}.md").write_text(f"### {caption}\n\n{md}")
             (d / f"{name}.tex").write_text(latex(header, body, caption))
