@@ -11,7 +11,6 @@ own, keyed without the method, so every run of a sweep shares them. See experime
 """
 from __future__ import annotations
 
-import gc
 import logging
 import resource
 import subprocess
@@ -145,11 +144,13 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         pipe = dense_pipe if identity == S.DENSE else S.LazyPipeline(
             lambda plan=plan: S.load_run_pipeline(model, ev, plan, plan_dir))
         records = {"plan": plan_rec}
-        for set_name in S.needed_sets(metrics):
-            records[f"images/{set_name}"] = images(ikey, pipe, identity, set_name)
         tiny_fid = "fid" in metrics and ev.tiny and not metric_config("fid", ev).reference_stats
         if "dreamsim" in metrics or tiny_fid:
             records["dense_images"] = dense_images()
+            if pipe is not dense_pipe:
+                dense_pipe.release()  # never hold two pipelines in GPU memory
+        for set_name in S.needed_sets(metrics):
+            records[f"images/{set_name}"] = images(ikey, pipe, identity, set_name)
         if rank > 0:  # the other ranks only help generate
             pipe.release()
             continue
@@ -184,7 +185,6 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         rows.append(row)
         if pipe is not dense_pipe:
             pipe.release()
-        gc.collect()
     return rows
 
 

@@ -192,7 +192,15 @@ class LazyPipeline:
         return self._pipe
 
     def release(self):
-        self._pipe = None
+        if self._pipe is not None:
+            import gc
+
+            import torch
+
+            self._pipe = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 # --- images and metrics ----------------------------------------------------------------
