@@ -22,9 +22,9 @@ FAST = ["calibration.size=8", "eval.metrics=[clip,dreamsim,efficiency]",
 SKRR = ["method=skrr", "method.beam_width=1", "sparsity=[0.2,0.4]"]
 
 
-def compose_run(root, *overrides):
+def compose_run(root, *overrides, fast=True):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name="run", overrides=[f"paths.root={root}", *FAST, *overrides])
+        return compose(config_name="run", overrides=[f"paths.root={root}", *(FAST if fast else []), *overrides])
 
 
 def stage_log(root) -> list[dict]:
@@ -86,12 +86,18 @@ def cli(*args):
                           cwd=Path(CONF_DIR).parent, timeout=600)
 
 
-def test_cli_bad_input_fails_fast_without_artifacts(tmp_path):
-    for bad, words in ((["method.beam_width=0"], "beam width"), (["eval.metrics=[bogus]"], "unknown metrics"),
-                       (["eval=paper", "eval.device=cpu"], "reference_stats")):
-        p = cli(f"paths.root={tmp_path}", *bad)
-        assert p.returncode == 2, p.stderr[-2000:]
-        assert words in p.stderr and "Traceback" not in p.stderr
+def test_bad_input_fails_fast_with_one_line_and_no_artifacts(tmp_path, capsys):
+    from experiments.cli import fail_fast
+
+    for bad, words in ((["eval.metrics=[bogus]"], "unknown metrics"),
+                       (["eval=paper", "eval.device=cpu"], "reference_stats"),
+                       (["eval.metrics=[geneval]", "eval.prompts.geneval_generated=null"], "geneval_metadata")):
+        with pytest.raises(SystemExit) as e, fail_fast():
+            run_job(compose_run(tmp_path, *bad, fast="eval=paper" not in bad), "t")
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and err.count("\n") == 1
+    p = cli(f"paths.root={tmp_path}", "method.beam_width=0")  # the console entry point itself
+    assert p.returncode == 2 and "beam width" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "plans").exists() and not (tmp_path / "results").exists()
 
 
