@@ -18,7 +18,9 @@ def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | Non
     if tiny:
         from eval.tiny import register_tiny_open_clip
         model_name, pretrained = register_tiny_open_clip(), None
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+    with torch.random.fork_rng():  # a tiny random backbone must be the same one in every process
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 

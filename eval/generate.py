@@ -133,7 +133,10 @@ def main(argv=None):
     from skrr.models import load_pipeline
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    pipe = load_pipeline(args.pipeline, device=args.device, dtype=dtype)
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun: one GPU per rank
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    pipe = load_pipeline(args.pipeline, device=device, dtype=dtype)
     cfg = SamplerConfig(args.height, args.width, args.steps, args.guidance_scale, args.seed, args.batch_size)
     generate(pipe, prompts, args.out, cfg, args.rank, args.world_size, extra={"pipeline_name": args.pipeline})
 
