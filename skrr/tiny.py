@@ -3,6 +3,7 @@ random weights (fixed seed) and a tokenizer trained in-process. Built once, save
 `save_pretrained`, and from then on loaded with `from_pretrained` like the real models."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -139,19 +140,18 @@ def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        pipe = BUILDERS[name]()
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-    try:
-        pipe.save_pretrained(tmp)
-        if not (target / "model_index.json").is_file():  # another process may have won the race
-            shutil.rmtree(target, ignore_errors=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:  # it won between the check and the replace: use its (identical) build
-                if not (target / "model_index.json").is_file():
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses (xdist workers, torchrun ranks) build once
+        if (target / "model_index.json").is_file():
+            return target
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            pipe = BUILDERS[name]()
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
+        try:
+            pipe.save_pretrained(tmp)
+            shutil.rmtree(target, ignore_errors=True)  # a half-built leftover of a killed process
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
