@@ -42,7 +42,8 @@ DEFAULTS = dict(
     t5=dict(d_model=64, d_kv=16, num_heads=4, d_ff=256, num_layers=12, steps=1000, batch=64, lr=1e-3,
             mask_rate=0.25, unmasked_weight=0.2, minutes=5.0),
     denoiser=dict(num_layers=6, num_attention_heads=4, attention_head_dim=28, patch_size=8, steps=8000,
-                  batch=64, lr=5e-4, warmup=300, ema=0.999, cfg_dropout=0.1, minutes=35.0),
+                  batch=64, lr=5e-4, warmup=300, ema=0.999, cfg_dropout=0.1, minutes=35.0,
+                  prediction_type="sample"),
     features=dict(steps=600, batch=64, lr=2e-3),
 )
 
@@ -98,9 +99,9 @@ def train_text_encoder(cfg, tokenizer, rng, gen):
     return encoder, {"final_loss": loss.item(), "final_masked_acc": acc, "steps_done": step + 1}
 
 
-def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn):
+def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn, init=None):
     d = encoder.config.d_model
-    transformer = PixArtTransformer2DModel(
+    transformer = init if init is not None else PixArtTransformer2DModel(
         num_attention_heads=cfg["num_attention_heads"], attention_head_dim=cfg["attention_head_dim"],
         in_channels=3, out_channels=3, num_layers=cfg["num_layers"],
         cross_attention_dim=cfg["num_attention_heads"] * cfg["attention_head_dim"], sample_size=32,
@@ -109,11 +110,13 @@ def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn):
     ema = PixArtTransformer2DModel.from_config(transformer.config)
     ema.load_state_dict(transformer.state_dict())
     ema.requires_grad_(False)
+    # x0-prediction: a patch-8 token (112 dims) cannot carry a 192-pixel noise patch, so eps- or
+    # v-prediction leaves visible noise at low noise levels; clean patches are easy to emit.
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                                prediction_type="v_prediction", clip_sample=False)
+                                prediction_type=cfg["prediction_type"], clip_sample=False)
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg["lr"], weight_decay=0.0)
     t0, stats = time.time(), {}
-    bar = tqdm(range(cfg["steps"]), desc="denoiser (v-prediction)")
+    bar = tqdm(range(cfg["steps"]), desc=f"denoiser ({cfg['prediction_type']} prediction)")
     for step in bar:
         _, texts, x0 = batch_of_examples(rng, cfg["batch"])
         drop = torch.rand(len(texts), generator=gen) < cfg["cfg_dropout"]
@@ -123,7 +126,12 @@ def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn):
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (len(texts),), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
-        target = noise_sched.get_velocity(x0, noise, t)
+        if cfg["prediction_type"] == "sample":
+            target = x0
+        elif cfg["prediction_type"] == "v_prediction":
+            target = noise_sched.get_velocity(x0, noise, t)
+        else:
+            target = noise
         pred = transformer(xt, encoder_hidden_states=cond, encoder_attention_mask=attn, timestep=t,
                            added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
         loss = F.mse_loss(pred, target)
@@ -195,8 +203,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=DEFAULTS["threads"])
     ap.add_argument("--denoiser-minutes", type=float, default=DEFAULTS["denoiser"]["minutes"])
     ap.add_argument("--denoiser-steps", type=int, default=DEFAULTS["denoiser"]["steps"])
-    ap.add_argument("--only", choices=["all", "features"], default="all",
-                    help="'features' retrains only the feature CNN into an existing --out")
+    ap.add_argument("--only", choices=["all", "denoiser", "features"], default="all",
+                    help="'denoiser': a fresh denoiser (then features) on the text encoder already in --out; "
+                         "'features': only the feature CNN")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue training the denoiser in --out for --denoiser-minutes more (fresh data seed)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -220,6 +231,11 @@ def main(argv=None):
         (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         return
 
+    if args.resume:
+        return resume_denoiser(args, cfg, gen)
+    if args.only == "denoiser":
+        return fresh_denoiser(args, cfg, gen)
+
     tokenizer = build_tokenizer()
     record = {"config": cfg, "data_seeds": {"text_encoder": args.seed, "denoiser": args.seed + 1,
                                             "features": args.seed + 2},
@@ -235,6 +251,47 @@ def main(argv=None):
         cfg["denoiser"], encoder, tokenizer, np.random.default_rng(args.seed + 1), gen, save)
     save(transformer, noise_sched, record["denoiser"])
     main(["--out", str(args.out), "--seed", str(args.seed), "--threads", str(args.threads), "--only", "features"])
+
+
+def fresh_denoiser(args, cfg, gen):
+    """Stage 2 (+3) only, reading the stage-1 text encoder and its record from --out."""
+    if not (args.out / "model_index.json").exists():
+        raise SystemExit(f"{args.out} has no trained text encoder; run without --only first")
+    pipe = ToyWorldPipeline.from_pretrained(args.out)
+    record = json.loads((args.out / "training.json").read_text())
+    record["config"]["denoiser"] = cfg["denoiser"]
+    record.pop("denoiser_resumes", None)
+    encoder = pipe.text_encoder.eval().requires_grad_(False)
+
+    def save(transformer, noise_sched, stats):
+        save_pipeline(args.out, pipe.tokenizer, encoder, transformer, noise_sched, {**record, "denoiser": stats})
+
+    transformer, noise_sched, stats = train_denoiser(cfg["denoiser"], encoder, pipe.tokenizer,
+                                                     np.random.default_rng(args.seed + 1), gen, save)
+    save(transformer, noise_sched, stats)
+    main(["--out", str(args.out), "--seed", str(args.seed), "--threads", str(args.threads), "--only", "features"])
+
+
+def resume_denoiser(args, cfg, gen):
+    """More denoiser training from the shipped (EMA) weights; the frozen encoder is untouched."""
+    if not (args.out / "model_index.json").exists():
+        raise SystemExit(f"{args.out} has no trained pipeline to resume; run without --resume first")
+    pipe = ToyWorldPipeline.from_pretrained(args.out)
+    record = json.loads((args.out / "training.json").read_text())
+    resumes = record.setdefault("denoiser_resumes", [])
+    data_seed = args.seed + 10 + len(resumes)
+    run_cfg = {**cfg["denoiser"], "warmup": 50}
+    encoder = pipe.text_encoder.eval().requires_grad_(False)
+    transformer = pipe.transformer.train().requires_grad_(True)
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+
+    def save(model, sched, stats):
+        save_pipeline(args.out, pipe.tokenizer, encoder, model, sched,
+                      {**record, "denoiser_resumes": resumes + [{**stats, "data_seed": data_seed, "config": run_cfg}]})
+
+    transformer, noise_sched, stats = train_denoiser(run_cfg, encoder, pipe.tokenizer, np.random.default_rng(data_seed),
+                                                     gen, save, init=transformer)
+    save(transformer, noise_sched, stats)
 
 
 if __name__ == "__main__":
