@@ -280,7 +280,7 @@ def resume_denoiser(args, cfg, gen):
     record = json.loads((args.out / "training.json").read_text())
     resumes = record.setdefault("denoiser_resumes", [])
     data_seed = args.seed + 10 + len(resumes)
-    run_cfg = {**cfg["denoiser"], "warmup": 50}
+    run_cfg = {**cfg["denoiser"], "warmup": 50, "lr": 0.6 * cfg["denoiser"]["lr"]}  # gentler restart
     encoder = pipe.text_encoder.eval().requires_grad_(False)
     transformer = pipe.transformer.train().requires_grad_(True)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -68,3 +68,11 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift():
     feats = np.random.default_rng(0).normal(size=(200, 8))
     assert abs(frechet_distance(feats, feats)) < 1e-6
     assert frechet_distance(feats, feats + 1.0) == pytest.approx(8.0, rel=1e-3)  # ||mu shift||^2
+
+
+def test_prompt_reference_images_are_the_ground_truth_of_prompts():
+    from skrr.toyworld.evaluate import prompt_reference_images
+
+    meta, images = prompts("geneval", 36, seed=5), prompt_reference_images("geneval", 36, seed=5)
+    assert geneval_scores(images, meta)["overall"] == 1.0
+    assert geneval_scores(images[::-1], meta)["overall"] < 0.7  # paired with the wrong prompts

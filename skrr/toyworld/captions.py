@@ -128,6 +128,11 @@ def prompts(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> list[dict]
     task_mix 'geneval' cycles through the six tasks (n/6 each) with GenEval's "a photo of"
     wording; a single task name draws only that task.
     """
+    return [meta for _, meta in prompt_scenes(task_mix, n, seed)]
+
+
+def prompt_scenes(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> list[tuple[Scene, dict]]:
+    """(ground-truth scene, metadata) pairs; the metadata are exactly `prompts(task_mix, n, seed)`."""
     if task_mix == "geneval":
         order = TASKS
     elif task_mix in TASKS:
@@ -137,7 +142,7 @@ def prompts(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> list[dict]
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
-    return [sample_example(order[i % len(order)], rng)[2] for i in range(n)]
+    return [sample_example(order[i % len(order)], rng)[::2] for i in range(n)]
 
 
 def calibration_prompts(n: int = 64, seed: int = 0) -> list[str]:

@@ -20,7 +20,7 @@ from scipy import linalg
 
 from eval.geneval.rules import RuleConfig, score_image, summarize
 
-from .captions import prompts, sample_training_example
+from .captions import prompt_scenes, prompts, sample_training_example
 from .detect import detect
 from .features import FeatureNet
 from .scenes import render
@@ -69,14 +69,20 @@ class ToyFeatureExtractor(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.float() / 127.5 - 1)
 
+    @torch.no_grad()
+    def cell_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.cell_map(x.float() / 127.5 - 1)
+
 
 def load_feature_extractor(path=WEIGHTS / "features") -> ToyFeatureExtractor:
     return ToyFeatureExtractor(FeatureNet.from_pretrained(path))
 
 
-def features(images, extractor: ToyFeatureExtractor) -> np.ndarray:
-    x = torch.from_numpy(to_uint8_array(images)).permute(0, 3, 1, 2)
-    return torch.cat([extractor(b) for b in x.split(256)]).numpy().astype(np.float64)
+def features(images, extractor: ToyFeatureExtractor, kind: str = "pooled") -> np.ndarray:
+    """'pooled' (N, 256) for FID; 'cells' (N, 2048) per-cell map for pairwise similarity."""
+    x = torch.from_numpy(np.ascontiguousarray(to_uint8_array(images))).permute(0, 3, 1, 2)
+    fn = extractor if kind == "pooled" else extractor.cell_map
+    return torch.cat([fn(b) for b in x.split(256)]).numpy().astype(np.float64)
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
@@ -97,16 +103,26 @@ def reference_images(n: int = 1000, seed: int = 12345) -> np.ndarray:
     return np.stack([render(sample_training_example(rng)[0]) for _ in range(n)])
 
 
+def prompt_reference_images(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> np.ndarray:
+    """Renders of the ground-truth scenes behind `prompts(task_mix, n, seed)`: FID's reference
+    for images generated from those prompts (same content distribution, exact pixels)."""
+    return np.stack([render(scene) for scene, _ in prompt_scenes(task_mix, n, seed)])
+
+
 def fid(images, extractor: ToyFeatureExtractor, reference=None) -> float:
     reference = reference_images() if reference is None else reference
     return frechet_distance(features(images, extractor), features(reference, extractor))
 
 
 def pairwise_similarity(dense_images, pruned_images, extractor: ToyFeatureExtractor) -> np.ndarray:
-    """Per pair cosine similarity of features (DreamSim's role: 1 = same image)."""
-    a, b = features(dense_images, extractor), features(pruned_images, extractor)
+    """Per pair cosine similarity (DreamSim's role: 1 = same image) of per-cell feature maps,
+    centred on the mean map of rendered scenes so that two unrelated scenes are not similar
+    merely because both are mostly black background."""
+    a, b = features(dense_images, extractor, "cells"), features(pruned_images, extractor, "cells")
     if a.shape != b.shape:
         raise ValueError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
+    centre = features(reference_images(500, seed=54321), extractor, "cells").mean(0)
+    a, b = a - centre, b - centre
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
@@ -155,7 +171,8 @@ def main(argv=None):
     images = generate(pipe, metadata, args.seed, steps=args.steps, guidance_scale=args.guidance_scale)
     scores = geneval_scores(images, metadata)
     extractor = load_feature_extractor(args.weights / "features")
-    scores["fid_vs_rendered"] = fid(images, extractor)
+    # the reference: ground truth for 10x as many prompts of the same mix (another seed)
+    scores["fid"] = fid(images, extractor, prompt_reference_images("geneval", 10 * args.n, args.seed + 1))
     if args.grid:
         save_grid(images, args.grid)
     print(json.dumps(scores, indent=2))

@@ -39,6 +39,10 @@ class FeatureNet(nn.Module):
         h = self.body(x)
         return torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
 
+    def cell_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) -> (B, 2048): the 4x4 map of per-cell features, flattened (keeps layout)."""
+        return self.body(x).flatten(1)
+
     def save_pretrained(self, path):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
