@@ -24,6 +24,9 @@ def build_metric(name: str, cfg=None):
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)} (e.g. metrics=[clip,geneval])")
     tiny, device = bool(_get(cfg, "tiny", False)), _get(cfg, "device", "cpu")
+    if _get(cfg, "backend") == "toyworld":  # exact toy-world versions (skrr.toyworld.metrics)
+        from skrr.toyworld.metrics import build_metric as build_toy
+        return build_toy(name, cfg)
     if name == "clip":
         from eval.clip_score import CLIPScore
         return CLIPScore(_get(cfg, "model", "ViT-B-32-quickgelu"), _get(cfg, "pretrained", "openai"), device, tiny)
@@ -47,6 +50,17 @@ def build_metric(name: str, cfg=None):
                        clip_pretrained=_get(cfg, "clip_pretrained", "openai"), rules=rules)
     from eval.efficiency import Efficiency
     return Efficiency()
+
+
+def fid_needs_reference_stats(cfg) -> bool:
+    """Real FID needs precomputed reference statistics; tiny evals use the dense images and the
+    toy world its ground-truth renders instead."""
+    return not _get(cfg, "tiny", False) and _get(cfg, "backend") != "toyworld" and not _get(cfg, "reference_stats")
+
+
+def fid_reference_from_dense(cfg) -> bool:
+    """Tiny evals without statistics: the dense images are the FID reference (dense FID = 0)."""
+    return bool(_get(cfg, "tiny", False)) and _get(cfg, "backend") != "toyworld" and not _get(cfg, "reference_stats")
 
 
 def metric_config(name: str, eval_cfg=None, conf_dir: Path = CONF_DIR) -> DictConfig:

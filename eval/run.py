@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eval import generate as gen
-from eval.metrics import build_metric, evaluate_folder, metric_config
+from eval.metrics import build_metric, evaluate_folder, fid_needs_reference_stats, fid_reference_from_dense, metric_config
 
 
 def prompt_sets(cfg) -> dict[str, list]:
@@ -17,7 +17,12 @@ def prompt_sets(cfg) -> dict[str, list]:
     if p.get("coco_captions"):
         text = P.load_coco_captions(p.coco_captions, p.get("coco_num", 30_000), p.get("coco_seed", 0))
     metadata = None
-    if p.get("geneval_metadata"):
+    if p.get("toyworld"):  # toy-world GenEval-style prompts, as the text set and/or the GenEval set
+        from skrr import toyworld
+        rows = toyworld.prompts("geneval", int(p.toyworld.n), int(p.toyworld.seed))
+        text = [m["prompt"] for m in rows] if p.get("toyworld_text", True) else text
+        metadata = rows if p.get("toyworld_geneval", True) else None
+    elif p.get("geneval_metadata"):
         metadata = P.load_geneval_metadata(p.geneval_metadata)
     elif p.get("geneval_generated"):
         from eval.geneval.prompts import generate_suite
@@ -37,7 +42,7 @@ def evaluate(cfg, pipe, out_dir, dense_dir=None) -> dict:
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from fid, clip, dreamsim, geneval, efficiency")
     metric_cfgs = {name: metric_config(name, cfg) for name in cfg.metrics}  # fail fast on bad config
-    if "fid" in cfg.metrics and not cfg.tiny and not metric_cfgs["fid"].reference_stats:
+    if "fid" in cfg.metrics and fid_needs_reference_stats(metric_cfgs["fid"]):
         raise ValueError("metrics.fid.reference_stats is unset; build it with `python -m eval.fid build-ref`")
     sets = prompt_sets(cfg)
     sampler = gen.SamplerConfig(**cfg.sampler)
@@ -56,7 +61,7 @@ def evaluate(cfg, pipe, out_dir, dense_dir=None) -> dict:
             results[name] = metric.compute()
         elif name == "geneval":
             results[name] = evaluate_folder(name, metric, out_dir / "geneval", sets["geneval"], 1)
-        elif name == "fid" and cfg.tiny and not metric_cfgs["fid"].reference_stats:
+        elif name == "fid" and fid_reference_from_dense(metric_cfgs["fid"]):
             from eval.fid import build_reference_stats, load_reference_stats  # smoke: the text set is its own reference
             ref = build_reference_stats(out_dir / "text", out_dir / "fid_ref_tiny.npz", feature_extractor=metric.model)
             metric.reference = load_reference_stats(ref)

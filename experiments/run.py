@@ -41,7 +41,7 @@ def job_targets(cfg: DictConfig) -> list[float]:
 
 def validate(cfg: DictConfig) -> dict:
     """Check everything cheap before anything heavy loads; returns the eval prompt sets."""
-    from eval.metrics import METRICS, metric_config
+    from eval.metrics import METRICS, fid_needs_reference_stats, metric_config
     from eval.run import prompt_sets
     from skrr.prune import validate_method
 
@@ -51,7 +51,7 @@ def validate(cfg: DictConfig) -> dict:
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)} (e.g. eval.metrics=[clip,efficiency])")
     for m in cfg.eval.metrics:
-        if m == "fid" and not cfg.eval.tiny and not metric_config(m, cfg.eval).reference_stats:
+        if m == "fid" and fid_needs_reference_stats(metric_config(m, cfg.eval)):
             raise ValueError("FID needs reference statistics: set eval.overrides.fid.reference_stats=PATH "
                              "(build them once with `python -m eval.fid build-ref`)")
     sets = prompt_sets(cfg.eval)
@@ -106,7 +106,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     """Run (or resume) one job; returns one result row per sparsity target."""
     import torch
 
-    from eval.metrics import metric_config
+    from eval.metrics import fid_reference_from_dense, metric_config
     from skrr.plan import Plan
 
     from eval.generate import resolve_rank
@@ -144,7 +144,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         pipe = dense_pipe if identity == S.DENSE else S.LazyPipeline(
             lambda plan=plan: S.load_run_pipeline(model, ev, plan, plan_dir))
         records = {"plan": plan_rec}
-        tiny_fid = "fid" in metrics and ev.tiny and not metric_config("fid", ev).reference_stats
+        tiny_fid = "fid" in metrics and fid_reference_from_dense(metric_config("fid", ev))
         if "dreamsim" in metrics or tiny_fid:
             records["dense_images"] = dense_images()
             if pipe is not dense_pipe:

@@ -25,9 +25,9 @@ from skrr.plan import Plan, write_json_atomic
 
 DONE = "stage.json"
 TEXT_METRICS = ("fid", "clip", "dreamsim")
-# eval.prompts keys that define each prompt set
-SET_KEYS = {"text": ("text", "coco_captions", "coco_num", "coco_seed"),
-            "geneval": ("geneval_metadata", "geneval_generated", "geneval_images_per_prompt")}
+# eval.prompts keys that switch each prompt set on (setting them to None switches it off)
+SET_SWITCHES = {"text": ("text", "coco_captions", "toyworld_text"),
+                "geneval": ("geneval_metadata", "geneval_generated", "toyworld_geneval")}
 
 
 def plain(cfg):
@@ -212,9 +212,9 @@ def needed_sets(metrics) -> list[str]:
 def only_set(eval_cfg, keep: str | None):
     """eval_cfg with every prompt set but `keep` switched off (None: no prompts at all)."""
     cfg = OmegaConf.create(plain(eval_cfg))
-    for name, keys in SET_KEYS.items():
+    for name, keys in SET_SWITCHES.items():
         if name != keep:
-            for k in keys[:2]:
+            for k in keys:
                 cfg.prompts[k] = None
     return cfg
 

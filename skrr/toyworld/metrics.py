@@ -1,0 +1,57 @@
+"""The paper's metrics in the toy world, behind eval's metric interface (`backend: toyworld`).
+
+- FID: eval.fid.FID with the toy feature network instead of Inception, against the features of
+  exact renders of the ground-truth scenes behind the same prompts.
+- DreamSim's role: cosine of centred per-cell feature maps of dense vs pruned images (1 = same).
+- GenEval: eval.geneval.GenEval with the exact detector (colours are read, not classified).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from skrr.toyworld.evaluate import load_feature_extractor, pairwise_similarity, prompt_reference_images
+
+METRICS = ("fid", "dreamsim", "geneval")
+
+
+class ToySimilarity:
+    """update(dense_images, pruned_images); compute() -> mean pairwise similarity (dense vs itself = 1)."""
+
+    def __init__(self):
+        self.extractor = load_feature_extractor()
+        self.values: list[np.ndarray] = []
+
+    def update(self, dense_images, pruned_images) -> None:
+        self.values.append(pairwise_similarity(dense_images, pruned_images, self.extractor))
+
+    def compute(self) -> float:
+        if not self.values:
+            raise ValueError("no image pairs were given to the toy similarity metric")
+        return float(np.concatenate(self.values).mean())
+
+    def reset(self) -> None:
+        self.values = []
+
+
+def toy_fid(reference: dict):
+    from eval.fid import FID
+
+    metric = FID(feature_extractor=load_feature_extractor())
+    renders = prompt_reference_images(reference.get("task_mix", "geneval"), int(reference["n"]), int(reference["seed"]))
+    ref = metric.features(torch.from_numpy(renders).permute(0, 3, 1, 2).contiguous())  # uint8 (N,3,H,W)
+    metric.reference = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False), "count": len(ref)}
+    return metric
+
+
+def build_metric(name: str, cfg):
+    if name not in METRICS:
+        raise ValueError(f"the toy world has no {name!r} metric; use {list(METRICS)} (and efficiency)")
+    if name == "fid":
+        return toy_fid(cfg.reference)
+    if name == "dreamsim":
+        return ToySimilarity()
+    from eval.geneval.evaluate import GenEval
+    from skrr.toyworld.detect import ToyDetector
+
+    return GenEval(detector=ToyDetector(), color_classifier=None)
