@@ -24,6 +24,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/skrr-run -m experiment=demo
+	$(BIN)/skrr-report runs/results/demo.jsonl
 
 clean:
 	rm -rf $(VENV) outputs multirun runs

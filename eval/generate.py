@@ -66,6 +66,8 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
                 **(extra or {})}
     meta_path = out_dir / f"metadata.rank{rank}.jsonl"
     bar = tqdm(total=len(todo), desc=f"generate rank {rank}/{world_size}", unit="img")
+    if hasattr(pipe, "set_progress_bar_config"):  # one bar over images, not one per batch of steps
+        pipe.set_progress_bar_config(disable=True)
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start:start + cfg.batch_size]
         generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
