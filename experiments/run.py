@@ -112,6 +112,8 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     from eval.generate import resolve_rank
 
     sets = validate(cfg)
+    if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
+        torch.set_num_threads(int(cfg.threads))
     rank, world = resolve_rank()  # torchrun: every rank generates its shard; rank 0 scores and stores
     store, targets, model, ev = S.Store(cfg.paths.root), job_targets(cfg), cfg.model, cfg.eval
     metrics = list(ev.metrics)
@@ -126,8 +128,11 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
 
     def images(key, pipe, identity, set_name):
         prompts = sets[set_name]
+        twin = None  # GenEval prompts identical to the text set (the toy world): the same images, linked
+        if set_name == "geneval" and "text" in S.needed_sets(metrics) and S.texts_of(prompts) == S.texts_of(sets.get("text", [])):
+            twin = store.dir("images", f"{key}/text")
         return store.run_sharded("images", f"{key}/{set_name}",
-                                 lambda out, r, w: S.generate_shard(out, pipe, ev.sampler, prompts, r, w),
+                                 lambda out, r, w: S.generate_shard(out, pipe, ev.sampler, prompts, r, w, twin),
                                  lambda out: S.merge_set(out, prompts),
                                  {"model": model, "plan": identity, "sampler": ev.sampler}, rank, world)
 

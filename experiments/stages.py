@@ -228,11 +228,21 @@ def texts_of(prompts: list) -> list[str]:
     return [p["prompt"] if isinstance(p, dict) else p for p in prompts]
 
 
-def generate_shard(out: Path, pipe: LazyPipeline, sampler, prompts: list, rank: int, world_size: int) -> None:
-    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing."""
+def generate_shard(out: Path, pipe: LazyPipeline, sampler, prompts: list, rank: int, world_size: int,
+                   twin: Path | None = None) -> None:
+    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing.
+    `twin`: a finished set of the same prompts, seeds and sampler, whose images are linked instead."""
     from eval import generate as gen
 
     texts = texts_of(prompts)
+    if twin is not None:
+        rows = [json.loads(line) for line in (twin / gen.METADATA).read_text().splitlines()]
+        with open(out / f"metadata.rank{rank}.jsonl", "w") as f:
+            for i in range(rank, len(texts), world_size):
+                f.write(json.dumps(rows[i]) + "\n")
+                if not (out / gen.image_name(i)).exists():
+                    os.link(twin / gen.image_name(i), out / gen.image_name(i))
+        return
     if any(not (out / gen.image_name(i)).exists() for i in range(rank, len(texts), world_size)):
         gen.generate(pipe.get(), texts, out, gen.SamplerConfig(**sampler), rank=rank, world_size=world_size)
 

@@ -1,4 +1,6 @@
 """The toy world behind eval's metric interface (`eval=toyworld`): the plumbing `make demo` uses."""
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
@@ -57,3 +59,26 @@ def test_metrics_on_true_renders_and_on_blank_images():
 def test_unknown_toy_metric_is_refused():
     with pytest.raises(ValueError, match="toy world has no 'clip'"):
         build_metric("clip", OmegaConf.create({"backend": "toyworld"}))
+
+
+def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
+    """With eval=toyworld the GenEval prompts are the text prompts: their images are linked, not
+    generated twice, and every toy metric lands in the result row."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.cli import CONF_DIR
+    from experiments.run import run_job
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="run", overrides=[
+            f"paths.root={tmp_path}", "model=toyworld", "eval=toyworld", "method=dense", "progress=false",
+            "threads=1", "eval.prompts.toyworld.n=6", "eval.overrides.fid.reference.n=6",
+            "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval]"])
+    (row,) = run_job(cfg, "toy")
+    images = Path(row["artifacts"]["images"])
+    for i in range(6):
+        text, geneval = images / "text" / f"{i:05d}.png", images / "geneval" / f"{i:05d}.png"
+        assert text.stat().st_ino == geneval.stat().st_ino
+    assert row["metrics"]["dreamsim"] == pytest.approx(1.0)  # dense vs itself
+    assert set(row["metrics"]["geneval"]) >= {"overall", "counting", "position"}
+    assert row["metrics"]["fid"] > 0
