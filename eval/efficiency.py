@@ -69,7 +69,8 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
                     enc.register_forward_hook(leave, with_kwargs=True)]
     handles += [denoiser.register_forward_pre_hook(enter("denoiser"), with_kwargs=True),
                 denoiser.register_forward_hook(leave, with_kwargs=True)]
-    original_decode = pipe.vae.decode
+    vae = getattr(pipe, "vae", None)  # pixel-space pipelines (the toy world) have none
+    original_decode = vae.decode if vae is not None else None
 
     def decode(*args, **kwargs):  # decode is not forward, so hooks miss it
         book()
@@ -86,7 +87,10 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
         kwargs["guidance_scale"] = guidance_scale
     if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
         kwargs["use_resolution_binning"] = False
-    pipe.vae.decode = decode
+    if vae is not None:
+        vae.decode = decode
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
     try:
         with counter, torch.no_grad():
             pipe(**kwargs)
@@ -94,7 +98,8 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
     finally:
         for h in handles:
             h.remove()
-        del pipe.vae.decode
+        if vae is not None:
+            del vae.decode
     total = sum(totals.values())
     return {"encoder_flops": totals["encoder"], "denoiser_flops": totals["denoiser"], "vae_flops": totals["vae"],
             "other_flops": totals["other"], "total_flops": total, "tflops": total / 1e12,

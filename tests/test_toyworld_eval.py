@@ -73,7 +73,7 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
         cfg = compose(config_name="run", overrides=[
             f"paths.root={tmp_path}", "model=toyworld", "eval=toyworld", "method=dense", "progress=false",
             "threads=1", "eval.prompts.toyworld.n=6", "eval.overrides.fid.reference.n=6",
-            "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval]"])
+            "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval,efficiency]"])
     (row,) = run_job(cfg, "toy")
     images = Path(row["artifacts"]["images"])
     for i in range(6):
@@ -82,3 +82,5 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     assert row["metrics"]["dreamsim"] == pytest.approx(1.0)  # dense vs itself
     assert set(row["metrics"]["geneval"]) >= {"overall", "counting", "position"}
     assert row["metrics"]["fid"] > 0
+    eff = row["metrics"]["efficiency"]  # a pixel-space pipeline: no VAE FLOPs, the rest counted
+    assert eff["vae_flops"] == 0 < eff["encoder_flops"] < eff["denoiser_flops"]
