@@ -17,7 +17,7 @@ N = 12
 
 def small_eval():
     return OmegaConf.merge(EVAL, {"prompts": {"toyworld": {"n": N}},
-                                  "overrides": {"fid": {"reference": {"n": N}}}})
+                                  "overrides": {"fid": {"reference": {"n": N, "seed": 0, "dims": 8}}}})
 
 
 def test_prompt_sets_and_switching_one_off():
@@ -72,7 +72,7 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="run", overrides=[
             f"paths.root={tmp_path}", "model=toyworld", "eval=toyworld", "method=dense", "progress=false",
-            "threads=1", "eval.prompts.toyworld.n=6", "eval.overrides.fid.reference.n=6",
+            "threads=1", "eval.prompts.toyworld.n=6", "eval.overrides.fid.reference.n=50",
             "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval,efficiency]"])
     (row,) = run_job(cfg, "toy")
     images = Path(row["artifacts"]["images"])

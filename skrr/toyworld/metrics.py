@@ -1,7 +1,8 @@
 """The paper's metrics in the toy world, behind eval's metric interface (`backend: toyworld`).
 
-- FID: eval.fid.FID with the toy feature network instead of Inception, against the features of
-  exact renders of the ground-truth scenes behind the same prompts.
+- FID: eval.fid.FID with the toy feature network instead of Inception (projected on the top 32
+  principal axes of the reference, so a few hundred images suffice), against exact renders of
+  the ground-truth scenes of the same prompt mix.
 - DreamSim's role: cosine of centred per-cell feature maps of dense vs pruned images (1 = same).
 - GenEval: eval.geneval.GenEval with the exact detector (colours are read, not classified).
 """
@@ -34,12 +35,34 @@ class ToySimilarity:
         self.values = []
 
 
+class PrincipalFeatures(torch.nn.Module):
+    """Toy features projected on the top principal axes of the reference: a few hundred generated
+    images give a well-conditioned covariance in 32 dimensions, not in the network's 256."""
+
+    def __init__(self, extractor: torch.nn.Module, reference: np.ndarray, dims: int):
+        super().__init__()
+        self.extractor = extractor
+        mean = reference.mean(0)
+        _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
+        self.register_buffer("mean", torch.from_numpy(mean).float())
+        self.register_buffer("axes", torch.from_numpy(vt[:dims].T.copy()).float())
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.extractor(x).float() - self.mean) @ self.axes
+
+
 def toy_fid(reference: dict):
+    """FID of generated images against exact renders of the true scenes of the same prompt mix."""
     from eval.fid import FID
 
-    metric = FID(feature_extractor=load_feature_extractor())
     renders = prompt_reference_images(reference.get("task_mix", "geneval"), int(reference["n"]), int(reference["seed"]))
-    ref = metric.features(torch.from_numpy(renders).permute(0, 3, 1, 2).contiguous())  # uint8 (N,3,H,W)
+    renders = torch.from_numpy(renders).permute(0, 3, 1, 2).contiguous()  # uint8 (N,3,H,W)
+    extractor = load_feature_extractor()
+    with torch.no_grad():
+        raw = torch.cat([extractor(b) for b in renders.split(256)]).double().numpy()
+    metric = FID(feature_extractor=PrincipalFeatures(extractor, raw, int(reference.get("dims", 32))))
+    ref = metric.features(renders)
     metric.reference = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False), "count": len(ref)}
     return metric
 
