@@ -31,7 +31,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, PixArtTransfor
 from tqdm import tqdm
 from transformers import T5Config, T5EncoderModel
 
-from skrr.toyworld.captions import sample_training_example
+from skrr.toyworld.captions import PREFIXES, TRAIN_MIX, sample_example, sample_training_example
 from skrr.toyworld.features import FeatureNet, cell_targets
 from skrr.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
 from skrr.toyworld.scenes import render
@@ -48,8 +48,28 @@ DEFAULTS = dict(
 )
 
 
-def batch_of_examples(rng, n):
-    scenes, texts = zip(*[sample_training_example(rng)[:2] for _ in range(n)])
+def sample_from_mix(rng, mix):
+    """sample_training_example with task weights `mix` (None: the captions module's TRAIN_MIX)."""
+    if mix is None:
+        return sample_training_example(rng)
+    tasks = list(mix)
+    task = tasks[int(rng.choice(len(tasks), p=np.array([mix[t] for t in tasks]) / sum(mix.values())))]
+    return sample_example(task, rng, PREFIXES[int(rng.integers(len(PREFIXES)))])
+
+
+def parse_mix(text):
+    """'counting=0.25,position=0.2,...' -> TRAIN_MIX with those weights replaced."""
+    mix = dict(TRAIN_MIX)
+    for item in filter(None, text.split(",")):
+        task, _, weight = item.partition("=")
+        if task not in mix or not weight:
+            raise SystemExit(f"bad --task-mix item {item!r}; use task=weight with task in {list(mix)}")
+        mix[task] = float(weight)
+    return mix
+
+
+def batch_of_examples(rng, n, mix=None):
+    scenes, texts = zip(*[sample_from_mix(rng, mix)[:2] for _ in range(n)])
     images = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
     return list(scenes), list(texts), images
 
@@ -115,10 +135,15 @@ def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn, init=None):
     noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                                 prediction_type=cfg["prediction_type"], clip_sample=False)
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg["lr"], weight_decay=0.0)
+    guided = cfg.get("guided_for")
+    if guided:  # guidance-aware targets need the unconditional branch's own prediction
+        null_ids, null_attn = tokenize(tokenizer, [""])
+        with torch.no_grad():
+            null_cond = encoder(input_ids=null_ids, attention_mask=null_attn).last_hidden_state
     t0, stats = time.time(), {}
     bar = tqdm(range(cfg["steps"]), desc=f"denoiser ({cfg['prediction_type']} prediction)")
     for step in bar:
-        _, texts, x0 = batch_of_examples(rng, cfg["batch"])
+        _, texts, x0 = batch_of_examples(rng, cfg["batch"], cfg.get("task_mix"))
         drop = torch.rand(len(texts), generator=gen) < cfg["cfg_dropout"]
         ids, attn = tokenize(tokenizer, ["" if d else text for d, text in zip(drop.tolist(), texts)])
         with torch.no_grad():
@@ -132,6 +157,18 @@ def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn, init=None):
             target = noise_sched.get_velocity(x0, noise, t)
         else:
             target = noise
+        if guided:
+            # Guidance-aware target (cf. guidance distillation): teach the conditional branch
+            # u + (s/w)(E[target|x_t,c] - u), so CFG at scale w samples like CFG at scale s.
+            # At w=4.5 the plain model over-extrapolates (too many objects); s=1.5 does not.
+            n = len(texts)
+            with torch.no_grad():
+                uncond = transformer(xt, encoder_hidden_states=null_cond.expand(n, -1, -1),
+                                     encoder_attention_mask=null_attn.expand(n, -1), timestep=t,
+                                     added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                     return_dict=False)[0]
+            ratio = cfg["guided_effective"] / guided
+            target = torch.where(drop[:, None, None, None], target, uncond + ratio * (target - uncond))
         pred = transformer(xt, encoder_hidden_states=cond, encoder_attention_mask=attn, timestep=t,
                            added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
         loss = F.mse_loss(pred, target)
@@ -206,6 +243,14 @@ def main(argv=None):
     ap.add_argument("--only", choices=["all", "denoiser", "features"], default="all",
                     help="'denoiser': a fresh denoiser (then features) on the text encoder already in --out; "
                          "'features': only the feature CNN")
+    ap.add_argument("--task-mix", default="",
+                    help="denoiser caption mix overrides, e.g. 'counting=0.25,position=0.2' (default: TRAIN_MIX)")
+    ap.add_argument("--lr-scale", type=float, default=0.6,
+                    help="--resume only: peak LR as a fraction of the denoiser's base LR")
+    ap.add_argument("--guided-for", type=float, default=0.0,
+                    help="train the conditional branch for CFG at this scale (0: plain training) ...")
+    ap.add_argument("--guided-effective", type=float, default=1.5,
+                    help="... so that it samples like plain CFG at this scale")
     ap.add_argument("--resume", action="store_true",
                     help="continue training the denoiser in --out for --denoiser-minutes more (fresh data seed)")
     args = ap.parse_args(argv)
@@ -215,6 +260,10 @@ def main(argv=None):
     cfg = json.loads(json.dumps(DEFAULTS))
     cfg.update(seed=args.seed, threads=args.threads)
     cfg["denoiser"].update(minutes=args.denoiser_minutes, steps=args.denoiser_steps)
+    if args.task_mix:
+        cfg["denoiser"]["task_mix"] = parse_mix(args.task_mix)
+    if args.guided_for:
+        cfg["denoiser"].update(guided_for=args.guided_for, guided_effective=args.guided_effective)
 
     if args.only == "features":
         if not (args.out / "model_index.json").exists():
@@ -280,7 +329,7 @@ def resume_denoiser(args, cfg, gen):
     record = json.loads((args.out / "training.json").read_text())
     resumes = record.setdefault("denoiser_resumes", [])
     data_seed = args.seed + 10 + len(resumes)
-    run_cfg = {**cfg["denoiser"], "warmup": 50, "lr": 0.6 * cfg["denoiser"]["lr"]}  # gentler restart
+    run_cfg = {**cfg["denoiser"], "warmup": 50, "lr": args.lr_scale * cfg["denoiser"]["lr"]}  # gentler restart
     encoder = pipe.text_encoder.eval().requires_grad_(False)
     transformer = pipe.transformer.train().requires_grad_(True)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
