@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eval.geneval.rules import relative_position
+
 IMAGE_SIZE = 32
 CELL = 8
 GRID = IMAGE_SIZE // CELL  # 4 x 4 cells
@@ -89,25 +91,4 @@ def render(scene: Scene) -> np.ndarray:
 
 def relation(a: Obj, b: Obj, threshold: float = 0.1) -> set[str]:
     """GenEval's relative position of a with respect to b (its official rule on boxes)."""
-    return relation_of_boxes(a.box(), b.box(), threshold)
-
-
-def relation_of_boxes(box_a, box_b, threshold: float = 0.1) -> set[str]:
-    boxes = np.array([box_a, box_b], float).reshape(2, 2, 2)
-    center_a, center_b = boxes.mean(axis=-2)
-    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
-    offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - threshold * (dim_a + dim_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    rels = set()
-    if dx < -0.5:
-        rels.add("left of")
-    if dx > 0.5:
-        rels.add("right of")
-    if dy < -0.5:
-        rels.add("above")
-    if dy > 0.5:
-        rels.add("below")
-    return rels
+    return relative_position(a.box(), b.box(), threshold)
