@@ -61,6 +61,8 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in range(rank, len(prompts), world_size) if not (out_dir / image_name(i)).exists()]
+    if not todo:  # resumed and complete: nothing to load or show
+        return todo
     kwargs = pipeline_kwargs(pipe, cfg)
     settings = {**asdict(cfg), "dtype": str(getattr(pipe, "dtype", None)), "pipeline": type(pipe).__name__,
                 **(extra or {})}
