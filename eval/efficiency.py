@@ -12,10 +12,7 @@ import inspect
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def count_params(module: torch.nn.Module) -> int:
-    """Unique parameters (shared/re-used modules counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+from skrr.models import count_params
 
 
 def resident_bytes(module: torch.nn.Module) -> int:

@@ -218,11 +218,6 @@ def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
     return enc if isinstance(enc, SubBlockEncoder) else None
 
 
-def encode(model: nn.Module, input_ids, attention_mask=None) -> torch.Tensor:
-    """Last hidden state of a (dense or pruned) text encoder."""
-    return model(input_ids=input_ids, attention_mask=attention_mask)[0]
-
-
 def total_params(model: nn.Module) -> int:
     """All parameters of the encoder as a dense model: the denominator of sparsity."""
     enc = find_sub_block_encoder(model)

@@ -139,4 +139,5 @@ def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:
 
 
 def count_params(module: nn.Module) -> int:
+    """Parameters of a module, shared (re-used, tied) ones counted once."""
     return sum(p.numel() for p in module.parameters())

@@ -122,8 +122,10 @@ def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[P
                          halving=halving, progress=ctx.progress)
     plans = []
     for t in targets:
-        pick = per_target if cfg.get("select", "prefix") == "per_target" else prefix_for
-        skip = pick(result, ctx.sub_blocks, ctx.total, t) if pick is per_target else pick(result.order, ctx.sub_blocks, ctx.total, t)
+        if cfg.get("select", "prefix") == "per_target":
+            skip = per_target(result, ctx.sub_blocks, ctx.total, t)
+        else:
+            skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
         d_skip = disc.evaluate([None if i in set(skip) else i for i in range(len(ctx.sub_blocks))], [{}])[0]
         reuse, reuse_trace = reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress) if cfg.get("reuse", True) else ({}, [])
         plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
