@@ -22,10 +22,7 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
     paths = []
     for plan in plans:
         name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
-        weights = plan.info.pop("_weights", None)  # changed weights (LaCo merges) go beside the plan
-        if weights:
-            plan.weights = save_weights_atomic(weights, out_dir / f"{Path(name).stem}_weights.safetensors")
-        paths.append(plan.save(out_dir / name))
+        paths.append(plan.save(out_dir / name))  # with LaCo's merged weights beside it
         if save_encoder:
             from skrr import apply_plan, save_pruned
             from skrr.models import load_text_side
@@ -34,24 +31,6 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
             apply_plan(enc, plan, weights_dir=out_dir)
             save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")))
     return paths
-
-
-def save_weights_atomic(tensors: dict, path: Path) -> str:
-    import os
-    import tempfile
-
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path.name
 
 
 def run(cfg: DictConfig) -> None:

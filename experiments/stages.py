@@ -138,21 +138,9 @@ def make_plans(out: Path, model_cfg, method_cfg, calibration_cfg, targets, devic
     files = {}
     for plan in plans:
         name = plan_file(plan.info["target"])
-        weights = plan.info.pop("_weights", None)  # LaCo's merged weights go beside the plan
-        if weights:
-            plan.weights = save_weights(weights, out / name.replace(".json", "_weights.safetensors"))
-        plan.save(out / name)
+        plan.save(out / name)  # with LaCo's merged weights beside it
         files[f"{plan.info['target']:.4f}"] = name
     return {"plans": files}
-
-
-def save_weights(tensors: dict, path: Path) -> str:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name("." + path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-    return path.name
 
 
 def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:

@@ -43,17 +43,13 @@ class Plan:
     weights: str | None = None  # file of changed weights beside plan.json (LaCo merges)
     info: dict = field(default_factory=dict)  # search trace, D per depth, ...
 
-    @property
-    def kept(self) -> set[int]:
-        return set(range(self.encoder["num_sub_blocks"])) - set(self.skip) if self.encoder else set()
-
     def schedule(self, n: int) -> list[int | None]:
         skipped = set(self.skip)
         return [self.reuse.get(i) if i in skipped else i for i in range(n)]
 
     # --- validation -------------------------------------------------------------------
     def validate(self, sub_blocks: list[SubBlock], config=None, name: str | None = None) -> "Plan":
-        """Check the plan against an encoder; fill in encoder identity and sparsity. Raises PlanError."""
+        """Check the plan against an encoder and fill in its identity. Raises PlanError."""
         n = len(sub_blocks)
         if len(set(self.skip)) != len(self.skip):
             raise PlanError(f"plan skips a sub-block twice: {self.skip}")
@@ -99,7 +95,12 @@ class Plan:
         return cls(skip=skip, reuse=reuse, **extra)
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON. Changed weights a method left in `info["_weights"]` (LaCo's
+        merges) go beside it as `<stem>_weights.safetensors`, named in `weights`."""
         path = Path(path)
+        changed = self.info.pop("_weights", None)
+        if changed:
+            self.weights = _save_tensors_atomic(changed, path.with_name(f"{path.stem}_weights.safetensors"))
         write_json_atomic(path, self.to_dict())
         return path
 
@@ -122,6 +123,21 @@ class Plan:
 def sparsity(sub_blocks: list[SubBlock], skip, total: int) -> float:
     """Parameters removed / all encoder parameters. Re-use shares weights: it changes nothing."""
     return sum(sub_blocks[i].num_params for i in skip) / total
+
+
+def _save_tensors_atomic(tensors: dict, path: Path) -> str:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path.name
 
 
 def write_json_atomic(path: Path, obj) -> None:
