@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from baselines.common import blocks_skip, maybe_reuse
+from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
 from skrr.plan import Plan, sparsity
 
@@ -74,13 +75,10 @@ def loaded(enc, weights: dict[str, torch.Tensor]):
 def embeddings(enc, tokens: dict, schedule, device="cpu", batch_size: int = 8) -> torch.Tensor:
     """Flattened final embeddings (encoder output, padding zeroed), one row per prompt, fp32."""
     out = []
-    for s in range(0, tokens["input_ids"].shape[0], batch_size):
-        ids = tokens["input_ids"][s:s + batch_size].to(device)
-        mask = tokens["attention_mask"]
-        mask = None if mask is None else mask[s:s + batch_size].to(device)
-        h, c = enc.prepare(input_ids=ids, attention_mask=mask)
+    for b in token_batches(tokens, batch_size, device):
+        h, c = enc.prepare(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         f = enc.finish(enc.run(h, c, schedule=schedule), c).float()
-        f = f * tokens["attend"][s:s + batch_size].to(device).unsqueeze(-1)
+        f = f * b["attend"].unsqueeze(-1)
         out.append(f.flatten(1).cpu())
     return torch.cat(out)
 

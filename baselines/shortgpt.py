@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from baselines.common import blocks_skip, maybe_reuse
+from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
 from skrr.plan import Plan, sparsity
 
@@ -24,12 +25,9 @@ def block_influence(enc, tokens: dict, batch_size: int = 8, device="cpu") -> lis
     num_blocks = len(enc) // 2
     cos_sum = torch.zeros(num_blocks, dtype=torch.float64)
     count = 0.0
-    for s in range(0, tokens["input_ids"].shape[0], batch_size):
-        ids = tokens["input_ids"][s:s + batch_size].to(device)
-        mask = tokens["attention_mask"]
-        mask = None if mask is None else mask[s:s + batch_size].to(device)
-        attend = tokens["attend"][s:s + batch_size].to(device).double()
-        h, c = enc.prepare(input_ids=ids, attention_mask=mask)
+    for b in token_batches(tokens, batch_size, device):
+        attend = b["attend"].double()
+        h, c = enc.prepare(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         for b in range(num_blocks):
             x_out = enc.run(h, c, 2 * b, 2 * b + 2)
             cos = torch.nn.functional.cosine_similarity(h.float(), x_out.float(), dim=-1)

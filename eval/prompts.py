@@ -45,8 +45,8 @@ def load_geneval_metadata(metadata_jsonl: str) -> list[dict]:
     return rows
 
 
-def load_prompt_file(path: str) -> list[str]:
-    """Text file (one prompt per line) or JSONL ({"prompt": ...} per line)."""
+def load_prompt_file(path: str, column: str = "prompt") -> list[str]:
+    """Text file (one prompt per line) or JSONL (a `column` field per line, default "prompt")."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} not found")
@@ -55,9 +55,10 @@ def load_prompt_file(path: str) -> list[str]:
         prompts = []
         for i, line in enumerate(lines):
             row = json.loads(line)
-            if "prompt" not in row:
-                raise ValueError(f"{path}:{i + 1} has no 'prompt' key; write one {{\"prompt\": ...}} per line")
-            prompts.append(row["prompt"])
+            if column not in row:
+                raise KeyError(f"{path}:{i + 1} has no {column!r} field (has {sorted(row)}); write one "
+                               f"{{{column!r}: ...}} per line or name the field (calibration.column)")
+            prompts.append(row[column])
     else:
         prompts = lines
     return _check_nonempty(prompts, path)

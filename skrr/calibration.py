@@ -23,23 +23,12 @@ from skrr.tiny import _corpus, cache_root
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 
 
-def read_prompt_file(path: str | os.PathLike, column: str = "prompt") -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
-    if path.suffix == ".jsonl":
-        rows = [json.loads(l) for l in lines]
-        if rows and column not in rows[0]:
-            raise KeyError(f"{path} rows have no {column!r} field (have {sorted(rows[0])}); set calibration.column")
-        return [r[column] for r in rows]
-    return [l.strip() for l in lines]
-
-
 def source_prompts(cfg: DictConfig) -> list[str]:
     src = cfg.source
     if src == "file":
-        return read_prompt_file(cfg.path, cfg.get("column", "prompt"))
+        from eval.prompts import load_prompt_file
+
+        return load_prompt_file(cfg.path, cfg.get("column", "prompt"))
     if src == "hf":
         try:
             import datasets
@@ -95,15 +84,22 @@ def _key(text_side, prompts: list[str], projection: bool) -> str:
     return h.hexdigest()[:20]
 
 
+def token_batches(tokens: dict, batch_size: int, device=None):
+    """Row batches of tokenized prompts: dicts of input_ids, attention_mask (None when the pipeline
+    passes no mask) and attend, moved to `device` if given."""
+    mask = tokens["attention_mask"]
+    for s in range(0, tokens["input_ids"].shape[0], batch_size):
+        rows = {"input_ids": tokens["input_ids"][s:s + batch_size], "attend": tokens["attend"][s:s + batch_size],
+                "attention_mask": None if mask is None else mask[s:s + batch_size]}
+        yield rows if device is None else {k: None if v is None else v.to(device) for k, v in rows.items()}
+
+
 @torch.no_grad()
 def embed(text_side, tokens: dict, projection: bool, batch_size: int, device) -> torch.Tensor:
     """f = proj(E(c)) (or E(c)) for all rows, fp32 on CPU."""
     out = []
-    for s in range(0, tokens["input_ids"].shape[0], batch_size):
-        ids = tokens["input_ids"][s:s + batch_size].to(device)
-        mask = tokens["attention_mask"]
-        mask = None if mask is None else mask[s:s + batch_size].to(device)
-        f = text_side.encoder(input_ids=ids, attention_mask=mask)[0]
+    for b in token_batches(tokens, batch_size, device):
+        f = text_side.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])[0]
         if projection:
             f = text_side.projection(f.to(next(text_side.projection.parameters()).dtype))
         out.append(f.float().cpu())

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from skrr.calibration import Calibration
+from skrr.calibration import Calibration, token_batches
 from skrr.encoder import find_sub_block_encoder, to_sub_blocks
 
 METRICS = ("mse", "cosine")
@@ -60,13 +60,8 @@ class Discrepancy:
 
     @staticmethod
     def _batches(tokens, target, batch_size, group):
-        out = []
-        for s in range(0, tokens["input_ids"].shape[0], batch_size):
-            sl = slice(s, s + batch_size)
-            mask = tokens["attention_mask"]
-            out.append({"group": group, "input_ids": tokens["input_ids"][sl], "target": target[sl],
-                        "attention_mask": None if mask is None else mask[sl], "attend": tokens["attend"][sl]})
-        return out
+        return [{"group": group, "target": target[s:s + batch_size], **b}
+                for s, b in zip(range(0, len(target), batch_size), token_batches(tokens, batch_size))]
 
     # ------------------------------------------------------------------------------------
     def __call__(self, schedule) -> float:

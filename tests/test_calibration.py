@@ -5,7 +5,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from skrr.calibration import build_calibration, read_prompt_file, select_prompts
+from eval.prompts import load_prompt_file
+from skrr.calibration import build_calibration, select_prompts
 from skrr.models import load_text_side
 
 
@@ -37,12 +38,12 @@ def test_targets_are_the_projected_pipeline_embeddings(tmp_path):
 def test_prompt_files_filters_and_sampling(tmp_path):
     (tmp_path / "p.txt").write_text("short one\n\nsomething a little longer than that\n")
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"caption": c}) for c in ["a", "b c d"]))
-    assert read_prompt_file(tmp_path / "p.txt") == ["short one", "something a little longer than that"]
-    assert read_prompt_file(tmp_path / "p.jsonl", "caption") == ["a", "b c d"]
+    assert load_prompt_file(tmp_path / "p.txt") == ["short one", "something a little longer than that"]
+    assert load_prompt_file(tmp_path / "p.jsonl", "caption") == ["a", "b c d"]
     with pytest.raises(KeyError, match="calibration.column"):
-        read_prompt_file(tmp_path / "p.jsonl")
+        load_prompt_file(tmp_path / "p.jsonl")
     with pytest.raises(FileNotFoundError):
-        read_prompt_file(tmp_path / "missing.txt")
+        load_prompt_file(tmp_path / "missing.txt")
     cfg = OmegaConf.create({"size": 1, "seed": 0, "min_tokens": 3, "max_tokens": None})
     assert select_prompts(["a", "b c d", "e"], cfg, token_length=lambda p: len(p.split())) == ["b c d"]
     cfg.min_tokens = 10
