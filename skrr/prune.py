@@ -15,7 +15,7 @@ from skrr.calibration import Calibration, build_calibration, select_prompts, sou
 from skrr.discrepancy import METRICS, Discrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
 from skrr.models import TextSide, load_text_side
-from skrr.plan import Plan, config_hash
+from skrr.plan import Plan, config_hash, sparsity
 
 METHODS = {
     "dense": "skrr.prune:run_dense",
@@ -51,7 +51,7 @@ class PruneContext:
         plan = Plan(skip=[int(i) for i in skip], reuse=dict(reuse or {}), method=settings, info=info,
                     encoder={"name": self.text_side.cfg.name, "config_hash": config_hash(self.text_side.encoder.config),
                              "num_sub_blocks": len(self.sub_blocks)})
-        plan.sparsity = sum(self.sub_blocks[i].num_params for i in plan.skip) / self.total
+        plan.sparsity = sparsity(self.sub_blocks, plan.skip, self.total)
         return plan
 
 
@@ -113,7 +113,7 @@ def run_dense(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[
 
 
 def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[Plan]:
-    from skrr.search import beam_search, per_target, prefix_for, reuse_phase
+    from skrr.search import beam_search, per_target, prefix_for, reuse_phase, schedule_skipping
 
     disc = ctx.discrepancy(cfg)
     depth = None if cfg.get("depth", "auto") in (None, "auto") else int(cfg.depth)
@@ -126,7 +126,7 @@ def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[P
             skip = per_target(result, ctx.sub_blocks, ctx.total, t)
         else:
             skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
-        d_skip = disc.evaluate([None if i in set(skip) else i for i in range(len(ctx.sub_blocks))], [{}])[0]
+        d_skip = disc(schedule_skipping(len(ctx.sub_blocks), skip))
         reuse, reuse_trace = reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress) if cfg.get("reuse", True) else ({}, [])
         plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
                               d_skip=d_skip, d_final=reuse_trace[-1] if reuse_trace else d_skip,

@@ -1,5 +1,4 @@
 """GenEval decision rules on hand-built detections: every task, pass and fail."""
-import numpy as np
 import pytest
 
 from eval.geneval.prompts import CLASSNAMES, generate_suite

@@ -114,7 +114,7 @@ def misleading_model():
     """Sub-blocks 1 and 3 (FFNs) cancel: 3 = -1 on an isolated pair of subspaces, so removing either
     alone hurts while removing both is nearly free; attention 4 is a cheaper decoy greedy takes first."""
     model, proj = seeded_model(num_layers=4)
-    read, written = slice(0, 8), slice(8, 16)
+    read = slice(0, 8)
     with torch.no_grad():
         for i in range(8):
             if i not in (1, 3):

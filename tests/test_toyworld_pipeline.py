@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import T5EncoderModel
 
-from skrr.toyworld import TASKS, WEIGHTS, prompts
+from skrr.toyworld import WEIGHTS, prompts
 from skrr.toyworld.captions import sample_example
 from skrr.toyworld.evaluate import (fid, generate, geneval_scores, load_feature_extractor, pairwise_similarity,
                                     reference_images)

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import linalg
 
-from eval.geneval.rules import RuleConfig, score_image, summarize
+from eval.geneval.evaluate import GenEval
+from eval.geneval.rules import RuleConfig, summarize
 
 from .captions import prompt_scenes, prompts, sample_training_example
-from .detect import detect
+from .detect import ToyDetector
 from .features import FeatureNet
 from .scenes import render
 
@@ -41,15 +43,11 @@ def to_uint8_array(images) -> np.ndarray:
 
 # ---------------------------------------------------------------- GenEval, exact detector
 def geneval_results(images, metadata: list[dict], rules: RuleConfig = RuleConfig()) -> list[dict]:
-    """One {'tag', 'prompt', 'correct', 'reason'} per image (one metadata dict per image)."""
-    images = to_uint8_array(images)
-    if len(images) != len(metadata):
-        raise ValueError(f"got {len(images)} images but {len(metadata)} metadata dicts; pass one per image")
-    results = []
-    for image, meta in zip(images, metadata):
-        correct, reason = score_image(meta, detect(image), color_fn=None, cfg=rules)
-        results.append({"tag": meta["tag"], "prompt": meta["prompt"], "correct": correct, "reason": reason})
-    return results
+    """One {'tag', 'prompt', 'correct', 'reason'} per image (one metadata dict per image): the
+    GenEval metric of eval/ with the exact detector, which reads colours instead of classifying them."""
+    metric = GenEval(detector=ToyDetector(), color_classifier=None, rules=rules)
+    metric.update([Image.fromarray(a) for a in to_uint8_array(images)], metadata)
+    return metric.results
 
 
 def geneval_scores(images, metadata: list[dict], rules: RuleConfig = RuleConfig()) -> dict[str, float]:
