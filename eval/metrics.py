@@ -24,8 +24,8 @@ def build_metric(name: str, cfg=None):
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)} (e.g. metrics=[clip,geneval])")
     tiny, device = bool(_get(cfg, "tiny", False)), _get(cfg, "device", "cpu")
-    if _get(cfg, "backend") == "toyworld":  # exact toy-world versions (skrr.toyworld.metrics)
-        from skrr.toyworld.metrics import build_metric as build_toy
+    if _get(cfg, "backend") == "toyworld":  # exact toy-world versions (experiments.toyworld.metrics)
+        from experiments.toyworld.metrics import build_metric as build_toy
         return build_toy(name, cfg)
     if name == "clip":
         from eval.clip_score import CLIPScore

@@ -18,7 +18,7 @@ def prompt_sets(cfg) -> dict[str, list]:
         text = P.load_coco_captions(p.coco_captions, p.get("coco_num", 30_000), p.get("coco_seed", 0))
     metadata = None
     if p.get("toyworld"):  # toy-world GenEval-style prompts, as the text set and/or the GenEval set
-        from skrr import toyworld
+        from experiments import toyworld
         rows = toyworld.prompts("geneval", int(p.toyworld.n), int(p.toyworld.seed))
         text = [m["prompt"] for m in rows] if p.get("toyworld_text", True) else text
         metadata = rows if p.get("toyworld_geneval", True) else None

@@ -1,6 +1,6 @@
 """Train the toy world's pipeline on CPU: T5 encoder -> (frozen) -> PixArt denoiser -> feature CNN.
 
-    python -m experiments.train_toyworld --out skrr/toyworld/weights
+    python -m experiments.train_toyworld --out experiments/toyworld/weights
 
 Stage 1, text encoder: a T5EncoderModel trained with masked-word prediction on captions (a
 linear head reads the final hidden states; the head is thrown away). It is the closest
@@ -31,11 +31,11 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, PixArtTransfor
 from tqdm import tqdm
 from transformers import T5Config, T5EncoderModel
 
-from skrr.toyworld.captions import PREFIXES, TRAIN_MIX, sample_example, sample_training_example
-from skrr.toyworld.features import FeatureNet, cell_targets
-from skrr.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
-from skrr.toyworld.scenes import render
-from skrr.toyworld.tokenizer import MASK, build_tokenizer
+from experiments.toyworld.captions import PREFIXES, TRAIN_MIX, sample_example, sample_training_example
+from experiments.toyworld.features import FeatureNet, cell_targets
+from experiments.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
+from experiments.toyworld.scenes import render
+from experiments.toyworld.tokenizer import MASK, build_tokenizer
 
 DEFAULTS = dict(
     seed=0, threads=1,  # on 2 shared cores one thread ran 3-7x faster per step than two
@@ -235,7 +235,7 @@ def save_pipeline(out: Path, tokenizer, encoder, transformer, noise_sched, recor
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("skrr/toyworld/weights"))
+    ap.add_argument("--out", type=Path, default=Path("experiments/toyworld/weights"))
     ap.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     ap.add_argument("--threads", type=int, default=DEFAULTS["threads"])
     ap.add_argument("--denoiser-minutes", type=float, default=DEFAULTS["denoiser"]["minutes"])

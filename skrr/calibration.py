@@ -37,7 +37,7 @@ def source_prompts(cfg: DictConfig) -> list[str]:
         ds = datasets.load_dataset(cfg.dataset, split=cfg.get("split", "train"))
         return [str(x) for x in ds[cfg.column]]
     if src == "toyworld":
-        from skrr import toyworld
+        from experiments import toyworld
 
         return toyworld.calibration_prompts(int(cfg.pool), int(cfg.seed))
     if src == "builtin":

@@ -4,6 +4,7 @@ hub id, a local path, or (tiny_*) a pipeline built offline on first use."""
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,20 @@ def model_config(name_or_cfg) -> DictConfig:
 def resolve_pretrained(cfg: DictConfig) -> str:
     if cfg.get("tiny"):
         return str(tiny_pipeline_dir(cfg.name))
-    path = str(cfg.pretrained)
-    if path.startswith("skrr:"):  # shipped inside the package (the toy world)
-        path = str(Path(skrr.__file__).resolve().parent / path[len("skrr:"):])
-    return path
+    return package_path(str(cfg.pretrained))
+
+
+def package_path(path: str) -> str:
+    """`pkg:<package>/<relative path>` -> that path inside the installed package (weights shipped
+    with a package); any other string (hub id, local path) is returned unchanged."""
+    if not path.startswith("pkg:"):
+        return path
+    package, _, relative = path[len("pkg:"):].partition("/")
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"{path!r}: no installed package {package!r}; install it or fix the path") from None
+    return str(Path(str(root)) / relative)
 
 
 def _import(dotted: str):

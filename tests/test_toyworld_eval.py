@@ -8,8 +8,8 @@ from PIL import Image
 from eval.metrics import build_metric, fid_needs_reference_stats, metric_config
 from eval.run import prompt_sets
 from experiments.stages import only_set
-from skrr import toyworld
-from skrr.toyworld.evaluate import prompt_reference_images
+from experiments import toyworld
+from experiments.toyworld.evaluate import prompt_reference_images
 
 EVAL = OmegaConf.load("conf/eval/toyworld.yaml")
 N = 12

@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import T5EncoderModel
 
-from skrr.toyworld import WEIGHTS, prompts
-from skrr.toyworld.captions import sample_example
-from skrr.toyworld.evaluate import (fid, generate, geneval_scores, load_feature_extractor, pairwise_similarity,
+from experiments.toyworld import WEIGHTS, prompts
+from experiments.toyworld.captions import sample_example
+from experiments.toyworld.evaluate import (fid, generate, geneval_scores, load_feature_extractor, pairwise_similarity,
                                     reference_images)
-from skrr.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
-from skrr.toyworld.scenes import render
+from experiments.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
+from experiments.toyworld.scenes import render
 
 
 @pytest.fixture(scope="module")

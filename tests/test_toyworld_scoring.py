@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from skrr.toyworld import TASKS, prompts
-from skrr.toyworld.captions import sample_example
-from skrr.toyworld.evaluate import frechet_distance, geneval_results, geneval_scores
-from skrr.toyworld.scenes import COLORS, GRID, SHAPES, Obj, Scene, render
+from experiments.toyworld import TASKS, prompts
+from experiments.toyworld.captions import sample_example
+from experiments.toyworld.evaluate import frechet_distance, geneval_results, geneval_scores
+from experiments.toyworld.scenes import COLORS, GRID, SHAPES, Obj, Scene, render
 
 
 def _examples(task, n=30, seed=0):
@@ -71,7 +71,7 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift():
 
 
 def test_prompt_reference_images_are_the_ground_truth_of_prompts():
-    from skrr.toyworld.evaluate import prompt_reference_images
+    from experiments.toyworld.evaluate import prompt_reference_images
 
     meta, images = prompts("geneval", 36, seed=5), prompt_reference_images("geneval", 36, seed=5)
     assert geneval_scores(images, meta)["overall"] == 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from skrr.toyworld.evaluate import load_feature_extractor, pairwise_similarity, prompt_reference_images
+from experiments.toyworld.evaluate import load_feature_extractor, pairwise_similarity, prompt_reference_images
 
 METRICS = ("fid", "dreamsim", "geneval")
 
@@ -75,6 +75,6 @@ def build_metric(name: str, cfg):
     if name == "dreamsim":
         return ToySimilarity()
     from eval.geneval.evaluate import GenEval
-    from skrr.toyworld.detect import ToyDetector
+    from experiments.toyworld.detect import ToyDetector
 
     return GenEval(detector=ToyDetector(), color_classifier=None)

@@ -1,7 +1,7 @@
 """Exact evaluation in the toy world: GenEval with the exact detector, FID and pairwise similarity
 with the toy feature network.
 
-    python -m skrr.toyworld.evaluate --n 96 --grid /tmp/toyworld_grid.png
+    python -m experiments.toyworld.evaluate --n 96 --grid /tmp/toyworld_grid.png
 
 GenEval: `detect` + GenEval's official rules (eval.geneval.rules) -> six task accuracies + overall.
 FID: Frechet distance between FeatureNet features of generated images and of rendered scenes
