@@ -23,7 +23,7 @@ from torch import nn
 from baselines.common import blocks_skip, maybe_reuse
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
-from skrr.plan import Plan, sparsity
+from skrr.plan import Plan, make_schedule, sparsity
 
 log = logging.getLogger(__name__)
 MERGES = ("rdsc", "last")
@@ -121,9 +121,9 @@ def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
         tgt = run_blocks[0]
         thetas = [changed.get(b) or {k: p.detach() for k, p in mergeable(enc, b).items()} for b in run_blocks]
         new = merge([_retarget(w, b, tgt) for w, b in zip(thetas, run_blocks)], cfg.get("merge", "rdsc"))
-        skipped = set(blocks_skip(removed + run_blocks[1:]))
+        schedule = make_schedule(n_sub, blocks_skip(removed + run_blocks[1:]))
         with loaded(enc, {**{k: v for w in changed.values() for k, v in w.items()}, **new}):
-            emb = embeddings(enc, tokens, [None if i in skipped else i for i in range(n_sub)], ctx.device, bs)
+            emb = embeddings(enc, tokens, schedule, ctx.device, bs)
         sim = float(torch.nn.functional.cosine_similarity(emb, dense, dim=-1).mean())
         accept = sim > T
         trace.append({"layer": l, "blocks": run_blocks, "sim": sim, "accepted": accept})

@@ -1,9 +1,9 @@
-"""Straightforward vs fast Skrr search (issue 7), on the same model and data in one process.
+"""Straightforward vs fast Skrr search, on the same model and data in one process.
 
 For each model: beam search + re-use with `fast=False` (a full forward per candidate) and with
 `fast=True` (prefix-state cache + candidates stacked along the batch); prints the ratios
 (straightforward / fast) of sub-block forward evaluations, wall time and peak memory, and
-asserts that the plans and every D value are identical. Then what successive halving adds.
+asserts that the plans and every D value are identical.
 Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 1000 prompts x
 300 tokens, k=3, depth 24) from per-sub-block costs.
 
@@ -27,6 +27,7 @@ from transformers import T5Config, T5EncoderModel  # noqa: E402
 
 from skrr.calibration import build_calibration  # noqa: E402
 from skrr.discrepancy import Discrepancy  # noqa: E402
+from skrr.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
 from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
 from skrr.models import TextSide  # noqa: E402
 from skrr.search import beam_search, reuse_phase  # noqa: E402
@@ -92,11 +93,12 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def search(side, calib, sub_blocks, total, args, fast, halving=None):
-    disc = Discrepancy(side, calib, batch_size=args.batch_size, device=args.device, fast=fast)
+def search(side, calib, sub_blocks, total, args, fast):
+    evaluator = PrefixCachedDiscrepancy if fast else Discrepancy
+    disc = evaluator(side, calib, batch_size=args.batch_size, device=args.device)
     with PeakMemory(args.device) as mem:
         t0 = time.perf_counter()
-        result = beam_search(disc, sub_blocks, total, args.beam, depth=args.depth, halving=halving, progress=False)
+        result = beam_search(disc, sub_blocks, total, args.beam, depth=args.depth, progress=False)
         reuse, trace = reuse_phase(disc, sub_blocks, result.order, progress=False)
         if str(args.device).startswith("cuda"):
             torch.cuda.synchronize()
@@ -156,13 +158,6 @@ def bench_model(name, args):
     print(f"| {'peak memory (MiB)':26} | {slow['memory'] / 2**20:>15.1f} | {fast['memory'] / 2**20:>12.1f} | "
           f"{ratio(slow['memory'], fast['memory']):>7} |")
     print(f"plans identical: yes (skip order {fast['plan'][0]}, re-use {fast['plan'][3]})")
-
-    halving = dict(enabled=True, fraction=0.25, keep=0.5, min_keep=2)
-    halved = search(side, calib, subs, total, args, fast=True, halving=halving)
-    changed = halved["plan"][0] != fast["plan"][0] or halved["plan"][3] != fast["plan"][3]
-    print(f"successive halving {halving}: evals fast / fast+halving = {ratio(fast['evals'], halved['evals'])}, "
-          f"wall {ratio(fast['seconds'], halved['seconds'])}; plan changed: {'YES' if changed else 'no'}"
-          + (f" (skip {halved['plan'][0]}, re-use {halved['plan'][3]})" if changed else ""))
     return side, slow, fast
 
 

@@ -44,8 +44,7 @@ class Plan:
     info: dict = field(default_factory=dict)  # search trace, D per depth, ...
 
     def schedule(self, n: int) -> list[int | None]:
-        skipped = set(self.skip)
-        return [self.reuse.get(i) if i in skipped else i for i in range(n)]
+        return make_schedule(n, self.skip, self.reuse)
 
     # --- validation -------------------------------------------------------------------
     def validate(self, sub_blocks: list[SubBlock], config=None, name: str | None = None) -> "Plan":
@@ -118,6 +117,12 @@ class Plan:
         plan = cls.from_dict(d)
         plan.info.setdefault("path", str(path))
         return plan
+
+
+def make_schedule(n: int, skip, reuse: dict | None = None) -> list[int | None]:
+    """The sub-block run at each of the n positions: itself if kept, the re-used one (or None) if skipped."""
+    skipped, reuse = set(skip), reuse or {}
+    return [reuse.get(i) if i in skipped else i for i in range(n)]
 
 
 def sparsity(sub_blocks: list[SubBlock], skip, total: int) -> float:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from skrr.calibration import Calibration, build_calibration, select_prompts, source_prompts
 from skrr.discrepancy import METRICS, Discrepancy
+from skrr.prefix_cache import PrefixCachedDiscrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
 from skrr.models import TextSide, load_text_side
 from skrr.plan import Plan, config_hash, sparsity
@@ -36,14 +37,17 @@ class PruneContext:
     progress: bool = True
 
     def discrepancy(self, cfg: DictConfig, **overrides) -> Discrepancy:
-        """The D evaluator with the method's settings (metric, projection, null term, batching)."""
+        """The D evaluator with the method's settings (metric, projection, null term, batching):
+        prefix-cached (`fast: true`, the default) or the reference."""
         opts = dict(metric=cfg.get("metric", "mse"), projection=bool(cfg.get("projection", True)),
-                    null_term=bool(cfg.get("null_term", True)), batch_size=int(cfg.get("batch_size", 8)),
-                    fast=bool(cfg.get("fast", True)), cache_budget_mb=float(cfg.get("cache_budget_mb", 2048)))
+                    null_term=bool(cfg.get("null_term", True)), batch_size=int(cfg.get("batch_size", 8)))
         opts.update(overrides)
         if opts["projection"] != self.calib.projected:
             raise ValueError(f"calibration targets were computed with projection={self.calib.projected}; "
                              f"build the context with projection={opts['projection']}")
+        if cfg.get("fast", True):
+            return PrefixCachedDiscrepancy(self.text_side, self.calib, device=self.device,
+                                           cache_budget_mb=float(cfg.get("cache_budget_mb", 2048)), **opts)
         return Discrepancy(self.text_side, self.calib, device=self.device, **opts)
 
     def plan(self, skip, cfg: DictConfig, reuse=None, **info) -> Plan:
@@ -113,20 +117,20 @@ def run_dense(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[
 
 
 def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[Plan]:
-    from skrr.search import beam_search, per_target, prefix_for, reuse_phase, schedule_skipping
+    from skrr.plan import make_schedule
+    from skrr.search import beam_search, per_target, prefix_for, reuse_phase
 
     disc = ctx.discrepancy(cfg)
     depth = None if cfg.get("depth", "auto") in (None, "auto") else int(cfg.depth)
-    halving = OmegaConf.to_container(cfg.halving) if cfg.get("halving") else None
     result = beam_search(disc, ctx.sub_blocks, ctx.total, int(cfg.beam_width), depth=depth, target=max(targets),
-                         halving=halving, progress=ctx.progress)
+                         progress=ctx.progress)
     plans = []
     for t in targets:
         if cfg.get("select", "prefix") == "per_target":
             skip = per_target(result, ctx.sub_blocks, ctx.total, t)
         else:
             skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
-        d_skip = disc(schedule_skipping(len(ctx.sub_blocks), skip))
+        d_skip = disc(make_schedule(len(ctx.sub_blocks), skip))
         reuse, reuse_trace = reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress) if cfg.get("reuse", True) else ({}, [])
         plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
                               d_skip=d_skip, d_final=reuse_trace[-1] if reuse_trace else d_skip,

@@ -8,13 +8,12 @@ Re-use: for each skipped i in S* order, try running the nearest kept same-type s
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from skrr.encoder import SubBlock
-from skrr.plan import sparsity
+from skrr.plan import make_schedule, sparsity
 
 
 @dataclass
@@ -25,26 +24,20 @@ class SearchResult:
     evaluated: int = 0  # distinct candidate sets scored
 
 
-def schedule_skipping(n: int, skipped) -> list[int | None]:
-    skipped = set(skipped)
-    return [None if i in skipped else i for i in range(n)]
-
-
 def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, depth: int | None = None,
-                target: float | None = None, halving: dict | None = None, progress: bool = True) -> SearchResult:
-    """Search until `depth`, or (depth None) until the best beam reaches sparsity `target`."""
+                target: float | None = None, progress: bool = True) -> SearchResult:
+    """Search until `depth`, or (depth None) until the best beam reaches sparsity `target`.
+    `disc` is a `Discrepancy` (or anything with its `evaluate(parent, variants)`)."""
     if beam_width < 1:
         raise ValueError(f"beam width must be >= 1, got {beam_width}")
     n = len(sub_blocks)
     max_depth = min(depth or n, n)
-    if hasattr(disc, "keep_best"):  # the k best children are the next parents: keep their states
-        disc.keep_best = max(disc.keep_best, beam_width)
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     result = SearchResult(order=[], depth_d=[])
     bar = tqdm(total=max_depth, desc=f"skip k={beam_width}", disable=not progress, leave=False)
     for _ in range(max_depth):
         cands = _expand(beams, n)
-        scored = _score(disc, cands, n, beam_width, halving)
+        scored = _score(disc, cands, n)
         scored.sort(key=lambda c: (c[1], sorted(c[0])))
         beams = scored[:beam_width]
         result.beams.append(beams)
@@ -71,31 +64,16 @@ def _expand(beams, n):
     return cands
 
 
-def _score(disc, cands, n, beam_width, halving):
-    """D of each candidate, grouped by parent so each parent's prefix states are shared."""
-    if halving and halving.get("enabled"):
-        limit = max(1, math.ceil(_num_c_batches(disc) * float(halving.get("fraction", 0.25))))
-        rough = _score_groups(disc, cands, n, limit)
-        keep = max(int(halving.get("min_keep", 4)) * beam_width, math.ceil(len(cands) * float(halving.get("keep", 0.5))))
-        rough.sort(key=lambda c: (c[1], sorted(c[0])))
-        survivors = {tuple(seq) for seq, _ in rough[:keep]}
-        cands = [(seq, i) for seq, i in cands if tuple(seq + [i]) in survivors]
-    return _score_groups(disc, cands, n, None)
-
-
-def _score_groups(disc, cands, n, limit):
+def _score(disc, cands, n):
+    """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's states)."""
     by_parent: dict[tuple, list[int]] = {}
     for seq, i in cands:
         by_parent.setdefault(tuple(seq), []).append(i)
     out = []
     for seq, adds in by_parent.items():
-        ds = disc.evaluate(schedule_skipping(n, seq), [{i: None} for i in adds], groups_limit=limit)
+        ds = disc.evaluate(make_schedule(n, seq), [{i: None} for i in adds])
         out += [(list(seq) + [i], d) for i, d in zip(adds, ds)]
     return out
-
-
-def _num_c_batches(disc) -> int:
-    return sum(b["group"] == "C" for b in disc.batches)
 
 
 def prefix_for(order: list[int], sub_blocks: list[SubBlock], total: int, target: float) -> list[int]:
@@ -126,7 +104,7 @@ def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: boo
     n, skipped, reuse = len(sub_blocks), set(skip), {}
     trace = []
     for i in tqdm(skip, desc="re-use", disable=not progress, leave=False):
-        sched = [reuse.get(j) if j in skipped else j for j in range(n)]
+        sched = make_schedule(n, skip, reuse)
         options = [s for s in nearest_kept(sub_blocks, skipped, i) if s is not None]
         ds = disc.evaluate(sched, [{}] + [{i: s} for s in options])
         best = min(range(1, len(ds)), key=lambda j: (ds[j], options[j - 1]), default=None)

@@ -20,7 +20,9 @@ from skrr.calibration import build_calibration
 from skrr.discrepancy import Discrepancy
 from skrr.encoder import to_sub_blocks
 from skrr.models import TextSide
-from skrr.search import beam_search, reuse_phase, schedule_skipping
+from skrr.plan import make_schedule
+from skrr.prefix_cache import PrefixCachedDiscrepancy
+from skrr.search import beam_search, reuse_phase
 from skrr.tiny import _corpus, t5_tokenizer, tiny_t5
 
 MAX_LEN = 24
@@ -43,12 +45,12 @@ def text_side(model, projection, tokenizer):
     return TextSide(cfg, model, tokenizer, projection)
 
 
-def setup(model, projection, tokenizer, tmp_path, prompts=None, **disc_opts):
-    """Converts `model` in place; returns (encoder view, Discrepancy, calibration)."""
+def setup(model, projection, tokenizer, tmp_path, prompts=None, fast=True, **disc_opts):
+    """Converts `model` in place; returns (encoder view, D evaluator (prefix-cached if `fast`), calibration)."""
     side = text_side(model, projection, tokenizer)
     enc = to_sub_blocks(model)
     calib = build_calibration(side, prompts or _corpus(16, 3), cache_dir=tmp_path / f"calib{len(os.listdir(tmp_path))}")
-    return enc, Discrepancy(side, calib, **disc_opts), calib
+    return enc, (PrefixCachedDiscrepancy if fast else Discrepancy)(side, calib, **disc_opts), calib
 
 
 def output_weight(model, i):
@@ -209,7 +211,7 @@ def test_reuse_lowers_d_and_shares_weights(tokenizer, tmp_path):
     fresh = copy.deepcopy(model)
     enc, disc, _ = setup(model, proj, tokenizer, tmp_path)
     skip = beam_search(disc, enc.sub_blocks, 1, 3, depth=6, progress=False).order
-    d_skip = disc(schedule_skipping(len(enc), skip))
+    d_skip = disc(make_schedule(len(enc), skip))
     reuse, trace = reuse_phase(disc, enc.sub_blocks, skip, progress=False)
     assert reuse, "the tiny model should profit from at least one re-use"
     assert trace[-1] < d_skip
@@ -252,17 +254,13 @@ def test_fast_search_is_bit_identical(tokenizer, tmp_path, k):
     enc, slow, calib = setup(model, proj, tokenizer, tmp_path, fast=False)
     side = slow.text_side
     # a state is 8 x 24 x 32 fp32 = 24 KiB: 0.06 MiB keeps ~2 of them, 0 keeps none
-    fast = {mb: Discrepancy(side, calib, fast=True, cache_budget_mb=mb) for mb in (2048, 0.06, 0)}
+    fast = {mb: PrefixCachedDiscrepancy(side, calib, cache_budget_mb=mb) for mb in (2048, 0.06, 0)}
     expected = run_search(slow, enc, k, 8)
     for mb, disc in fast.items():
         assert run_search(disc, enc, k, 8) == expected, mb
     assert fast[2048].sub_block_evals < slow.sub_block_evals
     assert fast[2048].sub_block_evals <= fast[0.06].sub_block_evals <= fast[0].sub_block_evals
-    parents_only = Discrepancy(side, calib, fast=True)
-    parents_only.reuse_siblings = False  # keep only the next parents' states
-    assert run_search(parents_only, enc, k, 8) == expected
-    assert fast[2048].sub_block_evals < parents_only.sub_block_evals < slow.sub_block_evals
-    again = Discrepancy(side, calib, fast=True)
+    again = PrefixCachedDiscrepancy(side, calib)
     assert run_search(again, enc, k, 8) == expected  # same inputs -> same plan
 
 
@@ -328,8 +326,8 @@ def test_fast_cache_follows_in_place_weight_edits(tokenizer, tmp_path):
     """Baselines (LaCo) edit weights in place between calls: cached states must not survive that."""
     model, proj = seeded_model()
     enc, fast, calib = setup(model, proj, tokenizer, tmp_path)
-    slow = Discrepancy(fast.text_side, calib, fast=False)
-    parent, variants = schedule_skipping(len(enc), [3]), [{i: None} for i in (0, 5, 9)]
+    slow = Discrepancy(fast.text_side, calib)
+    parent, variants = make_schedule(len(enc), [3]), [{i: None} for i in (0, 5, 9)]
     assert fast.evaluate(parent, variants) == slow.evaluate(parent, variants)
     with torch.no_grad():
         enc.branches["4"].layer.SelfAttention.o.weight.mul_(0.5)
