@@ -43,12 +43,18 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
 
 
 def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
-    """Sampler arguments for pipe(...); use_resolution_binning only where __call__ takes it (PixArt)."""
+    """Sampler arguments for pipe(...); use_resolution_binning only where __call__ takes it (PixArt),
+    and the model's `max_length` as max_sequence_length, so the encoder sees the token length it was
+    pruned on (the pipelines' defaults, 300/256/512, differ from a model's override)."""
     kwargs = dict(num_inference_steps=cfg.num_inference_steps, height=cfg.height, width=cfg.width, output_type="pil")
     if cfg.guidance_scale is not None:
         kwargs["guidance_scale"] = cfg.guidance_scale
-    if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
+    accepts = inspect.signature(pipe.__call__).parameters
+    if "use_resolution_binning" in accepts:
         kwargs["use_resolution_binning"] = False
+    length = getattr(pipe, "text_max_length", None)  # set by skrr.models.load_pipeline
+    if length is not None and "max_sequence_length" in accepts:  # feed the encoder as calibration did
+        kwargs["max_sequence_length"] = int(length)
     return kwargs
 
 

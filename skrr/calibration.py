@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from skrr.atomic import atomic_path
 from skrr.tiny import _corpus, cache_root
 
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
@@ -69,10 +69,22 @@ class Calibration:
 
 
 @torch.no_grad()
-def weights_fingerprint(*modules) -> list:
-    """Shape and sum of every tensor: cheap, and changes when a checkpoint is swapped or retrained."""
-    return [(n, list(t.shape), round(float(t.double().sum()), 6))
-            for m in modules for n, t in m.state_dict().items() if t.is_floating_point()]
+def weights_fingerprint(*modules, samples: int = 4099) -> list:
+    """Name, shape, dtype and a hash of a sample of every tensor: its first and last rows plus
+    `samples` elements at a fixed stride. Retraining, fine-tuning or swapping a checkpoint changes
+    these; reading them costs well under a second even for T5-XXL (no pass over all weights)."""
+    out = []
+    for m in modules:
+        for name, t in m.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            flat = t.detach().reshape(-1)
+            row = t.shape[-1] if t.dim() > 1 else flat.numel()
+            stride = max(1, flat.numel() // samples)
+            sample = torch.cat([flat[:row], flat[-row:], flat[::stride]]).float().cpu()
+            digest = hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16]
+            out.append((name, list(t.shape), str(t.dtype), digest))
+    return out
 
 
 def _key(text_side, prompts: list[str], projection: bool) -> str:
@@ -119,9 +131,6 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection)
     target = embed(text_side, tokens, projection, batch_size, device)
     null_target = embed(text_side, null_tokens, projection, 1, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save({"target": target, "null_target": null_target, "prompts": prompts}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"target": target, "null_target": null_target, "prompts": prompts}, tmp)
     return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +70,13 @@ def get_path(root, dotted: str):
 
 def load_pipeline(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **components):
     """The model's diffusers pipeline (components given as keyword arguments replace loaded ones,
-    e.g. `text_encoder=load_pruned(...)`)."""
+    e.g. `text_encoder=load_pruned(...)`). `pipe.text_max_length` records the model's token length,
+    which eval.generate passes as max_sequence_length."""
     cfg = model_config(name_or_cfg)
     dtype = dtype or DTYPES[cfg.dtype]
     cls = _import(cfg.pipeline_class)
     pipe = cls.from_pretrained(resolve_pretrained(cfg), dtype=dtype, **components)
+    pipe.text_max_length = int(cfg.max_length)  # generation feeds the encoder as calibration does
     return pipe.to(device)
 
 
@@ -100,16 +103,17 @@ class TextSide:
 
 
 def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TextSide:
-    """Load encoder, tokenizer and projection without the rest of the pipeline where possible."""
+    """Load encoder, tokenizer and projection, never the rest of the pipeline: of the denoiser only
+    the projection's tensors are read (see `load_projection`)."""
     cfg = model_config(name_or_cfg)
     dtype = dtype or DTYPES[cfg.dtype]
     root = resolve_pretrained(cfg)
     pipe_cls = _import(cfg.pipeline_class)
-    index = json.loads((Path(root) / "model_index.json").read_text()) if Path(root).is_dir() else None
-    if index is None:
-        from huggingface_hub import hf_hub_download
+    index_file = _fetch(root, "", "model_index.json")
+    if index_file is None:
+        raise FileNotFoundError(f"{root} is not a diffusers pipeline: model_index.json is missing")
+    index = json.loads(index_file.read_text())
 
-        index = json.loads(Path(hf_hub_download(root, "model_index.json")).read_text())
     def component(sub: str):
         lib, cls_name = index[sub]
         cls = getattr(importlib.import_module(lib), cls_name)
@@ -120,15 +124,74 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
 
     tokenizer = component(cfg.tokenizer)
     encoder = component(cfg.text_encoder).to(device).eval()
-    denoiser_name, _, proj_path = cfg.projection.partition(".")
-    denoiser = component(denoiser_name)
-    projection = get_path(denoiser, proj_path).to(device=device, dtype=dtype).eval()
-    del denoiser  # only the projection is needed for the discrepancy
+    denoiser, _, proj_path = cfg.projection.partition(".")
+    projection = load_projection(root, denoiser, ".".join(index[denoiser]), proj_path, dtype).to(device).eval()
     preprocess = None
     if cfg.family == "pixart" and hasattr(pipe_cls, "_text_preprocessing"):
         helper = pipe_cls.__new__(pipe_cls)  # _text_preprocessing uses no pipeline state
         preprocess = helper._text_preprocessing
     return TextSide(cfg, encoder, tokenizer, projection, preprocess)
+
+
+# How each denoiser class builds its conditioning projection (as in its diffusers __init__), so the
+# projection is built alone instead of inside a denoiser of up to 12B parameters.
+PROJECTIONS = {
+    ("PixArtTransformer2DModel", "caption_projection"): lambda c: _import(
+        "diffusers.models.embeddings.PixArtAlphaTextProjection")(c["caption_channels"], c["num_attention_heads"] * c["attention_head_dim"]),
+    ("SD3Transformer2DModel", "context_embedder"): lambda c: nn.Linear(c["joint_attention_dim"], c["caption_projection_dim"]),
+    ("FluxTransformer2DModel", "context_embedder"):
+        lambda c: nn.Linear(c["joint_attention_dim"], c["num_attention_heads"] * c["attention_head_dim"]),
+}
+SAFETENSORS, SAFETENSORS_INDEX = "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"
+
+
+def _fetch(root: str, subfolder: str, filename: str) -> Path | None:
+    """A file of a local pipeline dir or a hub repo (downloading just that file); None if absent."""
+    if Path(root).is_dir():
+        path = Path(root) / subfolder / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(root, filename, subfolder=subfolder or None))
+    except EntryNotFoundError:
+        return None
+
+
+def load_projection(root: str, denoiser: str, denoiser_class: str, path: str, dtype: torch.dtype) -> nn.Module:
+    """The denoiser's projection `path` from only the tensors under it: through the safetensors
+    index, only the shard(s) holding them are opened (or downloaded), then cast to `dtype`.
+    `denoiser_class` is dotted as model_index.json names it (diffusers.PixArtTransformer2DModel)."""
+    from safetensors import safe_open
+
+    config_file = _fetch(root, denoiser, "config.json")
+    if config_file is None:
+        raise FileNotFoundError(f"{root}: {denoiser}/config.json is missing")
+    index = _fetch(root, denoiser, SAFETENSORS_INDEX)
+    prefix = path + "."
+    if index is not None:
+        shards = sorted({f for k, f in json.loads(index.read_text())["weight_map"].items() if k.startswith(prefix)})
+    else:
+        shards = [SAFETENSORS]
+    tensors = {}
+    for shard in shards:
+        file = _fetch(root, denoiser, shard)
+        if file is None:
+            raise FileNotFoundError(f"{root}: {denoiser}/{shard} is missing (the projection is read from safetensors)")
+        with safe_open(str(file), framework="pt") as f:
+            tensors.update({k[len(prefix):]: f.get_tensor(k).to(dtype) for k in f.keys() if k.startswith(prefix)})
+    if not tensors:
+        raise KeyError(f"{root}: {denoiser} has no tensors under {path!r}; check the model's `projection`")
+    cls = _import(denoiser_class)
+    config = {**{k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty},
+              **json.loads(config_file.read_text())}
+    with torch.device("meta"):
+        build = PROJECTIONS.get((cls.__name__, path))
+        # an unlisted denoiser: built on meta (no memory, no weights) just to take its projection
+        module = build(config) if build else get_path(cls.from_config(config), path)
+    module.load_state_dict(tensors, strict=True, assign=True)
+    return module
 
 
 def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:

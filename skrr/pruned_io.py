@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
+from skrr.atomic import atomic_path
 from skrr.plan import Plan
 from skrr.surgery import apply_plan
 
@@ -23,7 +22,6 @@ WEIGHTS, META = "model.safetensors", "pruned.json"
 def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> Path:
     """Write config.json, plan.json, pruned.json and model.safetensors (kept weights) atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     tensors, aliases = {}, {}
     seen: dict[int, str] = {}
     for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
@@ -36,18 +34,12 @@ def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> P
     persistent = set(model.state_dict())
     meta = {"model_class": type(model).__name__, "aliases": aliases,
             "non_persistent_buffers": sorted(n for n, _ in model.named_buffers() if n not in persistent)}
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with atomic_path(directory, directory=True) as tmp:
         model.config.to_json_file(tmp / "config.json")
         plan.save(tmp / "plan.json")
         (tmp / META).write_text(json.dumps(meta, indent=2))
-        save_file(tensors, str(tmp / WEIGHTS))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_path(tmp / WEIGHTS) as weights:  # safetensors itself creates files 0600
+            save_file(tensors, str(weights))
     return directory
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from skrr.atomic import atomic_path
 
 # A small caption corpus so the tokenizer knows ordinary words (prompts tokenize into several
 # real pieces, and padding lengths differ between prompts, as with the real tokenizer).
@@ -147,11 +147,6 @@ def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             pipe = BUILDERS[name]()
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-        try:
+        with atomic_path(target, directory=True) as tmp:  # also clears a killed process's half-built leftover
             pipe.save_pretrained(tmp)
-            shutil.rmtree(target, ignore_errors=True)  # a half-built leftover of a killed process
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -52,3 +52,30 @@ def test_prompt_files_filters_and_sampling(tmp_path):
     cfg = OmegaConf.create({"size": 3, "seed": 7, "min_tokens": None, "max_tokens": None})
     pool = [str(i) for i in range(50)]
     assert select_prompts(pool, cfg) == select_prompts(pool, cfg) != select_prompts(pool, OmegaConf.merge(cfg, {"seed": 8}))
+
+
+def test_weights_fingerprint_follows_every_kind_of_change():
+    from skrr.calibration import weights_fingerprint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(300, 500), torch.nn.LayerNorm(500))
+    base = weights_fingerprint(model)
+    assert weights_fingerprint(model) == base == weights_fingerprint(__import__("copy").deepcopy(model))
+    w = model[0].weight
+    changes = {
+        "first row": lambda: w[0, 7].add_(1e-3),
+        "last row": lambda: w[-1, 3].add_(1e-3),
+        "a sampled element": lambda: w.view(-1)[(w.numel() // 4099) * 1000].add_(1e-3),
+        "retrained (all elements)": lambda: w.add_(torch.randn_like(w) * 1e-4),
+        "a norm weight": lambda: model[1].weight[250].add_(1e-3),
+    }
+    for what, change in changes.items():
+        before = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            change()
+        assert weights_fingerprint(model) != base, what
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), before):
+                p.copy_(b)
+        assert weights_fingerprint(model) == base
+    assert weights_fingerprint(model.to(torch.bfloat16)) != base  # dtype is part of it

@@ -117,3 +117,23 @@ def test_smoke_config_runs_whole_chain(pipe, tmp_path):
     bad = OmegaConf.merge(cfg, {"metrics": ["clip", "kid"]})
     with pytest.raises(ValueError, match="unknown metrics"):
         evaluate(bad, pipe, tmp_path / "bad")
+
+
+def test_generation_feeds_the_encoder_as_calibration_did():
+    """The tiny SD3 twin prunes at 32 tokens; its pipeline's default is 256. The T5 embeddings
+    the pipeline computes while generating must equal TextSide.tokenize + encoder."""
+    from skrr.models import load_pipeline, load_text_side
+
+    prompts = ["a red cat sitting on a wooden table near the window", "two dogs"]
+    pipe, side = load_pipeline("tiny_sd3"), load_text_side("tiny_sd3")
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    pipe.text_encoder_3.register_forward_hook(lambda m, args, kwargs, out: seen.append(out[0]), with_kwargs=True)
+    cfg = gen.SamplerConfig(height=16, width=16, num_inference_steps=1, guidance_scale=1.0)
+    kwargs = gen.pipeline_kwargs(pipe, cfg)
+    assert kwargs["max_sequence_length"] == 32
+    pipe(prompt=prompts, **kwargs)
+    tokens = side.tokenize(prompts)
+    with torch.no_grad():
+        expected = side.encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])[0]
+    assert len(seen) == 1 and torch.equal(seen[0], expected)

@@ -1,5 +1,8 @@
 """Model registry: the encoder is fed exactly as each pipeline's own encode_prompt feeds it, and
 the real models are known from shipped configs on the meta device."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -59,3 +62,64 @@ def test_model_registry_errors():
         model_config("nope")
     with pytest.raises(ValueError, match="no meta_configs"):
         meta_components(model_config("tiny_pixart"))
+
+
+TWINS = ["tiny_pixart", "tiny_sd3", "tiny_flux", "toyworld"]
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_text_side_reads_the_projection_without_building_the_denoiser(name, monkeypatch):
+    from skrr.models import get_path
+
+    pipe = load_pipeline(name)
+    reference = get_path(pipe, model_config(name).projection)
+    denoiser_cls = type(pipe.transformer)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{denoiser_cls.__name__} was instantiated")
+
+    monkeypatch.setattr(denoiser_cls, "__init__", refuse)
+    side = load_text_side(name)
+    assert type(side.projection) is type(reference)
+    expected = reference.state_dict()
+    assert side.projection.state_dict().keys() == expected.keys()
+    assert all(torch.equal(t, expected[k]) for k, t in side.projection.state_dict().items())
+    x = torch.randn(2, 5, reference.state_dict()[next(iter(expected))].shape[1])
+    with torch.no_grad():
+        assert torch.equal(side.projection(x), reference(x))
+
+
+def test_text_side_opens_only_the_projection_shard_and_casts_after_reading(tmp_path, monkeypatch):
+    import safetensors
+    from omegaconf import OmegaConf
+
+    from skrr.models import SAFETENSORS_INDEX, resolve_pretrained
+
+    cfg = model_config("tiny_pixart")
+    root = tmp_path / "pipe"
+    load_pipeline(cfg).save_pretrained(root)  # fp32, the denoiser re-saved in many shards below
+    pipe = load_pipeline(cfg)
+    pipe.transformer.save_pretrained(root / "transformer", max_shard_size="20KB")
+    (root / "transformer" / "diffusion_pytorch_model.safetensors").unlink(missing_ok=True)
+    shards = json.loads((root / "transformer" / SAFETENSORS_INDEX).read_text())["weight_map"]
+    holding = {f for k, f in shards.items() if k.startswith("caption_projection.")}
+    assert len(set(shards.values())) > len(holding) + 2  # the test means something: many other shards
+
+    opened, real_open = [], safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda f, *a, **k: opened.append(Path(f).name) or real_open(f, *a, **k))
+    local = OmegaConf.merge(cfg, {"tiny": False, "pretrained": str(root)})
+    assert resolve_pretrained(local) == str(root)
+    side = load_text_side(local, dtype=torch.bfloat16)
+    denoiser_shards = [f for f in opened if f.startswith("diffusion_pytorch_model")]
+    assert set(denoiser_shards) == holding
+    ref = pipe.transformer.caption_projection.state_dict()
+    assert all(t.dtype == torch.bfloat16 and torch.equal(t, ref[k].to(torch.bfloat16))
+               for k, t in side.projection.state_dict().items())
+
+
+def test_text_side_fails_clearly_on_a_dir_without_a_pipeline(tmp_path):
+    from omegaconf import OmegaConf
+
+    local = OmegaConf.merge(model_config("tiny_pixart"), {"tiny": False, "pretrained": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="model_index.json is missing"):
+        load_text_side(local)
