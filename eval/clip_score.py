@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from eval.images import to_pil_list
+from eval.metrics import Metric
 
 
 def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
@@ -24,10 +25,10 @@ def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | Non
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 
-class CLIPScore:
+class CLIPScore(Metric):
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
-                 device: str | torch.device = "cpu", tiny: bool = False, model=None):
-        self.device = torch.device(device)
+                 device: str | torch.device = "cpu", tiny: bool = False, model=None, batch_size: int = 64):
+        self.device, self.batch_size = torch.device(device), batch_size
         self.model, self.preprocess, self.tokenizer = model or load_open_clip(model_name, pretrained, device, tiny)
         self.scores: list[float] = []
 
@@ -41,7 +42,7 @@ class CLIPScore:
         text_emb = torch.nn.functional.normalize(self.model.encode_text(self.tokenizer(prompts).to(self.device)).float(), dim=-1)
         return (image_emb * text_emb).sum(-1).cpu()
 
-    def update(self, images, prompts: list[str]) -> None:
+    def update(self, images, prompts: list[str], dense=None) -> None:
         self.scores.extend(self.score(images, prompts).tolist())
 
     def compute(self) -> float:

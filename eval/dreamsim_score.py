@@ -11,6 +11,7 @@ import contextlib
 import torch
 
 from eval.images import to_pil_list, to_uint8_tensor
+from eval.metrics import Metric
 
 
 @contextlib.contextmanager
@@ -56,10 +57,12 @@ def load_dreamsim(device: str | torch.device = "cpu", dreamsim_type: str = "ense
     return model, lambda img: t(img.convert("RGB")).unsqueeze(0)
 
 
-class DreamSimScore:
+class DreamSimScore(Metric):
+    """update(images, prompts, dense): each pruned image against the dense image of its prompt and seed."""
+
     def __init__(self, device: str | torch.device = "cpu", dreamsim_type: str = "ensemble", cache_dir: str = "./models",
-                 tiny: bool = False, feature_extractor: torch.nn.Module | None = None):
-        self.device = torch.device(device)
+                 tiny: bool = False, feature_extractor: torch.nn.Module | None = None, batch_size: int = 32):
+        self.device, self.batch_size = torch.device(device), batch_size
         self.feature_extractor = feature_extractor.to(self.device).eval() if feature_extractor is not None else None
         if self.feature_extractor is None:
             self.model, self.preprocess = load_dreamsim(device, dreamsim_type, cache_dir, tiny)
@@ -75,16 +78,19 @@ class DreamSimScore:
         b = torch.cat([self.preprocess(img) for img in to_pil_list(pruned_images)]).to(self.device)
         return self.model(a, b).reshape(-1).float().cpu()
 
-    def update(self, dense_images, pruned_images) -> None:
-        n_a = len(dense_images)
-        n_b = len(pruned_images)
-        if n_a != n_b:
-            raise ValueError(f"DreamSim pairs images by prompt index: got {n_a} dense and {n_b} pruned images")
-        self.scores.extend((1 - self.distance(dense_images, pruned_images)).tolist())
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return True
+
+    def update(self, images, prompts=None, dense=None) -> None:
+        if dense is None or len(dense) != len(images):
+            raise ValueError(f"DreamSim pairs images by prompt index: got {0 if dense is None else len(dense)} dense "
+                             f"and {len(images)} pruned images")
+        self.scores.extend((1 - self.distance(dense, images)).tolist())
 
     def compute(self) -> float:
         if not self.scores:
-            raise ValueError("DreamSim has no image pairs; call update(dense_images, pruned_images) first")
+            raise ValueError("DreamSim has no image pairs; call update(images, prompts, dense=dense_images) first")
         return float(sum(self.scores) / len(self.scores))
 
     def reset(self) -> None:

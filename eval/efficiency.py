@@ -2,16 +2,16 @@
 
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one real call of each part:
 text encoder once, denoiser once (x steps x 2 with CFG, as the sampler calls it on a doubled batch),
-VAE decode once. Memory: on CUDA the peak allocated bytes while loading+encoding (measure_load_memory),
-on CPU the resident parameter and buffer bytes.
+VAE decode once. Memory: the resident parameter and buffer bytes (the runner's result row also
+records the process's peak CUDA memory).
 """
 from __future__ import annotations
-
-import inspect
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from eval.generate import call_options
+from eval.metrics import Metric
 from skrr.models import count_params
 
 
@@ -82,8 +82,7 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
                   output_type="pil", generator=[torch.Generator().manual_seed(0)])
     if guidance_scale is not None:
         kwargs["guidance_scale"] = guidance_scale
-    if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:
-        kwargs["use_resolution_binning"] = False
+    kwargs.update(call_options(pipe))
     if vae is not None:
         vae.decode = decode
     if hasattr(pipe, "set_progress_bar_config"):
@@ -103,22 +102,6 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
             "encoder_flop_share": totals["encoder"] / total if total else 0.0}
 
 
-def measure_load_memory(load_fn, encode_fn=None, device: str | torch.device = "cuda") -> int:
-    """Peak CUDA bytes allocated while load_fn() (and encode_fn(result), if given) run."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        raise ValueError("peak memory is measured on CUDA; on CPU use resident_bytes(module)")
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    result = load_fn()
-    if encode_fn is not None:
-        with torch.no_grad():
-            encode_fn(result)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - base
-
-
 def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_steps: int = 20,
                       guidance_scale: float | None = None, prompt: str = "a photo of a cat") -> dict:
     modules = pipeline_modules(pipe)
@@ -133,19 +116,24 @@ def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_s
     return report
 
 
-class Efficiency:
-    """update(pipe) measures one pipeline; compute() returns its report (params, bytes, FLOPs, shares)."""
+class Efficiency(Metric):
+    """Measures the pipeline it is built with (params, bytes, FLOPs of one generation, shares) on the
+    prompt of the first update, else `prompt`; it reads no images."""
+    prompt_set = None
+    needs_pipeline = True
 
-    def __init__(self, height: int = 512, width: int = 512, num_inference_steps: int = 20,
-                 guidance_scale: float | None = None):
+    def __init__(self, pipeline, height: int = 512, width: int = 512, num_inference_steps: int = 20,
+                 guidance_scale: float | None = None, prompt: str = "a photo of a cat"):
+        self.pipeline, self.prompt = pipeline, prompt
         self.settings = dict(height=height, width=width, num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale)
-        self.report: dict | None = None
+        self.prompts: list[str] = []
 
-    def update(self, pipe, prompts=None) -> None:
-        self.report = efficiency_report(pipe, **self.settings)
+    def update(self, images, prompts: list[str], dense=None) -> None:
+        self.prompts.extend(prompts)
 
     def compute(self) -> dict:
-        if self.report is None:
-            raise ValueError("Efficiency has measured nothing; call update(pipe) first")
-        return self.report
+        return efficiency_report(self.pipeline, prompt=self.prompts[0] if self.prompts else self.prompt, **self.settings)
+
+    def reset(self) -> None:
+        self.prompts = []

@@ -6,6 +6,7 @@ clean-fid's Frechet distance. backend "torchmetrics": torchmetrics' FrechetIncep
 A feature_extractor (nn.Module: uint8 (N,3,H,W) -> (N,D) float) can replace Inception in both; it
 sees the raw uint8 images unless `resize` is set (then clean-fid's float 0..255 resized images).
 Reference statistics (npz: mu, sigma, count, backend, feature_dim) are built once per image folder.
+Without them (tiny evals only) the dense images passed to `update(..., dense=)` are the reference.
 """
 from __future__ import annotations
 
@@ -18,16 +19,24 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.images import batched, list_images, load_images, to_uint8_tensor
+from eval.metrics import Metric
 
 BACKENDS = ("clean", "torchmetrics")
 
 
-class FID:
+class FID(Metric):
+    """Frechet distance of the generated images' features to reference statistics. tiny=True: a
+    tiny random feature network instead of Inception (offline); then reference_stats may be None
+    and the dense images given to update are the reference (dense FID = 0)."""
+
     def __init__(self, reference_stats: str | os.PathLike | None = None, backend: str = "clean",
                  feature_extractor: torch.nn.Module | None = None, resize: int | None | str = "auto",
-                 device: str | torch.device = "cpu", batch_size: int = 32):
+                 device: str | torch.device = "cpu", batch_size: int = 32, tiny: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
+        if tiny and feature_extractor is None:
+            from eval.tiny import TinyFeatureNet
+            feature_extractor = TinyFeatureNet()
         self.backend, self.device, self.batch_size = backend, torch.device(device), batch_size
         self.resize = (299 if feature_extractor is None and backend == "clean" else None) if resize == "auto" else resize
         self._tm = None
@@ -48,6 +57,17 @@ class FID:
         if self._tm is not None and self.reference is not None:
             _load_into_torchmetrics(self._tm, self.reference)
         self._features: list[np.ndarray] = []
+        self._dense: list[np.ndarray] = []  # reference features from the dense images (no stats given)
+
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return not cfg.get("reference_stats")
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        if not cfg.get("reference_stats") and not cfg.get("tiny"):
+            raise ValueError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
+                             "(build them once with `python -m eval.fid build-ref`)")
 
     def preprocess(self, images) -> torch.Tensor:
         x = to_uint8_tensor(images)
@@ -63,31 +83,45 @@ class FID:
         x = self.preprocess(images).to(self.device)
         return self.model(x).double().cpu().numpy().reshape(len(x), -1)
 
-    def update(self, images, prompts=None) -> None:
+    def update(self, images, prompts=None, dense=None) -> None:
+        """Generated images; `dense` only when there are no reference statistics (they become the reference)."""
+        if dense is not None and self.reference is not None:
+            raise ValueError("FID got dense images but has reference statistics; pass one or the other")
         if self._tm is not None:  # torchmetrics runs its own feature network on the uint8 batch
             self._tm.update(self.preprocess(images).to(self.device), real=False)
+            if dense is not None:
+                self._tm.update(self.preprocess(dense).to(self.device), real=True)
             self._features.append(np.zeros((len(images), self.reference["mu"].shape[0] if self.reference else 0)))
             return
         self._features.append(self.features(images))
+        if dense is not None:
+            self._dense.append(self.features(dense))
 
     def compute(self) -> float:
-        if self.reference is None:
+        if self._tm is not None and (self.reference is not None or self._dense_count() > 0):
+            return float(self._tm.compute())
+        reference = self.reference
+        if reference is None and self._dense:
+            dense = np.concatenate(self._dense)
+            reference = {"mu": dense.mean(0), "sigma": np.cov(dense, rowvar=False), "count": len(dense)}
+        if reference is None:
             raise ValueError("FID has no reference statistics; pass reference_stats= (build them with "
                              "`python -m eval.fid build-ref --images DIR --out STATS.npz`)")
         feats = np.concatenate(self._features) if self._features else np.zeros((0, 0))
         if len(feats) < 2:
             raise ValueError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
-        if feats.shape[1] != self.reference["mu"].shape[0]:
-            raise ValueError(f"features have {feats.shape[1]} dims but the reference statistics {self.reference['mu'].shape[0]}; "
+        if feats.shape[1] != reference["mu"].shape[0]:
+            raise ValueError(f"features have {feats.shape[1]} dims but the reference statistics {reference['mu'].shape[0]}; "
                              "rebuild the reference with the same feature extractor")
-        if self._tm is not None:
-            return float(self._tm.compute())
         from cleanfid.fid import frechet_distance
         mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
-        return float(frechet_distance(mu, sigma, self.reference["mu"], self.reference["sigma"]))
+        return float(frechet_distance(mu, sigma, reference["mu"], reference["sigma"]))
+
+    def _dense_count(self) -> int:
+        return int(self._tm.real_features_num_samples)
 
     def reset(self) -> None:
-        self._features = []
+        self._features, self._dense = [], []
         if self._tm is not None:
             self._tm.reset()
 

@@ -42,20 +42,30 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
     return rank, world_size
 
 
+def local_device(device: str) -> str:
+    """cuda -> cuda:<LOCAL_RANK> under torchrun, so each rank uses its own GPU."""
+    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return str(device)
+
+
+def call_options(pipe) -> dict:
+    """Arguments every call of pipe(...) needs here: no resolution binning where __call__ has it
+    (PixArt), so images come out at exactly the sampler's size."""
+    return {"use_resolution_binning": False} if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters else {}
+
+
 def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
-    """Sampler arguments for pipe(...); use_resolution_binning only where __call__ takes it (PixArt),
-    and the model's `max_length` as max_sequence_length, so the encoder sees the token length it was
-    pruned on (the pipelines' defaults, 300/256/512, differ from a model's override)."""
+    """Sampler arguments for pipe(...), and the model's `max_length` as max_sequence_length, so the
+    encoder sees the token length it was pruned on (the pipelines' defaults, 300/256/512, differ
+    from a model's override)."""
     kwargs = dict(num_inference_steps=cfg.num_inference_steps, height=cfg.height, width=cfg.width, output_type="pil")
     if cfg.guidance_scale is not None:
         kwargs["guidance_scale"] = cfg.guidance_scale
-    accepts = inspect.signature(pipe.__call__).parameters
-    if "use_resolution_binning" in accepts:
-        kwargs["use_resolution_binning"] = False
     length = getattr(pipe, "text_max_length", None)  # set by skrr.models.load_pipeline
-    if length is not None and "max_sequence_length" in accepts:  # feed the encoder as calibration did
-        kwargs["max_sequence_length"] = int(length)
-    return kwargs
+    if length is not None and "max_sequence_length" in inspect.signature(pipe.__call__).parameters:
+        kwargs["max_sequence_length"] = int(length)  # feed the encoder as calibration did
+    return {**kwargs, **call_options(pipe)}
 
 
 def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig = SamplerConfig(),
@@ -118,7 +128,7 @@ def merge(out_dir: str | os.PathLike, num_prompts: int) -> Path:
 
 
 def main(argv=None):
-    from eval import prompts as prompt_sets
+    from skrr.prompts import load_prompt_file
 
     parser = argparse.ArgumentParser(description="generate evaluation images (resumable, sharded)")
     parser.add_argument("command", choices=["generate", "merge"])
@@ -136,17 +146,14 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=None)
     parser.add_argument("--world-size", type=int, default=None)
     args = parser.parse_args(argv)
-    prompts = prompt_sets.load_prompt_file(args.prompts)
+    prompts = load_prompt_file(args.prompts)
     if args.command == "merge":
         print(merge(args.out, len(prompts)))
         return
     from skrr.models import load_pipeline
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    device = args.device
-    if device == "cuda" and "LOCAL_RANK" in os.environ:  # under torchrun: one GPU per rank
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    pipe = load_pipeline(args.pipeline, device=device, dtype=dtype)
+    pipe = load_pipeline(args.pipeline, device=local_device(args.device), dtype=dtype)
     cfg = SamplerConfig(args.height, args.width, args.steps, args.guidance_scale, args.seed, args.batch_size)
     generate(pipe, prompts, args.out, cfg, args.rank, args.world_size, extra={"pipeline_name": args.pipeline})
 

@@ -13,23 +13,35 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def to_uint8_tensor(images) -> torch.Tensor:
-    """List of PIL images (same size) or a uint8 (N,3,H,W) tensor -> uint8 (N,3,H,W) CPU tensor."""
+    """The one image converter: a uint8 (N,3,H,W) tensor, or a list of PIL images / (H,W,3) arrays
+    (uint8, or float in [0, 1]) of one size -> uint8 (N,3,H,W) CPU tensor."""
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected a uint8 tensor (N,3,H,W), got {images.dtype} {tuple(images.shape)}; "
                              "convert with (x * 255).round().to(torch.uint8)")
         return images.cpu()
-    arrays = [np.asarray(img.convert("RGB")) for img in images]
+    arrays = [_uint8_array(img) for img in images]
     if len({a.shape for a in arrays}) > 1:
         raise ValueError("images in one batch must share a size; resize them first")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _uint8_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(float) * 255), 0, 255).astype(np.uint8)  # float images in [0, 1]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
+    return arr
 
 
 def to_pil_list(images) -> list[Image.Image]:
     if isinstance(images, torch.Tensor):
         images = to_uint8_tensor(images)
         return [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in images]
-    return [img.convert("RGB") for img in images]
+    return [img.convert("RGB") if isinstance(img, Image.Image) else Image.fromarray(_uint8_array(img)) for img in images]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

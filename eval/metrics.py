@@ -1,78 +1,56 @@
-"""Metric factory and the folder-level evaluation chain the runner calls.
+"""The metric interface and the folder scorer.
 
-build_metric(name, cfg): cfg is the metric's config group (conf/metrics/<name>.yaml) plus the
-eval-wide keys `tiny` (build tiny random backbones offline instead of loading pretrained ones) and
-`device`. Every metric follows torchmetrics' update/compute; DreamSim's update takes image pairs.
+A metric is a class built by Hydra from `conf/metrics/<metric>/<option>.yaml` (`_target_`), so
+`metrics.fid.reference_stats=PATH` or `metrics/fid=toyworld` work on the command line. Every
+metric follows torchmetrics: `update(images, prompts, dense=None)` with a batch of images, their
+prompts (strings; GenEval metadata dicts for GenEval) and, where the metric compares with the dense
+model, the dense images of the same prompts and seeds; then `compute()` and `reset()`.
+What a metric reads is declared on its class, so no caller switches on a metric's name:
+
+    prompt_set        the prompt set whose images it scores: "text", "geneval", or None (no images)
+    needs_pipeline    it is built with the pipeline itself (`pipeline=`): efficiency
+    needs_dense(cfg)  whether update needs the dense images (DreamSim; FID without reference stats)
+    validate(cfg)     cheap config checks, run before anything heavy loads
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_class, instantiate
 
-from eval.images import batched, list_images, load_images
-
-METRICS = ("fid", "clip", "dreamsim", "geneval", "efficiency")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from eval.images import list_images, load_images
 
 
-def _get(cfg, key, default=None):
-    return cfg.get(key, default) if cfg is not None else default
+class Metric:
+    prompt_set: str | None = "text"
+    needs_pipeline = False
+    batch_size = 16
+
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return False
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Raise ValueError naming the fix when cfg cannot work (before any model loads)."""
+
+    def update(self, images, prompts: list, dense=None) -> None:
+        raise NotImplementedError
+
+    def compute(self):
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
 
 
-def build_metric(name: str, cfg=None):
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)} (e.g. metrics=[clip,geneval])")
-    tiny, device = bool(_get(cfg, "tiny", False)), _get(cfg, "device", "cpu")
-    if _get(cfg, "backend") == "toyworld":  # exact toy-world versions (experiments.toyworld.metrics)
-        from experiments.toyworld.metrics import build_metric as build_toy
-        return build_toy(name, cfg)
-    if name == "clip":
-        from eval.clip_score import CLIPScore
-        return CLIPScore(_get(cfg, "model", "ViT-B-32-quickgelu"), _get(cfg, "pretrained", "openai"), device, tiny)
-    if name == "fid":
-        from eval.fid import FID
-        extractor = None
-        if tiny:
-            from eval.tiny import TinyFeatureNet
-            extractor = TinyFeatureNet()
-        return FID(_get(cfg, "reference_stats"), _get(cfg, "backend", "clean"), extractor, device=device,
-                   batch_size=_get(cfg, "batch_size", 32))
-    if name == "dreamsim":
-        from eval.dreamsim_score import DreamSimScore
-        return DreamSimScore(device, _get(cfg, "dreamsim_type", "ensemble"), _get(cfg, "cache_dir", "./models"), tiny)
-    if name == "geneval":
-        from eval.geneval.evaluate import GenEval
-        from eval.geneval.rules import RuleConfig
-        rules = RuleConfig(**{k: _get(cfg, k) for k in RuleConfig.__dataclass_fields__ if _get(cfg, k) is not None})
-        return GenEval(device=device, tiny=tiny, detector_name=_get(cfg, "detector"),
-                       clip_model=_get(cfg, "clip_model", "ViT-L-14-quickgelu"),
-                       clip_pretrained=_get(cfg, "clip_pretrained", "openai"), rules=rules)
-    from eval.efficiency import Efficiency
-    return Efficiency()
+def metric_class(cfg) -> type:
+    """The class a metric config builds, imported without building it."""
+    return get_class(cfg["_target_"])
 
 
-def fid_needs_reference_stats(cfg) -> bool:
-    """Real FID needs precomputed reference statistics; tiny evals use the dense images and the
-    toy world its ground-truth renders instead."""
-    return not _get(cfg, "tiny", False) and _get(cfg, "backend") != "toyworld" and not _get(cfg, "reference_stats")
-
-
-def fid_reference_from_dense(cfg) -> bool:
-    """Tiny evals without statistics: the dense images are the FID reference (dense FID = 0)."""
-    return bool(_get(cfg, "tiny", False)) and _get(cfg, "backend") != "toyworld" and not _get(cfg, "reference_stats")
-
-
-def metric_config(name: str, eval_cfg=None, conf_dir: Path = CONF_DIR) -> DictConfig:
-    """conf/metrics/<name>.yaml merged with the eval config's tiny/device and its per-metric overrides."""
-    path = conf_dir / "metrics" / f"{name}.yaml"
-    if name not in METRICS or not path.is_file():
-        raise ValueError(f"unknown metric {name!r}; choose from {list(METRICS)} (e.g. metrics=[clip,geneval])")
-    cfg = OmegaConf.load(path)
-    if eval_cfg is not None:
-        cfg = OmegaConf.merge(cfg, {"tiny": _get(eval_cfg, "tiny", False), "device": _get(eval_cfg, "device", "cpu")},
-                              _get(eval_cfg, "overrides", {}).get(name, {}) if _get(eval_cfg, "overrides") else {})
-    return cfg
+def build_metric(cfg, **kwargs) -> Metric:
+    return instantiate(cfg, **kwargs)
 
 
 def load_folder(image_dir, expected: int) -> list[Path]:
@@ -84,16 +62,13 @@ def load_folder(image_dir, expected: int) -> list[Path]:
     return files
 
 
-def evaluate_folder(name: str, metric, image_dir, prompts: list, batch_size: int = 16, dense_dir=None):
-    """Feed a generated folder (and for DreamSim the dense folder of the same prompts) to a metric."""
+def score_folder(metric: Metric, image_dir, prompts: list, dense_dir=None):
+    """Feed a folder of images (and the dense images of the same prompts, if given) to a metric in
+    batches of metric.batch_size; returns metric.compute()."""
     files = load_folder(image_dir, len(prompts))
-    if name == "dreamsim":
-        if dense_dir is None:
-            raise ValueError("DreamSim compares with the dense model's images; pass dense_dir")
-        dense = load_folder(dense_dir, len(prompts))
-        for a, b in zip(batched(dense, batch_size), batched(files, batch_size)):
-            metric.update(load_images(a), load_images(b))
-        return metric.compute()
-    for start in range(0, len(files), batch_size):
-        metric.update(load_images(files[start:start + batch_size]), prompts[start:start + batch_size])
+    dense = load_folder(dense_dir, len(prompts)) if dense_dir is not None else None
+    for start in range(0, len(files), metric.batch_size):
+        end = start + metric.batch_size
+        metric.update(load_images(files[start:end]), prompts[start:end],
+                      dense=load_images(dense[start:end]) if dense is not None else None)
     return metric.compute()

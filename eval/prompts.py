@@ -1,9 +1,12 @@
-"""Prompt sets for evaluation: MS-COCO captions, GenEval metadata, plain text / JSONL files."""
+"""Evaluation prompt sets: MS-COCO captions, GenEval metadata, prompt lists or plug-in sources (prompt files: skrr.prompts)."""
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from pathlib import Path
+
+from skrr.prompts import check_nonempty
 
 COCO_30K = 30_000
 
@@ -28,7 +31,7 @@ def load_coco_captions(captions_json: str, num: int | None = COCO_30K, seed: int
             raise ValueError(f"asked for {num} COCO captions but the file has {len(image_ids)} images; lower num")
         image_ids = rng.sample(image_ids, num)
     prompts = [rng.choice(by_image[i]).replace("\n", " ") for i in image_ids]
-    return _check_nonempty(prompts, path)
+    return check_nonempty(prompts, path)
 
 
 def load_geneval_metadata(metadata_jsonl: str) -> list[dict]:
@@ -41,30 +44,43 @@ def load_geneval_metadata(metadata_jsonl: str) -> list[dict]:
     for i, row in enumerate(rows):
         if "prompt" not in row or "tag" not in row or "include" not in row:
             raise ValueError(f"{path}:{i + 1} is not GenEval metadata (needs tag, include, prompt)")
-    _check_nonempty(rows, path)
+    check_nonempty(rows, path)
     return rows
 
 
-def load_prompt_file(path: str, column: str = "prompt") -> list[str]:
-    """Text file (one prompt per line) or JSONL (a `column` field per line, default "prompt")."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} not found")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".jsonl":
-        prompts = []
-        for i, line in enumerate(lines):
-            row = json.loads(line)
-            if column not in row:
-                raise KeyError(f"{path}:{i + 1} has no {column!r} field (has {sorted(row)}); write one "
-                               f"{{{column!r}: ...}} per line or name the field (calibration.column)")
-            prompts.append(row[column])
-    else:
-        prompts = lines
-    return _check_nonempty(prompts, path)
+def texts_of(prompts: list) -> list[str]:
+    """The prompt strings of a prompt set (GenEval metadata dicts carry theirs under "prompt")."""
+    return [p["prompt"] if isinstance(p, dict) else p for p in prompts]
 
 
-def _check_nonempty(items: list, source) -> list:
-    if not items:
-        raise ValueError(f"prompt set {source} is empty; point it at a file with at least one prompt")
-    return items
+def prompt_sets(p) -> dict[str, list]:
+    """{'text': prompt strings, 'geneval': metadata dicts (one per image)} from an eval config's
+    `prompts`. `text` is a list, or a `_target_` node that returns prompts (a plug-in: the toy
+    world's); `coco_captions` replaces it. GenEval's set: `geneval_metadata` (the official file),
+    `geneval_generated` (n per task, offline) or a `geneval` `_target_` node returning metadata."""
+    from hydra.utils import instantiate
+
+    from eval.geneval.evaluate import expand_metadata
+
+    def made(node):
+        return list(instantiate(node)) if isinstance(node, Mapping) and "_target_" in node else node
+
+    text = made(p.get("text"))
+    text = texts_of(text) if text else None
+    if p.get("coco_captions"):
+        text = load_coco_captions(p.coco_captions, p.get("coco_num", COCO_30K), p.get("coco_seed", 0))
+    metadata = None
+    if p.get("geneval_metadata"):
+        metadata = load_geneval_metadata(p.geneval_metadata)
+    elif p.get("geneval_generated"):
+        from eval.geneval.prompts import generate_suite
+        suite = generate_suite(n=p.geneval_generated)
+        metadata = [m for m in suite if m["tag"] != "single_object"] + suite[:p.geneval_generated]
+    elif p.get("geneval"):
+        metadata = made(p.geneval)
+    sets = {}
+    if text is not None:
+        sets["text"] = check_nonempty(list(text), "eval.prompts.text")
+    if metadata is not None:
+        sets["geneval"] = expand_metadata(metadata, p.get("geneval_images_per_prompt", 4))
+    return sets

@@ -1,13 +1,13 @@
-"""skrr-run: prune -> generate -> evaluate -> store -> log, for one composed config.
+"""skrr-run: plan -> images -> metrics -> results row, for one composed config.
 
     skrr-run model=tiny_pixart method=skrr sparsity=[0.2,0.4] eval=smoke
     skrr-run -m experiment=table1_pixart model=tiny_pixart eval=smoke
 
-A job prunes once for all its sparsity targets (a Skrr search serves every target; the plan
-stage is keyed on model + method cfg with the full target list + calibration) and then, per
-target, generates and scores images and appends one row to `<paths.root>/results/<experiment>.jsonl`.
-The dense images (and, for tiny evals, the FID reference built from them) are stages of their
-own, keyed without the method, so every run of a sweep shares them. See experiments/stages.py.
+A job prunes once for all its sparsity targets (one Skrr search serves every target) and then,
+per target, generates and scores images and appends one row to `<paths.root>/results/<experiment>.jsonl`.
+Every step is a stage of experiments/stages.py, keyed by its inputs: the dense images are keyed
+without the method, so every run of a sweep shares them, and a re-run does only what is missing.
+Under torchrun every rank generates its shard of each image set; rank 0 scores and stores.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import stages as S
 from experiments.cli import CONF_DIR, fail_fast
 from experiments.results import append_result, results_path
+from eval.prompts import texts_of
+from experiments.stages import DENSE, Images, Pipeline, Plans, Score, Store, digest, plain, plan_identity
 
 log = logging.getLogger("skrr-run")
 LOGGERS = ("none", "wandb")
@@ -39,32 +40,32 @@ def job_targets(cfg: DictConfig) -> list[float]:
     return sorted(set(targets_of(OmegaConf.create(source))))
 
 
-def validate(cfg: DictConfig) -> dict:
-    """Check everything cheap before anything heavy loads; returns the eval prompt sets."""
-    from eval.metrics import METRICS, fid_needs_reference_stats, metric_config
-    from eval.run import prompt_sets
+def validate(cfg: DictConfig) -> tuple[dict, dict]:
+    """Check everything cheap before anything heavy loads; returns the eval prompt sets and the
+    chosen metrics' configs."""
+    from eval.metrics import metric_class
+    from eval.prompts import prompt_sets
     from skrr.prune import validate_method
 
-    targets = job_targets(cfg)
-    validate_method(OmegaConf.merge(cfg.method, {"sparsity": targets}))
-    unknown = [m for m in cfg.eval.metrics if m not in METRICS]
+    validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
+    unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)} (e.g. eval.metrics=[clip,efficiency])")
-    for m in cfg.eval.metrics:
-        if m == "fid" and fid_needs_reference_stats(metric_config(m, cfg.eval)):
-            raise ValueError("FID needs reference statistics: set eval.overrides.fid.reference_stats=PATH "
-                             "(build them once with `python -m eval.fid build-ref`)")
-    sets = prompt_sets(cfg.eval)
-    needed = S.needed_sets(cfg.eval.metrics)
-    if "text" in needed and "text" not in sets:
-        raise ValueError("FID/CLIP/DreamSim need text prompts: set eval.prompts.coco_captions=PATH "
-                         "(annotations/captions_val2014.json) or eval.prompts.text=[...]")
-    if "geneval" in needed and "geneval" not in sets:
-        raise ValueError("GenEval needs its prompts: set eval.prompts.geneval_metadata=PATH "
-                         "(geneval prompts/evaluation_metadata.jsonl)")
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
+    metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
+    for config in metrics.values():
+        metric_class(config).validate(config)
+    sets = prompt_sets(cfg.eval.prompts)
+    for name, config in metrics.items():
+        wanted = metric_class(config).prompt_set
+        if wanted == "text" and "text" not in sets:
+            raise ValueError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
+                             "(annotations/captions_val2014.json) or eval.prompts.text=[...]")
+        if wanted == "geneval" and "geneval" not in sets:
+            raise ValueError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
+                             "(geneval prompts/evaluation_metadata.jsonl)")
     if cfg.logger.name not in LOGGERS:
         raise ValueError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
-    return sets
+    return sets, metrics
 
 
 def provenance() -> dict:
@@ -106,86 +107,70 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     """Run (or resume) one job; returns one result row per sparsity target."""
     import torch
 
-    from eval.metrics import fid_reference_from_dense, metric_config
+    from eval.generate import local_device, resolve_rank
+    from eval.metrics import metric_class
     from skrr.plan import Plan
 
-    from eval.generate import resolve_rank
-
-    sets = validate(cfg)
+    sets, metrics = validate(cfg)
     if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
         torch.set_num_threads(int(cfg.threads))
-    rank, world = resolve_rank()  # torchrun: every rank generates its shard; rank 0 scores and stores
-    store, targets, model, ev = S.Store(cfg.paths.root), job_targets(cfg), cfg.model, cfg.eval
-    metrics = list(ev.metrics)
-    pkey = S.plan_key(model, cfg.method, cfg.calibration, targets)
-    plan_rec = store.run("plans", pkey, lambda out: S.make_plans(out, model, cfg.method, cfg.calibration, targets,
-                                                                 S.local_device(cfg.device), cfg.progress),
-                         inputs={"model": model, "method": cfg.method, "calibration": cfg.calibration, "targets": targets})
-    plan_dir = store.dir("plans", pkey)
-    dense_key = S.images_key(model, S.DENSE, ev, sets)
-    dense_pipe = S.LazyPipeline(lambda: S.load_run_pipeline(model, ev))
-    dense_text = store.dir("images", dense_key) / "text"
-
-    def images(key, pipe, identity, set_name):
-        prompts = sets[set_name]
-        twin = None  # GenEval prompts identical to the text set (the toy world): the same images, linked
-        if set_name == "geneval" and "text" in S.needed_sets(metrics) and S.texts_of(prompts) == S.texts_of(sets.get("text", [])):
-            twin = store.dir("images", f"{key}/text")
-        return store.run_sharded("images", f"{key}/{set_name}",
-                                 lambda out, r, w: S.generate_shard(out, pipe, ev.sampler, prompts, r, w, twin),
-                                 lambda out: S.merge_set(out, prompts),
-                                 {"model": model, "plan": identity, "sampler": ev.sampler}, rank, world)
-
-    def dense_images():  # shared by every run of the sweep
-        return images(dense_key, dense_pipe, S.DENSE, "text")
+    rank, world = resolve_rank()
+    store, ev, model = Store(cfg.paths.root), cfg.eval, plain(cfg.model)
+    device, dtype, sampler = local_device(ev.device), ev.get("dtype"), plain(ev.sampler)
+    plans = Plans(model, plain(cfg.method), plain(cfg.calibration), tuple(job_targets(cfg)))
+    plan_rec = plans.run(store, local_device(cfg.device), cfg.progress)
+    plan_dir = store.dir("plans", plans.key)
+    classes = {m: metric_class(c) for m, c in metrics.items()}
+    needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
+    needs_dense = any(c.needs_dense(metrics[m]) for m, c in classes.items())
+    dense_pipe, dense_images = Pipeline(model, device, dtype), Images(model, DENSE, sampler, dtype, sets)
 
     rows = []
-    for target, name in plan_rec["output"]["plans"].items():
-        if str(ev.device).startswith("cuda") and torch.cuda.is_available():
+    for target, plan_path in Plans.files(store, plans.key, plan_rec):
+        plan = Plan.load(plan_path)
+        if str(device).startswith("cuda") and torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        plan = Plan.load(plan_dir / name)
-        identity = S.plan_identity(plan, plan_dir)
-        ikey = S.images_key(model, identity, ev, sets)
-        pipe = dense_pipe if identity == S.DENSE else S.LazyPipeline(
-            lambda plan=plan: S.load_run_pipeline(model, ev, plan, plan_dir))
+        identity = plan_identity(plan, plan_dir)
+        pipe = dense_pipe if identity == DENSE else Pipeline(model, device, dtype, plan, plan_dir)
+        images = Images(model, identity, sampler, dtype, sets)
         records = {"plan": plan_rec}
-        tiny_fid = "fid" in metrics and fid_reference_from_dense(metric_config("fid", ev))
-        if "dreamsim" in metrics or tiny_fid:
-            records["dense_images"] = dense_images()
+        if needs_dense:  # shared by every run of the sweep
+            records["dense_images"] = dense_images.run(store, "text", dense_pipe, rank, world)
             if pipe is not dense_pipe:
                 dense_pipe.release()  # never hold two pipelines in GPU memory
-        for set_name in S.needed_sets(metrics):
-            records[f"images/{set_name}"] = images(ikey, pipe, identity, set_name)
+        for set_name in needed:
+            # GenEval prompts identical to the text prompts (the toy world): the same images, linked
+            same = set_name == "geneval" and "text" in needed and texts_of(sets["geneval"]) == sets["text"]
+            records[f"images/{set_name}"] = images.run(store, set_name, pipe, rank, world,
+                                                       twin=images.folder(store, "text") if same else None)
         if rank > 0:  # the other ranks only help generate
             pipe.release()
             continue
-        eval_cfg = ev
-        if tiny_fid:
-            fkey = S.digest("fid_ref", dense_key)
-            ref = store.run("features", fkey, lambda out: S.fid_reference(out, dense_text), inputs={"images": dense_key})
-            records["fid_reference"] = ref
-            eval_cfg = OmegaConf.merge(S.plain(ev), {"overrides": {"fid": {"reference_stats": ref["output"]["reference_stats"]}}})
         values, metric_keys = {}, {}
-        for m in metrics:
-            depends = {"plan": identity, "model": model, "sampler": ev.sampler} if m == "efficiency" else \
-                {"images": ikey, "dense": dense_key if m == "dreamsim" else None}
-            mkey = S.digest("metric", m, metric_config(m, eval_cfg), depends)
-            rec = store.run("metrics", mkey, lambda out, m=m: {"value": S.compute_metric(
-                m, eval_cfg, pipe, store.dir("images", ikey), dense_text)}, inputs={"metric": m, **depends})
-            records[f"metrics/{m}"], values[m], metric_keys[m] = rec, rec["output"]["value"], mkey
-        row = {"run_key": S.digest("run", pkey, target, ikey, metric_keys), "experiment": experiment,
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model.name,
-               "target": float(target), "sparsity": float(plan.sparsity or 0.0), "metrics": values,
+        for name, config in metrics.items():
+            cls = classes[name]
+            if cls.prompt_set is None:  # reads no images: a function of the plan (efficiency)
+                score = Score(name, config, {"plan": identity, "model": model, "sampler": sampler})
+            else:
+                dense = dense_images.folder(store, "text") if cls.needs_dense(config) else None
+                score = Score(name, config, {"images": images.key, "set": cls.prompt_set,
+                                             "dense": dense_images.key if dense else None},
+                              images.folder(store, cls.prompt_set), tuple(sets[cls.prompt_set]), dense)
+            rec = score.run(store, pipe)
+            records[f"metrics/{name}"], values[name], metric_keys[name] = rec, rec["output"]["value"], score.key
+        row = {"run_key": digest("run", plans.key, target, images.key, metric_keys), "experiment": experiment,
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model["name"],
+               "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
                "plan": plan_summary(plan, plan_dir),
                "timings": {k: r["seconds"] for k, r in records.items()},
                "ran": sorted(k for k, r in records.items() if r["ran"]),
-               "peak_memory": peak_memory(ev.device), **provenance(),
-               "artifacts": {"plan": str(plan_dir / name), "images": str(store.dir("images", ikey)),
-                             "dense_images": str(store.dir("images", dense_key))},
-               "config": {**OmegaConf.to_container(cfg, resolve=True), "target": float(target)}}
+               "peak_memory": peak_memory(device), **provenance(),
+               "artifacts": {"plan": str(plan_path), "images": str(store.dir("images", images.key)),
+                             "dense_images": str(store.dir("images", dense_images.key))},
+               "config": {**OmegaConf.to_container(cfg, resolve=True), "target": target}}
         if append_result(results_path(cfg.paths.root, experiment), row):  # results first, then W&B
-            log_row(cfg, row, sets)
-        print(f"{model.name} {cfg.method.name} target {float(target):.2%}: sparsity {row['sparsity']:.2%} "
+            log_row(cfg.logger, row, sets.get("text"))
+        print(f"{model['name']} {cfg.method.name} target {target:.2%}: sparsity {row['sparsity']:.2%} "
               f"{_brief(values)} (ran: {', '.join(row['ran']) or 'nothing, all cached'})")
         rows.append(row)
         if pipe is not dense_pipe:
@@ -203,11 +188,11 @@ def _brief(values: dict) -> str:
     return " ".join(out)
 
 
-def log_row(cfg: DictConfig, row: dict, sets: dict) -> None:
-    if cfg.logger.name == "wandb":
+def log_row(logger: DictConfig, row: dict, prompts: list | None) -> None:
+    if logger.name == "wandb":
         from experiments.logging_wandb import log_run
 
-        log_run(cfg.logger, row, prompts=sets.get("text"))
+        log_run(logger, row, prompts=prompts)
 
 
 def experiment_name() -> str:

@@ -1,9 +1,9 @@
-"""Run stages and their content-addressed artifacts under one root (`paths.root`, default runs/).
+"""The stages of skrr-run, each a small object with explicit inputs, and the store of their
+content-addressed artifacts under one root (`paths.root`, default runs/):
 
-    plans/<key>/plan_<target>.json     key: model + method cfg (all targets) + calibration cfg
-    images/<key>/<set>/00000.png ...   key: model + plan identity (skip, reuse, weights) + sampler + prompts
-    features/<key>/fid_ref.npz         tiny evals only: FID reference from the dense images
-    metrics/<key>/                     key: images key(s) + metric cfg (+ dense images for DreamSim)
+    plans/<key>/plan_<target>.json     Plans:  model + method cfg (all targets) + calibration cfg
+    images/<key>/<set>/00000.png ...   Images: model + plan identity (skip, reuse, weights) + sampler + prompts
+    metrics/<key>/                     Score:  metric cfg + the images it reads (+ the dense images)
     stage_log.jsonl                    one line each time a stage actually runs (resume audit)
 
 A stage is done when its `stage.json` exists (written last, atomically); a done stage is
@@ -16,18 +16,18 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from eval.prompts import texts_of
 from experiments.results import file_lock
 from skrr.plan import Plan, write_json_atomic
 
 DONE = "stage.json"
-TEXT_METRICS = ("fid", "clip", "dreamsim")
-# eval.prompts keys that switch each prompt set on (setting them to None switches it off)
-SET_SWITCHES = {"text": ("text", "coco_captions", "toyworld_text"),
-                "geneval": ("geneval_metadata", "geneval_generated", "toyworld_geneval")}
+DENSE = {"skip": [], "reuse": {}, "weights": None}  # the plan identity of the dense model
 
 
 def plain(cfg):
@@ -56,7 +56,8 @@ def file_digest(path: Path) -> str:
 
 
 class Store:
-    """The artifact root. `run(kind, key, fn, inputs)` does fn(dir) once per (kind, key)."""
+    """The artifact root, and the one place stage artifacts are written and checked.
+    `run(kind, key, fn, inputs)` does fn(dir) once per (kind, key)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -115,32 +116,8 @@ class Store:
         return {**self.record(kind, key), "ran": True}
 
 
-# --- plans ---------------------------------------------------------------------------
-def plan_key(model_cfg, method_cfg, calibration_cfg, targets: list[float]) -> str:
-    method = {**plain(method_cfg), "sparsity": sorted(targets)}
-    # dense needs no calibration: its plan must not depend on one
-    return digest("plan", model_cfg, method, None if method["name"] == "dense" else calibration_cfg)
-
-
 def plan_file(target: float) -> str:
     return f"plan_{target:.4f}.json"
-
-
-def make_plans(out: Path, model_cfg, method_cfg, calibration_cfg, targets, device: str, progress: bool) -> dict:
-    """Prune once for every target and write one plan file per target (+ changed weights)."""
-    if method_cfg.name == "dense":
-        plans = [Plan(skip=[], method=plain(method_cfg), sparsity=0.0, info={"target": 0.0})]
-    else:
-        from skrr.prune import prune
-
-        method = OmegaConf.merge(method_cfg, {"sparsity": list(targets)})
-        plans = prune(model_cfg, method, calibration_cfg, device=device, progress=progress)
-    files = {}
-    for plan in plans:
-        name = plan_file(plan.info["target"])
-        plan.save(out / name)  # with LaCo's merged weights beside it
-        files[f"{plan.info['target']:.4f}"] = name
-    return {"plans": files}
 
 
 def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
@@ -149,37 +126,60 @@ def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
     return {"skip": sorted(plan.skip), "reuse": {str(k): v for k, v in sorted(plan.reuse.items())}, "weights": weights}
 
 
-DENSE = {"skip": [], "reuse": {}, "weights": None}
+@dataclass(frozen=True)
+class Plans:
+    """Prune once for every target: one plan file per target (+ LaCo's changed weights)."""
+    model: dict
+    method: dict
+    calibration: dict
+    targets: tuple[float, ...]
+
+    @property
+    def key(self) -> str:
+        method = {**self.method, "sparsity": sorted(self.targets)}
+        # dense needs no calibration: its plan must not depend on one
+        return digest("plan", self.model, method, None if method["name"] == "dense" else self.calibration)
+
+    def run(self, store: Store, device: str, progress: bool) -> dict:
+        inputs = {"model": self.model, "method": self.method, "calibration": self.calibration, "targets": self.targets}
+        return store.run("plans", self.key, partial(self.make, device=device, progress=progress), inputs)
+
+    def make(self, out: Path, device: str, progress: bool) -> dict:
+        if self.method["name"] == "dense":
+            plans = [Plan(skip=[], method=self.method, sparsity=0.0, info={"target": 0.0})]
+        else:
+            from skrr.prune import prune
+
+            method = OmegaConf.create({**self.method, "sparsity": list(self.targets)})
+            plans = prune(OmegaConf.create(self.model), method, OmegaConf.create(self.calibration), device=device,
+                          progress=progress)
+        files = {}
+        for plan in plans:
+            plan.save(out / plan_file(plan.info["target"]))  # with LaCo's merged weights beside it
+            files[f"{plan.info['target']:.4f}"] = plan_file(plan.info["target"])
+        return {"plans": files}
+
+    @staticmethod
+    def files(store: Store, key: str, record: dict) -> list[tuple[float, Path]]:
+        """(target, plan file) of a finished plans stage."""
+        return [(float(t), store.dir("plans", key) / name) for t, name in record["output"]["plans"].items()]
 
 
-# --- pipelines -----------------------------------------------------------------------
-def load_run_pipeline(model_cfg, eval_cfg, plan: Plan | None = None, plan_dir: Path | None = None):
-    """The model's pipeline with its text encoder pruned in place by `plan` (None: dense)."""
-    import torch
+class Pipeline:
+    """The model's pipeline with its text encoder pruned by `plan` (None: dense), loaded on first
+    use only, so a fully cached run never loads a model."""
 
-    from skrr import apply_plan
-    from skrr.models import DTYPES, load_pipeline
-
-    dtype = DTYPES[eval_cfg.dtype] if eval_cfg.get("dtype") else None
-    pipe = load_pipeline(model_cfg, device=local_device(eval_cfg.device), dtype=dtype)
-    if plan is not None and (plan.skip or plan.weights):
-        with torch.no_grad():
-            apply_plan(getattr(pipe, model_cfg.text_encoder), plan, weights_dir=plan_dir)
-    return pipe
-
-
-class LazyPipeline:
-    """Loads the pipeline on first use only, so a fully cached run never loads a model."""
-
-    def __init__(self, load):
-        self._load, self._pipe = load, None
+    def __init__(self, model: dict, device: str, dtype: str | None, plan: Plan | None = None,
+                 plan_dir: Path | None = None):
+        self.model, self.device, self.dtype, self.plan, self.plan_dir = model, device, dtype, plan, plan_dir
+        self._pipe = None
 
     def get(self):
         if self._pipe is None:
-            self._pipe = self._load()
+            self._pipe = load_run_pipeline(self.model, self.device, self.dtype, self.plan, self.plan_dir)
         return self._pipe
 
-    def release(self):
+    def release(self) -> None:
         if self._pipe is not None:
             import gc
 
@@ -191,81 +191,100 @@ class LazyPipeline:
                 torch.cuda.empty_cache()
 
 
-# --- images and metrics ----------------------------------------------------------------
-def needed_sets(metrics) -> list[str]:
-    sets = ["text"] if any(m in TEXT_METRICS for m in metrics) else []
-    return sets + (["geneval"] if "geneval" in metrics else [])
+def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | None, plan_dir: Path | None):
+    import torch
+
+    from skrr import apply_plan
+    from skrr.models import DTYPES, load_pipeline
+
+    pipe = load_pipeline(OmegaConf.create(model), device=device, dtype=DTYPES[dtype] if dtype else None)
+    if plan is not None and (plan.skip or plan.weights):
+        with torch.no_grad():
+            apply_plan(getattr(pipe, model["text_encoder"]), plan, weights_dir=plan_dir)
+    return pipe
 
 
-def only_set(eval_cfg, keep: str | None):
-    """eval_cfg with every prompt set but `keep` switched off (None: no prompts at all)."""
-    cfg = OmegaConf.create(plain(eval_cfg))
-    for name, keys in SET_SWITCHES.items():
-        if name != keep:
-            for k in keys:
-                cfg.prompts[k] = None
-    return cfg
+@dataclass(frozen=True)
+class Images:
+    """One prompt set's images of one plan: images/<key>/<set>/, sharded over torchrun ranks.
+    `key` covers every prompt set of the run, so all sets of a plan share one folder."""
+    model: dict
+    identity: dict
+    sampler: dict
+    dtype: str | None
+    sets: dict
+
+    @property
+    def key(self) -> str:
+        return digest("images", self.model, self.identity, self.sampler, self.dtype, self.sets)
+
+    def folder(self, store: Store, set_name: str) -> Path:
+        return store.dir("images", self.key) / set_name
+
+    def run(self, store: Store, set_name: str, pipeline: Pipeline, rank: int, world_size: int,
+            twin: Path | None = None) -> dict:
+        """`twin`: a finished folder of the same prompts, seeds and sampler whose images are linked instead."""
+        prompts = texts_of(self.sets[set_name])
+        return store.run_sharded("images", f"{self.key}/{set_name}",
+                                 partial(generate_shard, pipeline=pipeline, sampler=self.sampler, prompts=prompts,
+                                         twin=twin),
+                                 partial(merge_set, num_prompts=len(prompts)),
+                                 {"model": self.model, "plan": self.identity, "sampler": self.sampler}, rank, world_size)
 
 
-def images_key(model_cfg, identity: dict, eval_cfg, sets: dict) -> str:
-    """Key of the images folder (one sub-folder per prompt set, each its own stage `<key>/<set>`)."""
-    return digest("images", model_cfg, identity, eval_cfg.sampler, eval_cfg.get("dtype"), sets)
-
-
-def texts_of(prompts: list) -> list[str]:
-    return [p["prompt"] if isinstance(p, dict) else p for p in prompts]
-
-
-def generate_shard(out: Path, pipe: LazyPipeline, sampler, prompts: list, rank: int, world_size: int,
-                   twin: Path | None = None) -> None:
-    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing.
-    `twin`: a finished set of the same prompts, seeds and sampler, whose images are linked instead."""
+def generate_shard(out: Path, rank: int, world_size: int, pipeline: Pipeline, sampler: dict, prompts: list[str],
+                   twin: Path | None) -> None:
+    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing."""
     from eval import generate as gen
 
-    texts = texts_of(prompts)
     if twin is not None:
         rows = [json.loads(line) for line in (twin / gen.METADATA).read_text().splitlines()]
         with open(out / f"metadata.rank{rank}.jsonl", "w") as f:
-            for i in range(rank, len(texts), world_size):
+            for i in range(rank, len(prompts), world_size):
                 f.write(json.dumps(rows[i]) + "\n")
                 if not (out / gen.image_name(i)).exists():
                     os.link(twin / gen.image_name(i), out / gen.image_name(i))
         return
-    if any(not (out / gen.image_name(i)).exists() for i in range(rank, len(texts), world_size)):
-        gen.generate(pipe.get(), texts, out, gen.SamplerConfig(**sampler), rank=rank, world_size=world_size)
+    if any(not (out / gen.image_name(i)).exists() for i in range(rank, len(prompts), world_size)):
+        gen.generate(pipeline.get(), prompts, out, gen.SamplerConfig(**sampler), rank=rank, world_size=world_size)
 
 
-def merge_set(out: Path, prompts: list) -> dict:
+def merge_set(out: Path, num_prompts: int) -> dict:
     from eval import generate as gen
 
-    gen.merge(out, len(prompts))
-    return {"num_images": len(prompts)}
+    gen.merge(out, num_prompts)
+    return {"num_images": num_prompts}
 
 
-def local_device(device: str) -> str:
-    """cuda -> cuda:<LOCAL_RANK> under torchrun, so each rank uses its own GPU."""
-    if str(device) == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return str(device)
+@dataclass(frozen=True)
+class Score:
+    """One metric's value: a folder of images (and the dense folder) through the metric, or, for a
+    metric that reads no images (efficiency), the pipeline itself. `depends`: what the value is a
+    function of besides the metric config (images keys, or the plan for efficiency)."""
+    name: str
+    config: dict
+    depends: dict
+    images: Path | None = None
+    prompts: tuple = ()
+    dense: Path | None = None
 
+    @property
+    def key(self) -> str:
+        return digest("metric", self.name, self.config, self.depends)
 
-def compute_metric(name: str, eval_cfg, pipe: LazyPipeline, images_root: Path, dense_text: Path | None):
-    """One metric through eval.run.evaluate, with only the prompt set it reads."""
-    from eval.run import evaluate
+    def run(self, store: Store, pipeline: Pipeline | None = None) -> dict:
+        return store.run("metrics", self.key, partial(self.compute, pipeline=pipeline),
+                         {"metric": self.name, **self.depends})
 
-    import torch
+    def compute(self, out: Path, pipeline: Pipeline | None) -> dict:
+        import torch
 
-    keep = {"geneval": "geneval", "efficiency": None}.get(name, "text")
-    cfg = OmegaConf.merge(only_set(eval_cfg, keep), {"metrics": [name]})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # same RNG state for every run and process: tiny evals build random backbones
-        return evaluate(cfg, pipe.get(), images_root, dense_dir=dense_text)[name]
+        from eval.metrics import build_metric, metric_class, score_folder
 
-
-def fid_reference(out: Path, dense_text: Path) -> dict:
-    """Tiny evals have no COCO statistics: the dense images are the FID reference (dense FID = 0)."""
-    from eval.fid import build_reference_stats
-    from eval.tiny import TinyFeatureNet
-
-    path = build_reference_stats(dense_text, out / "fid_ref.npz", feature_extractor=TinyFeatureNet())
-    return {"reference_stats": str(path)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # same RNG state in every run and process: tiny evals build random backbones
+            extra = {"pipeline": pipeline.get()} if metric_class(self.config).needs_pipeline else {}
+            metric = build_metric(self.config, **extra)
+            if self.images is None:
+                return {"value": metric.compute()}
+            return {"value": score_folder(metric, self.images, list(self.prompts), self.dense)}

@@ -1,7 +1,7 @@
 """Calibration prompts and the dense targets f_dense(C), f_dense(null), cached on disk.
 
-Prompts come from a text/JSONL file, a Hugging Face dataset, the toy world, or a built-in
-offline generator; they can be filtered by tokenized length (the paper kept long captions
+Prompts come from a text/JSONL file, a Hugging Face dataset, a built-in offline generator,
+or a plug-in callable named in the config (the toy world's captions); they can be filtered by tokenized length (the paper kept long captions
 of 150-250 tokens). Dense targets are keyed by model + feeding + prompt content, so every
 method and every sweep point reuses them.
 """
@@ -15,19 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from skrr.atomic import atomic_path
+from skrr.prompts import check_nonempty, load_prompt_file
 from skrr.tiny import _corpus, cache_root
 
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 
 
 def source_prompts(cfg: DictConfig) -> list[str]:
+    """The unfiltered prompt pool: `source` is file, hf, builtin, or the dotted name of a plug-in
+    callable (n, seed) -> prompts, called with (pool, seed), e.g. the toy world's captions."""
     src = cfg.source
     if src == "file":
-        from eval.prompts import load_prompt_file
-
         return load_prompt_file(cfg.path, cfg.get("column", "prompt"))
     if src == "hf":
         try:
@@ -36,13 +38,11 @@ def source_prompts(cfg: DictConfig) -> list[str]:
             raise ImportError("calibration.source=hf needs the `datasets` package: pip install datasets") from None
         ds = datasets.load_dataset(cfg.dataset, split=cfg.get("split", "train"))
         return [str(x) for x in ds[cfg.column]]
-    if src == "toyworld":
-        from experiments import toyworld
-
-        return toyworld.calibration_prompts(int(cfg.pool), int(cfg.seed))
     if src == "builtin":
         return _corpus(int(cfg.pool), int(cfg.seed))
-    raise ValueError(f"unknown calibration.source {src!r}; use file, hf, toyworld or builtin")
+    if "." in src:
+        return check_nonempty(list(get_object(src)(int(cfg.pool), int(cfg.seed))), src)
+    raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
 
 
 def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> list[str]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from eval.prompts import load_prompt_file
+from skrr.prompts import load_prompt_file
 from skrr.calibration import build_calibration, select_prompts
 from skrr.models import load_text_side
 

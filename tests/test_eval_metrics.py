@@ -1,4 +1,4 @@
-"""FID, CLIP score, DreamSim and the factory on tiny real backbones (offline, random weights)."""
+"""FID, CLIP score, DreamSim and the folder scorer on tiny real backbones (offline, random weights)."""
 import numpy as np
 import pytest
 import torch
@@ -6,7 +6,9 @@ from PIL import Image
 from scipy import linalg
 
 from eval import fid as fid_mod
-from eval.metrics import build_metric, evaluate_folder, metric_config
+from eval.clip_score import CLIPScore
+from eval.dreamsim_score import DreamSimScore
+from eval.metrics import score_folder
 from eval.tiny import TinyFeatureNet
 
 
@@ -80,7 +82,7 @@ def test_fid_missing_reference_names_fix(tmp_path):
 
 
 def test_clip_score_tiny_is_raw_cosine():
-    metric = build_metric("clip", {"tiny": True})
+    metric = CLIPScore(tiny=True)
     images = random_images(3, 2)
     prompts = ["a dog", "a cat", "a red car"]
     metric.update(images, prompts)
@@ -98,40 +100,53 @@ def test_clip_score_tiny_is_raw_cosine():
 
 
 def test_dreamsim_tiny_self_is_one_and_differs():
-    metric = build_metric("dreamsim", {"tiny": True})
+    metric = DreamSimScore(tiny=True)
     dense, other = random_images(2, 3), random_images(2, 4, shift=40)
-    metric.update(dense, dense)
+    metric.update(dense, ["a", "b"], dense=dense)
     assert metric.compute() == pytest.approx(1.0, abs=1e-5)
     metric.reset()
-    metric.update(dense, other)
+    metric.update(other, ["a", "b"], dense=dense)
     assert metric.compute() < 0.999
     with pytest.raises(ValueError, match="pairs"):
-        metric.update(dense, other[:1])
+        metric.update(other[:1], ["a"], dense=dense)
 
 
 def test_dreamsim_injected_feature_extractor():
-    from eval.dreamsim_score import DreamSimScore
-
     metric = DreamSimScore(feature_extractor=TinyFeatureNet())
     a, b = random_images(3, 5), random_images(3, 6, shift=60)
-    metric.update(a, a)
+    metric.update(a, None, dense=a)
     assert metric.compute() == pytest.approx(1.0, abs=1e-5)
     metric.reset()
-    metric.update(a, b)
+    metric.update(b, None, dense=a)
     assert metric.compute() < 1.0
 
 
-def test_factory_errors_name_the_fix(tmp_path):
-    with pytest.raises(ValueError, match="choose from"):
-        build_metric("inception_score", {})
-    with pytest.raises(ValueError, match="choose from"):
-        metric_config("nope")
-    metric = build_metric("clip", {"tiny": True})
+def test_fid_with_dense_images_as_reference(folders):
+    """Tiny evals without statistics: the dense images given to update are the reference."""
+    a, b = folders
+    images_a, images_b = ([Image.open(p) for p in sorted(f.iterdir())] for f in (a, b))
+    same = fid_mod.FID(tiny=True)
+    same.update(images_a, None, dense=images_a)
+    assert abs(same.compute()) < 1e-6
+    other = fid_mod.FID(tiny=True)
+    other.update(images_b[:12], None, dense=images_a[:12])
+    other.update(images_b[12:], None, dense=images_a[12:])
+    feats = TinyFeatureNet()
+    with torch.no_grad():
+        fa = feats(torch.stack([torch.from_numpy(np.asarray(x)).permute(2, 0, 1) for x in images_a])).double().numpy()
+        fb = feats(torch.stack([torch.from_numpy(np.asarray(x)).permute(2, 0, 1) for x in images_b])).double().numpy()
+    assert other.compute() == pytest.approx(frechet_numpy(fb, fa), rel=1e-4)
+    with pytest.raises(ValueError, match="metrics.fid.reference_stats"):
+        fid_mod.FID.validate({"reference_stats": None, "tiny": False})
+
+
+def test_folder_scorer_checks_the_image_count(tmp_path):
+    metric = CLIPScore(tiny=True)
     folder = save(random_images(2, 7), tmp_path / "imgs")
     with pytest.raises(ValueError, match="holds 2 images but the prompt set has 3"):
-        evaluate_folder("clip", metric, folder, ["a", "b", "c"])
-    assert -1 <= evaluate_folder("clip", metric, folder, ["a", "b"]) <= 1
-    from eval.prompts import load_prompt_file
+        score_folder(metric, folder, ["a", "b", "c"])
+    assert -1 <= score_folder(metric, folder, ["a", "b"]) <= 1
+    from skrr.prompts import load_prompt_file
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     with pytest.raises(ValueError, match="empty"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import stages as S
+from experiments import stages
 from experiments.cli import CONF_DIR
 from experiments.results import load_results
 from experiments.run import run_job
@@ -60,7 +60,7 @@ def test_sweep_shares_dense_stores_rows_and_resumes_without_recomputing(tmp_path
     assert Path(low["artifacts"]["dense_images"]).name == dense_images
 
     # re-run: nothing runs, nothing loads, no duplicate rows
-    monkeypatch.setattr(S, "load_run_pipeline", lambda *a, **k: pytest.fail("a cached run loaded a pipeline"))
+    monkeypatch.setattr(stages, "load_run_pipeline", lambda *a, **k: pytest.fail("a cached run loaded a pipeline"))
     again = run_sweep(tmp_path)
     assert stage_log(tmp_path) == log
     assert all(r["ran"] == [] for r in again)
@@ -69,13 +69,24 @@ def test_sweep_shares_dense_stores_rows_and_resumes_without_recomputing(tmp_path
 
     # a killed generation (stage marker and one image missing) redoes exactly that stage
     images = Path(high["artifacts"]["images"]) / "text"
-    (images / S.DONE).unlink()
+    (images / stages.DONE).unlink()
     (images / "00001.png").unlink()
     monkeypatch.undo()
     run_job(compose_run(tmp_path, *SKRR), "t")
     new = stage_log(tmp_path)[len(log):]
     assert [(e["stage"], e["key"]) for e in new] == [("images", f"{images.parent.name}/text")]
     assert (images / "00001.png").is_file()
+
+
+def test_smoke_eval_scores_every_metric_from_folders(tmp_path):
+    """eval=smoke, all five metrics on the dense model: the dense images are the tiny FID's reference
+    (FID 0) and DreamSim's twin (1.0)."""
+    (row,) = run_job(compose_run(tmp_path, "method=dense", "eval.prompts.geneval_generated=1", "progress=false",
+                                 "calibration.size=8", fast=False), "t")
+    values = row["metrics"]
+    assert set(values) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
+    assert abs(values["fid"]) < 1e-3 and values["dreamsim"] == pytest.approx(1.0, abs=1e-5)
+    assert -1 <= values["clip"] <= 1 and 0 <= values["geneval"]["overall"] <= 1 and values["efficiency"]["tflops"] > 0
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
@@ -90,7 +101,7 @@ def test_bad_input_fails_fast_with_one_line_and_no_artifacts(tmp_path, capsys):
     from experiments.cli import fail_fast
 
     for bad, words in ((["eval.metrics=[bogus]"], "unknown metrics"),
-                       (["eval=paper", "eval.device=cpu"], "reference_stats"),
+                       (["eval=paper", "eval.device=cpu"], "metrics.fid.reference_stats"),
                        (["eval.metrics=[geneval]", "eval.prompts.geneval_generated=null"], "geneval_metadata")):
         with pytest.raises(SystemExit) as e, fail_fast():
             run_job(compose_run(tmp_path, *bad, fast="eval=paper" not in bad), "t")

@@ -1,78 +1,67 @@
-"""The toy world behind eval's metric interface (`eval=toyworld`): the plumbing `make demo` uses."""
+"""The toy world plugged into the metric and prompt configs (`eval=toyworld`): the plumbing `make demo` uses."""
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from eval.metrics import build_metric, fid_needs_reference_stats, metric_config
-from eval.run import prompt_sets
-from experiments.stages import only_set
+from eval.metrics import build_metric, metric_class
+from eval.prompts import prompt_sets
 from experiments import toyworld
-from experiments.toyworld.evaluate import prompt_reference_images
+from experiments.cli import CONF_DIR
+from experiments.toyworld.metrics import prompt_reference_images
 
-EVAL = OmegaConf.load("conf/eval/toyworld.yaml")
 N = 12
 
 
-def small_eval():
-    return OmegaConf.merge(EVAL, {"prompts": {"toyworld": {"n": N}},
-                                  "overrides": {"fid": {"reference": {"n": N, "seed": 0, "dims": 8}}}})
+def toy_config(*overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name="run", overrides=["eval=toyworld", f"eval.prompts.text.n={N}", *overrides])
 
 
-def test_prompt_sets_and_switching_one_off():
-    sets = prompt_sets(small_eval())
+def test_prompt_sets_are_the_toy_prompts_for_both_sets():
+    sets = prompt_sets(toy_config().eval.prompts)
     assert [m["prompt"] for m in sets["geneval"]] == sets["text"] == [m["prompt"] for m in toyworld.prompts("geneval", N, 0)]
-    assert set(prompt_sets(only_set(small_eval(), "text"))) == {"text"}
-    assert set(prompt_sets(only_set(small_eval(), "geneval"))) == {"geneval"}
 
 
 def test_metrics_on_true_renders_and_on_blank_images():
-    ev = small_eval()
+    cfg = toy_config("metrics.fid.n=12", "metrics.fid.seed=0", "metrics.fid.dims=8")
     truth = [Image.fromarray(a) for a in prompt_reference_images("geneval", N, 0)]  # as the runner loads them
     blank = [Image.new("RGB", truth[0].size) for _ in truth]
     meta = toyworld.prompts("geneval", N, 0)
-    assert not fid_needs_reference_stats(metric_config("fid", ev))  # the toy world brings its own reference
+    assert not metric_class(cfg.metrics.fid).needs_dense(cfg.metrics.fid)  # the toy world brings its own reference
 
-    geneval = build_metric("geneval", metric_config("geneval", ev))
+    geneval = build_metric(cfg.metrics.geneval)
     geneval.update(truth, meta)
     assert geneval.compute()["overall"] == 1.0
     geneval.reset()
     geneval.update(blank, meta)
     assert geneval.compute()["overall"] == 0.0
 
-    fid = build_metric("fid", metric_config("fid", ev))
-    fid.update(truth)
+    fid = build_metric(cfg.metrics.fid)
+    fid.update(truth, meta)
     assert fid.compute() == pytest.approx(0.0, abs=1e-3)  # the very images of the reference
     fid.reset()
-    fid.update(blank)
+    fid.update(blank, meta)
     assert fid.compute() > 10.0
 
-    sim = build_metric("dreamsim", metric_config("dreamsim", ev))
-    sim.update(truth, truth)
+    sim = build_metric(cfg.metrics.dreamsim)
+    sim.update(truth, meta, dense=truth)
     assert sim.compute() == pytest.approx(1.0)
     sim.reset()
-    sim.update(truth, truth[1:] + truth[:1])  # every pair a different scene
+    sim.update(truth, meta, dense=truth[1:] + truth[:1])  # every pair a different scene
     assert sim.compute() < 0.9
-
-
-def test_unknown_toy_metric_is_refused():
-    with pytest.raises(ValueError, match="toy world has no 'clip'"):
-        build_metric("clip", OmegaConf.create({"backend": "toyworld"}))
 
 
 def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     """With eval=toyworld the GenEval prompts are the text prompts: their images are linked, not
     generated twice, and every toy metric lands in the result row."""
-    from hydra import compose, initialize_config_dir
-
-    from experiments.cli import CONF_DIR
     from experiments.run import run_job
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="run", overrides=[
             f"paths.root={tmp_path}", "model=toyworld", "eval=toyworld", "method=dense", "progress=false",
-            "threads=1", "eval.prompts.toyworld.n=6", "eval.overrides.fid.reference.n=50",
+            "threads=1", "eval.prompts.text.n=6", "metrics.fid.n=50",
             "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval,efficiency]"])
     (row,) = run_job(cfg, "toy")
     images = Path(row["artifacts"]["images"])

@@ -5,6 +5,7 @@ import torch
 
 from eval.geneval.rules import RuleConfig, score_image, summarize
 from eval.images import to_pil_list
+from eval.metrics import Metric
 
 IMAGES_PER_PROMPT = 4
 
@@ -16,23 +17,26 @@ def expand_metadata(metadata: list[dict], images_per_prompt: int = IMAGES_PER_PR
     return [m for m in metadata for _ in range(images_per_prompt)]
 
 
-class GenEval:
-    """update(images, metadata) with one GenEval metadata dict per image; compute() -> task accuracies + overall."""
+class GenEval(Metric):
+    """update(images, metadata) with one GenEval metadata dict per image; compute() -> task accuracies + overall.
+
+    `detector`: any callable image -> detections (default Mask2Former); color_classifier=None when the
+    detector sets Detection.color itself (the toy world's exact one). The rule thresholds are RuleConfig's."""
+    prompt_set = "geneval"
 
     def __init__(self, detector=None, color_classifier="auto", device: str | torch.device = "cpu", tiny: bool = False,
                  detector_name: str | None = None, clip_model: str = "ViT-L-14-quickgelu",
-                 clip_pretrained: str | None = "openai", rules: RuleConfig = RuleConfig()):
+                 clip_pretrained: str | None = "openai", batch_size: int = 1, **rules):
         from eval.geneval.detector import MASK2FORMER, CLIPColorClassifier, Mask2FormerDetector
 
         self.detector = detector or Mask2FormerDetector(detector_name or MASK2FORMER, device=device, tiny=tiny)
-        # color_classifier=None: the detector sets Detection.color itself (e.g. the toy world's exact one)
         self.color_classifier = color_classifier
         if color_classifier == "auto":
             self.color_classifier = CLIPColorClassifier(clip_model, clip_pretrained, device=device, tiny=tiny)
-        self.rules = rules
+        self.rules, self.batch_size = RuleConfig(**rules), batch_size
         self.results: list[dict] = []
 
-    def update(self, images, metadata: list[dict]) -> None:
+    def update(self, images, metadata: list[dict], dense=None) -> None:
         pils = to_pil_list(images)
         if len(pils) != len(metadata):
             raise ValueError(f"GenEval got {len(pils)} images but {len(metadata)} metadata rows; pass one per image")

@@ -8,6 +8,6 @@ from pathlib import Path
 from .captions import TASKS, calibration_prompts, prompts
 from .scenes import COLORS, SHAPES, Obj, Scene, render
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parent / "weights"  # diffusers layout + features/ (the FID/similarity network)
 
 __all__ = ["TASKS", "COLORS", "SHAPES", "Obj", "Scene", "render", "prompts", "calibration_prompts", "WEIGHTS"]

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from eval.geneval.rules import Detection
+from eval.images import to_uint8_tensor
 
 from .scenes import PALETTE, SHAPE_MASKS
 
@@ -17,15 +18,6 @@ FOREGROUND = 80  # a pixel is an object pixel if its brightest channel exceeds t
 MIN_AREA = 6  # components smaller than this are sampler speckle, not objects
 _COLOR_NAMES = list(PALETTE)
 _COLOR_VALUES = np.array([PALETTE[c] for c in _COLOR_NAMES], float)
-
-
-def _as_uint8(image) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr.astype(float) * 255), 0, 255).astype(np.uint8)  # float images in [0, 1]
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
-    return arr
 
 
 def _shape_scores(mask: np.ndarray) -> dict[str, float]:
@@ -55,7 +47,7 @@ def _shape_scores(mask: np.ndarray) -> dict[str, float]:
 
 def detect(image) -> list[Detection]:
     """Detections (label = shape, colour = nearest palette colour) in an RGB image (uint8, or float in [0, 1])."""
-    img = _as_uint8(image)
+    img = to_uint8_tensor([image])[0].permute(1, 2, 0).numpy()
     foreground = img.max(axis=2) > FOREGROUND
     labels, n = ndimage.label(foreground, structure=np.ones((3, 3)))  # 8-connected: the ring is
     detections = []

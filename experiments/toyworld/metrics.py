@@ -1,38 +1,82 @@
-"""The paper's metrics in the toy world, behind eval's metric interface (`backend: toyworld`).
+"""The paper's metrics in the toy world, as eval metrics (plugged in by conf/metrics/*/toyworld.yaml).
 
-- FID: eval.fid.FID with the toy feature network instead of Inception (projected on the top 32
-  principal axes of the reference, so a few hundred images suffice), against exact renders of
+- FID (`ToyFID`): eval.fid.FID with the toy feature network instead of Inception, projected on the
+  top 32 principal axes of the reference (so a few hundred images suffice), against exact renders of
   the ground-truth scenes of the same prompt mix.
-- DreamSim's role: cosine of centred per-cell feature maps of dense vs pruned images (1 = same).
-- GenEval: eval.geneval.GenEval with the exact detector (colours are read, not classified).
+- DreamSim's role (`ToySimilarity`): cosine of centred per-cell feature maps of the dense and the
+  pruned image of the same prompt and seed (1 = same image).
+- GenEval: eval.geneval.evaluate.GenEval with `detect.ToyDetector`, which reads colours exactly
+  (configured in conf/metrics/geneval/toyworld.yaml; `geneval_scores` here for direct use).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from experiments.toyworld.evaluate import load_feature_extractor, pairwise_similarity, prompt_reference_images
+from eval.fid import FID
+from eval.geneval.evaluate import GenEval
+from eval.images import to_uint8_tensor
+from eval.metrics import Metric
 
-METRICS = ("fid", "dreamsim", "geneval")
+from . import WEIGHTS
+from .captions import prompt_scenes, sample_training_example
+from .detect import ToyDetector
+from .features import FeatureNet
+from .scenes import render
+
+FEATURES = WEIGHTS / "features"
 
 
-class ToySimilarity:
-    """update(dense_images, pruned_images); compute() -> mean pairwise similarity (dense vs itself = 1)."""
+class ToyFeatureExtractor(torch.nn.Module):
+    """uint8 (N, 3, H, W) -> (N, 256) FeatureNet features; drops into eval.fid.FID(feature_extractor=...)."""
 
-    def __init__(self):
-        self.extractor = load_feature_extractor()
-        self.values: list[np.ndarray] = []
+    def __init__(self, net: FeatureNet):
+        super().__init__()
+        self.net = net.eval()
 
-    def update(self, dense_images, pruned_images) -> None:
-        self.values.append(pairwise_similarity(dense_images, pruned_images, self.extractor))
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float() / 127.5 - 1)
 
-    def compute(self) -> float:
-        if not self.values:
-            raise ValueError("no image pairs were given to the toy similarity metric")
-        return float(np.concatenate(self.values).mean())
+    @torch.no_grad()
+    def cell_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.cell_map(x.float() / 127.5 - 1)
 
-    def reset(self) -> None:
-        self.values = []
+
+def load_feature_extractor(path=FEATURES) -> ToyFeatureExtractor:
+    return ToyFeatureExtractor(FeatureNet.from_pretrained(path))
+
+
+def features(images, extractor: ToyFeatureExtractor, kind: str = "pooled") -> np.ndarray:
+    """'pooled' (N, 256); 'cells' (N, 2048) per-cell map for pairwise similarity."""
+    # channels-last memory, as these features were first measured with (conv kernels round by layout)
+    x = to_uint8_tensor(images).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    fn = extractor if kind == "pooled" else extractor.cell_map
+    return torch.cat([fn(b) for b in x.split(256)]).numpy().astype(np.float64)
+
+
+def reference_images(n: int = 1000, seed: int = 12345) -> np.ndarray:
+    """Rendered scenes from the training distribution, uint8 (N, 32, 32, 3)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([render(sample_training_example(rng)[0]) for _ in range(n)])
+
+
+def prompt_reference_images(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> np.ndarray:
+    """Renders of the ground-truth scenes behind `prompts(task_mix, n, seed)`: FID's reference
+    for images generated from those prompts (same content distribution, exact pixels)."""
+    return np.stack([render(scene) for scene, _ in prompt_scenes(task_mix, n, seed)])
+
+
+def pairwise_similarity(dense_images, pruned_images, extractor: ToyFeatureExtractor) -> np.ndarray:
+    """Per pair cosine similarity (DreamSim's role: 1 = same image) of per-cell feature maps,
+    centred on the mean map of rendered scenes so that two unrelated scenes are not similar
+    merely because both are mostly black background."""
+    a, b = features(dense_images, extractor, "cells"), features(pruned_images, extractor, "cells")
+    if a.shape != b.shape:
+        raise ValueError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
+    centre = features(reference_images(500, seed=54321), extractor, "cells").mean(0)
+    a, b = a - centre, b - centre
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
 class PrincipalFeatures(torch.nn.Module):
@@ -52,29 +96,62 @@ class PrincipalFeatures(torch.nn.Module):
         return (self.extractor(x).float() - self.mean) @ self.axes
 
 
-def toy_fid(reference: dict):
-    """FID of generated images against exact renders of the true scenes of the same prompt mix."""
-    from eval.fid import FID
+class ToyFID(FID):
+    """FID of generated images against exact renders of the true scenes of `n` prompts of `task_mix`
+    (seed `seed`), in the top `dims` principal axes of their toy features."""
 
-    renders = prompt_reference_images(reference.get("task_mix", "geneval"), int(reference["n"]), int(reference["seed"]))
-    renders = torch.from_numpy(renders).permute(0, 3, 1, 2).contiguous()  # uint8 (N,3,H,W)
-    extractor = load_feature_extractor()
-    with torch.no_grad():
-        raw = torch.cat([extractor(b) for b in renders.split(256)]).double().numpy()
-    metric = FID(feature_extractor=PrincipalFeatures(extractor, raw, int(reference.get("dims", 32))))
-    ref = metric.features(renders)
-    metric.reference = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False), "count": len(ref)}
-    return metric
+    def __init__(self, task_mix: str = "geneval", n: int = 2000, seed: int = 1, dims: int = 32, batch_size: int = 16):
+        renders = to_uint8_tensor(prompt_reference_images(task_mix, int(n), int(seed)))
+        extractor = load_feature_extractor()
+        with torch.no_grad():
+            raw = torch.cat([extractor(b) for b in renders.split(256)]).double().numpy()
+        super().__init__(feature_extractor=PrincipalFeatures(extractor, raw, int(dims)), batch_size=batch_size)
+        ref = self.features(renders)
+        self.reference = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False), "count": len(ref)}
+
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return False
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Its reference is built in: nothing to check."""
 
 
-def build_metric(name: str, cfg):
-    if name not in METRICS:
-        raise ValueError(f"the toy world has no {name!r} metric; use {list(METRICS)} (and efficiency)")
-    if name == "fid":
-        return toy_fid(cfg.reference)
-    if name == "dreamsim":
-        return ToySimilarity()
-    from eval.geneval.evaluate import GenEval
-    from experiments.toyworld.detect import ToyDetector
+class ToySimilarity(Metric):
+    """Mean pairwise similarity of each image to the dense image of its prompt and seed (dense = 1)."""
 
-    return GenEval(detector=ToyDetector(), color_classifier=None)
+    def __init__(self, batch_size: int = 16):
+        self.extractor, self.batch_size = load_feature_extractor(), batch_size
+        self.values: list[np.ndarray] = []
+
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return True
+
+    def update(self, images, prompts=None, dense=None) -> None:
+        if dense is None:
+            raise ValueError("the toy similarity compares with the dense images; pass dense=")
+        self.values.append(pairwise_similarity(dense, images, self.extractor))
+
+    def compute(self) -> float:
+        if not self.values:
+            raise ValueError("no image pairs were given to the toy similarity metric")
+        return float(np.concatenate(self.values).mean())
+
+    def reset(self) -> None:
+        self.values = []
+
+
+def geneval_results(images, metadata: list[dict]) -> list[dict]:
+    """One {'tag', 'prompt', 'correct', 'reason'} per image: GenEval with the exact detector."""
+    metric = GenEval(detector=ToyDetector(), color_classifier=None)
+    metric.update(images, metadata)
+    return metric.results
+
+
+def geneval_scores(images, metadata: list[dict]) -> dict[str, float]:
+    """The six task accuracies and overall (their mean), GenEval's summary."""
+    metric = GenEval(detector=ToyDetector(), color_classifier=None)
+    metric.update(images, metadata)
+    return metric.compute()
