@@ -1,8 +1,8 @@
 """Calibration prompts and the dense targets f_dense(C), f_dense(null), cached on disk.
 
 Prompts come from a text/JSONL file, a Hugging Face dataset, a built-in offline generator,
-or a plug-in callable named in the config (the toy world's captions); they can be filtered by tokenized length (the paper kept long captions
-of 150-250 tokens). Dense targets are keyed by model + feeding + prompt content, so every
+or a plug-in callable named in the config; they can be filtered by tokenized length (the paper
+kept long captions of 150-250 tokens). Dense targets are keyed by model + feeding + prompt content, so every
 method and every sweep point reuses them.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional p
 
 def source_prompts(cfg: DictConfig) -> list[str]:
     """The unfiltered prompt pool: `source` is file, hf, builtin, or the dotted name of a plug-in
-    callable (n, seed) -> prompts, called with (pool, seed), e.g. the toy world's captions."""
+    callable (n, seed) -> prompts, called with (pool, seed)."""
     src = cfg.source
     if src == "file":
         return load_prompt_file(cfg.path, cfg.get("column", "prompt"))
