@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from pathlib import Path
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# skrr/conf (skrr.models.CONF_DIR), found without importing skrr (and torch) before the arguments are checked
+CONF_DIR = str((Path(importlib.util.find_spec("skrr").submodule_search_locations[0]) / "conf").resolve())
 BAD_INPUT = (ValueError, KeyError, FileNotFoundError, TypeError)
 
 
