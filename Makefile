@@ -27,4 +27,4 @@ demo: $(STAMP)
 	$(BIN)/skrr-report runs/results/demo.jsonl
 
 clean:
-	rm -rf $(VENV) outputs multirun runs
+	rm -rf $(VENV) runs

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from eval.generate import call_options
 from eval.metrics import Metric
-from skrr.models import count_params
+from skrr.encoder import count_params
 
 
 def resident_bytes(module: torch.nn.Module) -> int:

@@ -42,8 +42,7 @@ def _role(i: int, plan) -> str:
 
 def report(cfg: DictConfig) -> list[str]:
     from skrr import Plan, apply_plan, to_sub_blocks
-    from skrr.encoder import total_params
-    from skrr.models import count_params
+    from skrr.encoder import count_params, total_params
 
     plan = Plan.load(to_absolute_path(str(cfg.plan))) if cfg.plan else None  # fails before any model work
     components = pipeline_components(cfg.model)

@@ -9,7 +9,8 @@ word's identity *and* its context (which colour binds to which shape, which side
 relation points), which is exactly what the denoiser has to read, without us designing
 the representation. Then frozen, as real pipelines freeze T5.
 Stage 2, denoiser: diffusers' PixArtTransformer2DModel (patch 8, so one token per scene
-cell) trained as a v-prediction diffusion model on 32x32 RGB pixels, reading the frozen
+cell) trained as an x0-predicting diffusion model (prediction_type "sample") on 32x32 RGB
+pixels, reading the frozen
 encoder's output through its own caption_projection, with 10% empty captions for CFG.
 Stage 3, feature network: a small CNN trained to predict each cell's shape and colour from
 toy images; its pooled features serve FID and DreamSim-style similarity in the toy world.

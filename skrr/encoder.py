@@ -77,7 +77,8 @@ class CLIPMLPBranch(nn.Module):
         return h + self.mlp(self.norm(h))
 
 
-def _num_params(module: nn.Module) -> int:
+def count_params(module: nn.Module) -> int:
+    """Parameters of a module, shared (re-used, tied) ones counted once."""
     return sum(p.numel() for p in module.parameters())
 
 
@@ -128,7 +129,7 @@ class T5SubBlockEncoder(SubBlockEncoder):
         bias_table = attn0.relative_attention_bias
         del attn0.relative_attention_bias
         attn0.has_relative_attention_bias = False
-        params = [_num_params(b) for b in branches]
+        params = [count_params(b) for b in branches]
         super().__init__(branches, kinds, params)
         self.config = stack.config
         self.embed_tokens = stack.embed_tokens
@@ -170,7 +171,7 @@ class CLIPSubBlockEncoder(SubBlockEncoder):
         for layer in text_model.encoder.layers:
             branches += [CLIPAttentionBranch(layer.layer_norm1, layer.self_attn), CLIPMLPBranch(layer.layer_norm2, layer.mlp)]
             kinds += [ATTN, FFN]
-        super().__init__(branches, kinds, [_num_params(b) for b in branches])
+        super().__init__(branches, kinds, [count_params(b) for b in branches])
         self.config = text_model.config
         object.__setattr__(self, "_text_model", text_model)  # parent; not a submodule
 

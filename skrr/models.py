@@ -210,7 +210,3 @@ def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:
                 out[name] = cls(**conf)
     return out
 
-
-def count_params(module: nn.Module) -> int:
-    """Parameters of a module, shared (re-used, tied) ones counted once."""
-    return sum(p.numel() for p in module.parameters())

@@ -8,7 +8,7 @@ from PIL import Image
 
 from eval import generate as gen
 from eval.efficiency import efficiency_report
-from skrr.models import count_params
+from skrr.encoder import count_params
 
 CFG = gen.SamplerConfig(height=32, width=32, num_inference_steps=2, base_seed=7, batch_size=2)
 PROMPTS = ["a photo of a cat", "a red car", "two dogs", "a blue bench", "a green apple"]

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skrr.models import available_models, count_params, load_pipeline, load_text_side, meta_components, model_config
+from skrr.encoder import count_params
+from skrr.models import available_models, load_pipeline, load_text_side, meta_components, model_config
 
 PROMPTS = ["a red cat sitting on a wooden table near the window", "two dogs", ""]
 

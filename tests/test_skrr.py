@@ -1,4 +1,4 @@
-"""Skrr search (issue 3): the discrepancy, beam-search Skip, greedy Re-use and skrr-prune.
+"""Skrr search: the discrepancy, beam-search Skip, greedy Re-use and skrr-prune.
 
 Models are tiny T5 encoders with seeded random weights; two of them are built by hand so
 that a property can only hold if the search does the right thing (a cancelling pair that
