@@ -1,0 +1,97 @@
+"""Every key under conf/ is read by code: for each option of each config group, every leaf key is
+either an argument of the class its `_target_` builds, or a name used by the code that consumes
+that group, or interpolated into a key that is (a few keys are read by Hydra itself: listed with
+the reason). A key nothing reads fails here: delete it or read it."""
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# group -> the code that consumes it
+CONSUMERS = {"model": ["skrr"], "method": ["skrr", "baselines"], "calibration": ["skrr/calibration.py"],
+             "eval": ["eval", "experiments/run.py", "experiments/stages.py"], "logger": ["experiments"],
+             "run.yaml": ["experiments"], "prune.yaml": ["experiments"], "inspect.yaml": ["experiments"]}
+READ_BY_HYDRA = {"defaults", "hydra", "_target_",
+                 "tiny",  # eval.tiny: interpolated into the metric configs (tiny backbones)
+                 "experiment"}  # a defaults choice, not a value
+
+
+def code_of(paths: list[str]) -> str:
+    files = [f for p in paths for f in ([ROOT / p] if p.endswith(".py") else sorted((ROOT / p).rglob("*.py")))]
+    return "\n".join(f.read_text() for f in files)
+
+
+def leaves(node, prefix=()):
+    for key, value in node.items():
+        if isinstance(value, dict) and "_target_" not in value and key not in ("hydra", "halving"):
+            yield from leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def options(group: str):
+    return sorted((CONF / group).glob("*.yaml")) if (CONF / group).is_dir() else [CONF / group]
+
+
+def interpolated(key: str) -> bool:
+    return any(re.search(rf"\$\{{[^}}]*\b{key}\b", f.read_text()) for f in CONF.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", sorted(CONSUMERS))
+def test_every_key_of_a_group_is_read_by_its_code(group):
+    code = code_of(CONSUMERS[group])
+    unread = []
+    for path in options(group):
+        cfg = OmegaConf.to_container(OmegaConf.load(path))
+        body = cfg.get(group, cfg) if group == "eval" else cfg  # eval options are @package _global_
+        for keys, value in leaves(body):
+            key = keys[-1]
+            if key in READ_BY_HYDRA or (isinstance(value, dict) and "_target_" in value):
+                continue
+            if not re.search(rf"""(\.|\[["']|get\(["']|\b){key}\b""", code) and not interpolated(key):
+                unread.append(f"{path.relative_to(CONF)}: {'.'.join(map(str, keys))}")
+    assert not unread, "keys nothing reads:\n" + "\n".join(unread)
+
+
+def test_every_metric_key_is_an_argument_of_its_class():
+    unread = []
+    for path in sorted((CONF / "metrics").rglob("*.yaml")):
+        cfg = OmegaConf.to_container(OmegaConf.load(path))
+        params = inspect.signature(get_class(cfg["_target_"]).__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for key, value in cfg.items():
+            if key == "_target_":
+                continue
+            if key not in params and not takes_any:
+                unread.append(f"{path.relative_to(CONF)}: {key}")
+            if isinstance(value, dict) and "_target_" in value:
+                get_class(value["_target_"])  # a nested plug-in must at least import
+    assert not unread, "keys the class does not take:\n" + "\n".join(unread)
+
+
+def test_geneval_rule_keys_reach_the_rules():
+    """GenEval takes its rule thresholds as **rules: each one must be a RuleConfig field."""
+    from eval.geneval.evaluate import GenEval
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / "geneval" / "mask2former.yaml"))
+    own = set(inspect.signature(GenEval.__init__).parameters)
+    rules = {k: v for k, v in cfg.items() if k not in own and k != "_target_"}
+    assert rules and GenEval(detector=lambda image: [], color_classifier=None, **rules).rules.__dict__ == rules
+
+
+def test_a_sentinel_metric_key_changes_the_built_metric(tmp_path):
+    """metrics.<name>.<key> on the command line reaches the metric (not a copy of the config)."""
+    from hydra import compose, initialize_config_dir
+
+    from eval.metrics import build_metric
+    from experiments.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="run", overrides=["metrics.clip.batch_size=7", "metrics.efficiency.height=24"])
+    assert build_metric(cfg.metrics.clip).batch_size == 7
+    assert build_metric(cfg.metrics.efficiency, pipeline=None).settings["height"] == 24
