@@ -95,7 +95,7 @@ def _rss() -> int:
 
 def search(side, calib, sub_blocks, total, args, fast):
     evaluator = PrefixCachedDiscrepancy if fast else Discrepancy
-    disc = evaluator(side, calib, batch_size=args.batch_size, device=args.device)
+    disc = evaluator(side, calib, device=args.device)
     with PeakMemory(args.device) as mem:
         t0 = time.perf_counter()
         result = beam_search(disc, sub_blocks, total, args.beam, depth=args.depth, progress=False)

@@ -19,10 +19,13 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from skrr.atomic import atomic_path
+from skrr.compute import Forward
+from skrr.encoder import to_sub_blocks
 from skrr.prompts import check_nonempty, load_prompt_file
 from skrr.tiny import _corpus, cache_root
 
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
+MIN_TOKEN_ROWS = 8
 
 
 def source_prompts(cfg: DictConfig) -> list[str]:
@@ -66,6 +69,9 @@ class Calibration:
     null_target: torch.Tensor  # f_dense(null): (1, L, D)
     key: str
     projected: bool = True  # targets are proj(E(c)) rather than E(c)
+    batch_size: int = 8  # the targets were computed in `encoder_batches(tokens, batch_size, length_buckets)`:
+    length_buckets: bool = True  # the search feeds the encoder the same batches, so D(dense) is exactly 0
+    compute_dtype: torch.dtype | None = None  # and computes in this dtype (None: the model's)
 
 
 @torch.no_grad()
@@ -87,12 +93,12 @@ def weights_fingerprint(*modules, samples: int = 4099) -> list:
     return out
 
 
-def _key(text_side, prompts: list[str], projection: bool) -> str:
+def _key(text_side, prompts: list[str], projection: bool, feed: dict) -> str:
     cfg = text_side.cfg
     ident = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
     fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
-    h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint], sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint, feed], sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
@@ -106,31 +112,63 @@ def token_batches(tokens: dict, batch_size: int, device=None):
         yield rows if device is None else {k: None if v is None else v.to(device) for k, v in rows.items()}
 
 
+def encoder_batches(tokens: dict, batch_size: int, length_buckets: bool = True) -> list[dict]:
+    """The row batches the search feeds the encoder, each with `rows` (its indices into `tokens`).
+
+    Where the pipeline passes a mask, padding changes no real token's output (masked keys get
+    -inf, and T5's relative position bias depends only on distances), and D ignores it: rows are
+    sorted by real length, longest first, and each batch is cut to its longest real prompt.
+    Exact up to float rounding. Without a mask (SD3, FLUX: their denoisers read the padding)
+    rows keep their order and every position."""
+    n = tokens["input_ids"].shape[0]
+    mask = tokens["attention_mask"]
+    if mask is None or not length_buckets:
+        order, lengths = torch.arange(n), torch.full((n,), tokens["input_ids"].shape[1])
+    else:  # right-padded: the real length is one past the last attended position
+        positions = torch.arange(1, mask.shape[1] + 1)
+        lengths = (mask.bool() * positions).amax(dim=1)
+        order = torch.tensor(sorted(range(n), key=lambda r: (-int(lengths[r]), r)))
+    batches = []
+    for s in range(0, n, batch_size):
+        rows = order[s:s + batch_size]
+        # at least MIN_TOKEN_ROWS rows per matrix product: CPU BLAS rounds products of < 4 rows
+        # differently from a stacked batch's, and the prefix cache stacks batches
+        cut = min(max(int(lengths[rows].max()), -(-MIN_TOKEN_ROWS // len(rows))), tokens["input_ids"].shape[1])
+        batches.append({"rows": rows, **{k: None if v is None else v[rows, :cut] for k, v in tokens.items()}})
+    return batches
+
+
 @torch.no_grad()
-def embed(text_side, tokens: dict, projection: bool, batch_size: int, device) -> torch.Tensor:
-    """f = proj(E(c)) (or E(c)) for all rows, fp32 on CPU."""
-    out = []
-    for b in token_batches(tokens, batch_size, device):
-        f = text_side.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])[0]
-        if projection:
-            f = text_side.projection(f.to(next(text_side.projection.parameters()).dtype))
-        out.append(f.float().cpu())
-    return torch.cat(out)
+def embed(text_side, tokens: dict, projection: bool, batch_size: int, device, length_buckets: bool = True,
+          compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """f = proj(E(c)) (or E(c)) for all rows, fp32 on CPU, computed in `encoder_batches` (positions
+    past a batch's cut stay 0: nothing reads them)."""
+    forward, out = Forward(text_side, projection, compute_dtype), None
+    for b in encoder_batches(tokens, batch_size, length_buckets):
+        mask = None if b["attention_mask"] is None else b["attention_mask"].to(device)
+        f = forward(b["input_ids"].to(device), mask)
+        if out is None:
+            out = torch.zeros(*tokens["input_ids"].shape, f.shape[-1])
+        out[b["rows"], :f.shape[1]] = f.cpu()
+    return out
 
 
 def build_calibration(text_side, prompts: list[str], projection: bool = True, batch_size: int = 8,
-                      device="cpu", cache_dir: str | os.PathLike | None = None) -> Calibration:
+                      device="cpu", cache_dir: str | os.PathLike | None = None,
+                      length_buckets: bool = True, compute_dtype: torch.dtype | None = None) -> Calibration:
     """Tokenize as the pipeline does and compute (or load cached) dense targets."""
     if not prompts:
         raise ValueError("calibration prompt set is empty")
-    key = _key(text_side, prompts, projection)
+    to_sub_blocks(text_side.encoder)  # in sub-block form before the fingerprint: its names change
+    feed = {"batch_size": batch_size, "length_buckets": length_buckets, "compute_dtype": compute_dtype}
+    key = _key(text_side, prompts, projection, {**feed, "compute_dtype": str(compute_dtype)})
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
     tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT])
     if path.is_file():
         cached = torch.load(path, map_location="cpu")
-        return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection)
-    target = embed(text_side, tokens, projection, batch_size, device)
-    null_target = embed(text_side, null_tokens, projection, 1, device)
+        return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection, **feed)
+    target = embed(text_side, tokens, projection, batch_size, device, length_buckets, compute_dtype)
+    null_target = embed(text_side, null_tokens, projection, 1, device, length_buckets, compute_dtype)
     with atomic_path(path) as tmp:
         torch.save({"target": target, "null_target": null_target, "prompts": prompts}, tmp)
-    return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection)
+    return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection, **feed)

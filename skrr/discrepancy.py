@@ -10,10 +10,12 @@ computes the same numbers, bit for bit, with far fewer sub-block evaluations.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
-from skrr.calibration import Calibration, token_batches
-from skrr.encoder import find_sub_block_encoder, to_sub_blocks
+from skrr.calibration import Calibration, encoder_batches
+from skrr.compute import Forward
 
 METRICS = ("mse", "cosine")
 
@@ -31,39 +33,46 @@ class Discrepancy:
     (what a search asks for); `disc(schedule)` scores one schedule."""
 
     def __init__(self, text_side, calib: Calibration, metric: str = "mse", projection: bool = True,
-                 null_term: bool = True, batch_size: int = 8, device="cpu"):
+                 null_term: bool = True, device="cpu"):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-        self.enc = find_sub_block_encoder(text_side.encoder) or to_sub_blocks(text_side.encoder)
-        self.n = len(self.enc)
+        # in the dtype the targets were computed in (the calibration's), so D(dense) is exactly 0
+        self.forward = Forward(text_side, projection, calib.compute_dtype)
+        self.enc, self.n = self.forward.enc, len(self.forward.enc)
         self.text_side, self.metric, self.projection = text_side, metric, projection
         self.null_term, self.device = null_term, device
         self.sub_block_evals = 0  # sub-block forward calls x prompts, for benchmarks
-        self.batches = self._batches(calib.tokens, calib.target, batch_size, "C")
+        # the very batches the dense targets were computed in (padding cut where a mask allows)
+        self.batches = self._batches(calib.tokens, calib.target, calib.batch_size, calib.length_buckets, "C")
         if null_term:
-            self.batches += self._batches(calib.null_tokens, calib.null_target, 1, "null")
+            self.batches += self._batches(calib.null_tokens, calib.null_target, 1, calib.length_buckets, "null")
+        self.tokens = sum(b["input_ids"].numel() for b in self.batches)  # fed per full pass
+        self._tick = self._share = None
 
     @staticmethod
-    def _batches(tokens, target, batch_size, group):
-        return [{"group": group, "target": target[s:s + batch_size], **b}
-                for s, b in zip(range(0, len(target), batch_size), token_batches(tokens, batch_size))]
+    def _batches(tokens, target, batch_size, length_buckets, group):
+        return [{"group": group, "target": target[b["rows"], :b["input_ids"].shape[1]], **b}
+                for b in encoder_batches(tokens, batch_size, length_buckets)]
 
     def __call__(self, schedule) -> float:
         return self.evaluate(list(schedule), [{}])[0]
 
     @torch.no_grad()
-    def evaluate(self, parent: list, variants: list[dict]) -> list[float]:
-        """D of each variant (a dict position -> source index or None) of the parent schedule."""
+    def evaluate(self, parent: list, variants: list[dict], tick=None) -> list[float]:
+        """D of each variant (a dict position -> source index or None) of the parent schedule.
+        `tick(k)` reports progress as it goes: k variants' worth of work done (fractions too)."""
+        self._tick = tick or (lambda k: None)
         sums = {g: torch.zeros(len(variants), dtype=torch.float64) for g in ("C", "null")}
         counts = {"C": 0.0, "null": 0.0}
         schedules = [apply_variant(parent, v) for v in variants]
         for bi, b in enumerate(self.batches):
             dev = self.device
             mask = None if b["attention_mask"] is None else b["attention_mask"].to(dev)
-            h0, ctx = self.enc.prepare(input_ids=b["input_ids"].to(dev), attention_mask=mask)
+            h0, ctx = self.forward.prepare(b["input_ids"].to(dev), mask)
+            self._share = b["input_ids"].numel() / self.tokens  # of one variant's work
             target, attend = b["target"].to(dev), b["attend"].to(dev)
             for j, h in enumerate(self._final_states(bi, h0, ctx, parent, variants, schedules)):
-                sums[b["group"]][j] += self._error(self._features(h, ctx), target, attend)
+                sums[b["group"]][j] += self._error(self.forward.features(h, ctx), target, attend)
             counts[b["group"]] += self._count(target, attend)
         d = sums["C"] / counts["C"]
         if self.null_term:
@@ -72,18 +81,27 @@ class Discrepancy:
 
     def _final_states(self, bi, h0, ctx, parent, variants, schedules) -> list[torch.Tensor]:
         """The last hidden state of batch `bi` under each schedule: a full forward each."""
-        return [self._run(h0, ctx, 0, self.n, s) for s in schedules]
+        finals = []
+        for s in schedules:
+            finals.append(self._run(h0, ctx, 0, self.n, s))
+            self._tick(self._share)
+        return finals
+
+    @torch.no_grad()
+    def throughput(self) -> float:
+        """Sub-block evaluations x tokens per second: a dense forward of the first batch, timed."""
+        b = self.batches[0]
+        mask = None if b["attention_mask"] is None else b["attention_mask"].to(self.device)
+        t0 = time.perf_counter()
+        h, ctx = self.forward.prepare(b["input_ids"].to(self.device), mask)
+        self.forward.run(h, ctx, list(range(self.n)))
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return b["input_ids"].numel() * self.n / max(time.perf_counter() - t0, 1e-9)
 
     def _run(self, h, ctx, start, stop, schedule):
         self.sub_block_evals += h.shape[0] * sum(s is not None for s in schedule[start:stop])
-        return self.enc.run(h, ctx, start, stop, schedule)
-
-    def _features(self, h, ctx):
-        f = self.enc.finish(h, ctx)
-        if self.projection:
-            proj = self.text_side.projection
-            f = proj(f.to(next(proj.parameters()).dtype))
-        return f.float()
+        return self.forward.run(h, ctx, schedule, start, stop)
 
     def _error(self, f, target, attend) -> float:
         m = attend.unsqueeze(-1).float()

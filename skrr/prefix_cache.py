@@ -35,9 +35,9 @@ class PrefixCachedDiscrepancy(Discrepancy):
         self._cache_bytes, self._stamp = 0, None
 
     @torch.no_grad()
-    def evaluate(self, parent: list, variants: list[dict]) -> list[float]:
+    def evaluate(self, parent: list, variants: list[dict], tick=None) -> list[float]:
         self._check_cache()
-        return super().evaluate(parent, variants)
+        return super().evaluate(parent, variants, tick)
 
     def _final_states(self, bi, h0, ctx, parent, variants, schedules):
         rows = h0.shape[0]
@@ -61,7 +61,8 @@ class PrefixCachedDiscrepancy(Discrepancy):
     def _wave(self, bi, ctx, members_in, starts, schedules, before, rows):
         """Final states of the variants `members_in`, advanced position by position as one batch."""
         members, parts = [], []  # parts: one state per member, in member order
-        for t in range(min(starts[j] for j in members_in), self.n + 1):
+        first = min(starts[j] for j in members_in)
+        for t in range(first, self.n + 1):
             if members and t < self.n:
                 parts = self._step(parts, [schedules[j][t] for j in members], ctx, rows)
             for j in [j for j in members_in if starts[j] == t]:  # joins at its first change, from the state there
@@ -73,6 +74,7 @@ class PrefixCachedDiscrepancy(Discrepancy):
             if t < self.n:
                 for j, h in zip(members, parts):
                     self._put((bi, tuple(schedules[j][:t + 1])), h)
+            self._tick(len(members_in) * self._share / (self.n + 1 - first))
         by_member = dict(zip(members, parts))
         return [by_member[j] for j in members_in]
 
@@ -85,7 +87,7 @@ class PrefixCachedDiscrepancy(Discrepancy):
             idx = [r for r, s in enumerate(srcs) if s == src]
             h = torch.cat([parts[r] for r in idx]) if len(idx) > 1 else parts[idx[0]]
             self.sub_block_evals += rows * len(idx)
-            h = self.enc.branches[str(src)](h, _repeat_ctx(ctx, rows, len(idx)))
+            h = self.forward.sub_block(src, h, _repeat_ctx(ctx, rows, len(idx)))
             for r, piece in zip(idx, h.split(rows)):
                 out[r] = piece
         return out

@@ -6,18 +6,22 @@ and the baselines are interchangeable everywhere downstream.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from skrr.calibration import Calibration, build_calibration, select_prompts, source_prompts
+from skrr.compute import CHOICES as COMPUTE_DTYPES
+from skrr.compute import choose_compute_dtype
 from skrr.discrepancy import METRICS, Discrepancy
 from skrr.prefix_cache import PrefixCachedDiscrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
 from skrr.models import TextSide, load_text_side
 from skrr.plan import Plan, config_hash, sparsity
 
+log = logging.getLogger(__name__)
 METHODS = {
     "dense": "skrr.prune:run_dense",
     "skrr": "skrr.prune:run_skrr",
@@ -37,10 +41,11 @@ class PruneContext:
     progress: bool = True
 
     def discrepancy(self, cfg: DictConfig, **overrides) -> Discrepancy:
-        """The D evaluator with the method's settings (metric, projection, null term, batching):
+        """The D evaluator with the method's settings (metric, projection, null term; it feeds the
+        encoder the batches the calibration targets were computed in):
         prefix-cached (`fast: true`, the default) or the reference."""
         opts = dict(metric=cfg.get("metric", "mse"), projection=bool(cfg.get("projection", True)),
-                    null_term=bool(cfg.get("null_term", True)), batch_size=int(cfg.get("batch_size", 8)))
+                    null_term=bool(cfg.get("null_term", True)))
         opts.update(overrides)
         if opts["projection"] != self.calib.projected:
             raise ValueError(f"calibration targets were computed with projection={self.calib.projected}; "
@@ -79,6 +84,8 @@ def validate_method(cfg: DictConfig) -> None:
         raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
     if cfg.get("select", "prefix") not in ("prefix", "per_target"):
         raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
+    if cfg.get("compute_dtype", "auto") not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute_dtype {cfg.get('compute_dtype')!r}; choose from {COMPUTE_DTYPES}")
 
 
 def method_fn(name: str):
@@ -87,13 +94,18 @@ def method_fn(name: str):
 
 
 def make_context(model, calibration: DictConfig, device: str = "cpu", projection: bool = True,
-                 batch_size: int = 8, progress: bool = True) -> PruneContext:
+                 batch_size: int = 8, progress: bool = True, compute_dtype: str = "auto") -> PruneContext:
     text_side = model if isinstance(model, TextSide) else load_text_side(model, device=device)
     enc = to_sub_blocks(text_side.encoder)
     tok = text_side.tokenizer
     prompts = select_prompts(source_prompts(calibration), calibration,
                              token_length=lambda p: len(tok(p, add_special_tokens=True).input_ids))
-    calib = build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device)
+    model_dtype = next(enc.parameters()).dtype
+    dtype, why = choose_compute_dtype(compute_dtype, model_dtype, device)
+    if why:
+        log.info(why)
+    calib = build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device,
+                              compute_dtype=None if dtype == model_dtype else dtype)
     return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device, progress)
 
 
@@ -103,7 +115,8 @@ def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, devi
     method, calibration = OmegaConf.create(method), OmegaConf.create(calibration)
     validate_method(method)
     ctx = make_context(model, calibration, device, projection=bool(method.get("projection", True)),
-                       batch_size=int(method.get("batch_size", 8)), progress=progress)
+                       batch_size=int(method.get("batch_size", 8)), progress=progress,
+                       compute_dtype=str(method.get("compute_dtype", "auto")))
     with torch.no_grad():
         plans = method_fn(method.name)(ctx, method, targets_of(method))
     for plan in plans:

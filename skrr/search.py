@@ -8,12 +8,16 @@ Re-use: for each skipped i in S* order, try running the nearest kept same-type s
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from skrr.encoder import SubBlock
 from skrr.plan import make_schedule, sparsity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,29 +31,53 @@ class SearchResult:
 def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, depth: int | None = None,
                 target: float | None = None, progress: bool = True) -> SearchResult:
     """Search until `depth`, or (depth None) until the best beam reaches sparsity `target`.
-    `disc` is a `Discrepancy` (or anything with its `evaluate(parent, variants)`)."""
+    `disc` is a `Discrepancy` (or anything with its `evaluate(parent, variants, tick)`). With
+    `progress`, logs a cost estimate first and shows candidates scored per depth, with an ETA."""
     if beam_width < 1:
         raise ValueError(f"beam width must be >= 1, got {beam_width}")
     n = len(sub_blocks)
     max_depth = min(depth or n, n)
+    if progress:
+        planned = max_depth if depth or target is None else min(n, math.ceil(target * total / (
+            sum(b.num_params for b in sub_blocks) / n)))
+        log.info(cost_estimate(disc, n, beam_width, planned, estimated_depth=not depth))
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     result = SearchResult(order=[], depth_d=[])
-    bar = tqdm(total=max_depth, desc=f"skip k={beam_width}", disable=not progress, leave=False)
-    for _ in range(max_depth):
+    for d in range(max_depth):
         cands = _expand(beams, n)
-        scored = _score(disc, cands, n)
+        last = f", D={beams[0][1]:.4g}" if d else ""
+        with tqdm(total=len(cands), desc=f"skip k={beam_width} depth {d + 1}{last}", disable=not progress,
+                  leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} candidates "
+                                          "[{elapsed}<{remaining}]") as bar:
+            scored = _score(disc, cands, n, bar.update)
         scored.sort(key=lambda c: (c[1], sorted(c[0])))
         beams = scored[:beam_width]
         result.beams.append(beams)
         result.depth_d.append(beams[0][1])
         result.evaluated += len(cands)
-        bar.update(1)
-        bar.set_postfix(D=f"{beams[0][1]:.3g}")
         if depth is None and target is not None and sparsity(sub_blocks, beams[0][0], total) >= target:
             break
-    bar.close()
     result.order = list(beams[0][0])
     return result
+
+
+def cost_estimate(disc, n: int, beam_width: int, depth: int, estimated_depth: bool = False) -> str:
+    """What the search will cost: candidates, sub-block evaluations x tokens for a full forward
+    per candidate (the reference evaluator; an upper bound), and the time at the throughput of a
+    dense forward of the first calibration batch."""
+    cands = sum(n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1)) for t in range(depth))
+    evals = sum((n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1))) * (n - t - 1) for t in range(depth))
+    evals += 3 * depth * n  # re-use: about three schedules per skipped position
+    rate = disc.throughput()
+    work = evals * disc.tokens
+    return (f"search cost estimate: depth {'~' if estimated_depth else ''}{depth}, <= {cands:,} candidates; "
+            f"<= {evals:,} sub-block evaluations x {disc.tokens:,} tokens = {work:.3g}; at {rate:.3g} "
+            f"sub-block-tokens/s (dense forward of the first batch): <= {_duration(work / rate)} "
+            f"(the prefix cache needs several times fewer evaluations)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _expand(beams, n):
@@ -64,14 +92,14 @@ def _expand(beams, n):
     return cands
 
 
-def _score(disc, cands, n):
+def _score(disc, cands, n, tick=None):
     """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's states)."""
     by_parent: dict[tuple, list[int]] = {}
     for seq, i in cands:
         by_parent.setdefault(tuple(seq), []).append(i)
     out = []
     for seq, adds in by_parent.items():
-        ds = disc.evaluate(make_schedule(n, seq), [{i: None} for i in adds])
+        ds = disc.evaluate(make_schedule(n, seq), [{i: None} for i in adds], tick)
         out += [(list(seq) + [i], d) for i, d in zip(adds, ds)]
     return out
 

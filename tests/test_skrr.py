@@ -209,7 +209,7 @@ def test_null_term_changes_the_plan(tokenizer, tmp_path):
 def test_reuse_lowers_d_and_shares_weights(tokenizer, tmp_path):
     model, proj = seeded_model(seed=1)
     fresh = copy.deepcopy(model)
-    enc, disc, _ = setup(model, proj, tokenizer, tmp_path)
+    enc, disc, calib = setup(model, proj, tokenizer, tmp_path)
     skip = beam_search(disc, enc.sub_blocks, 1, 3, depth=6, progress=False).order
     d_skip = disc(make_schedule(len(enc), skip))
     reuse, trace = reuse_phase(disc, enc.sub_blocks, skip, progress=False)
@@ -228,18 +228,7 @@ def test_reuse_lowers_d_and_shares_weights(tokenizer, tmp_path):
     assert len(ptrs) == len(set(ptrs))
     # and the pruned model really computes the D that re-use reported
     side = text_side(pruned, proj, tokenizer)
-    assert Discrepancy(side, disc_calib(disc))(penc.schedule) == pytest.approx(trace[-1], rel=1e-6)
-
-
-def disc_calib(disc):
-    from skrr.calibration import Calibration
-
-    c = [b for b in disc.batches if b["group"] == "C"]
-    n = [b for b in disc.batches if b["group"] == "null"]
-    cat = lambda key, bs: torch.cat([b[key] for b in bs])  # noqa: E731
-    tokens = {"input_ids": cat("input_ids", c), "attention_mask": cat("attention_mask", c), "attend": cat("attend", c)}
-    null = {"input_ids": cat("input_ids", n), "attention_mask": cat("attention_mask", n), "attend": cat("attend", n)}
-    return Calibration([], tokens, null, cat("target", c), cat("target", n), "copy")
+    assert Discrepancy(side, calib)(penc.schedule) == pytest.approx(trace[-1], rel=1e-6)
 
 
 def run_search(disc, enc, k, depth):
@@ -332,3 +321,52 @@ def test_fast_cache_follows_in_place_weight_edits(tokenizer, tmp_path):
     with torch.no_grad():
         enc.branches["4"].layer.SelfAttention.o.weight.mul_(0.5)
     assert fast.evaluate(parent, variants) == slow.evaluate(parent, variants)
+
+
+# --- length buckets: no work on padding nobody reads ------------------------------------------------
+def mixed_length_prompts(n=20, seed=4):
+    """Captions cut to 1..6 words, so the batches carry very different amounts of padding."""
+    words = [p.split() for p in _corpus(n, seed)]
+    g = torch.Generator().manual_seed(seed)
+    return [" ".join(w[:int(torch.randint(1, 7, (1,), generator=g))]) for w in words]
+
+
+def test_batches_are_cut_to_the_longest_real_prompt_only_where_a_mask_is_passed(tokenizer):
+    from skrr.calibration import MIN_TOKEN_ROWS, encoder_batches
+
+    side = text_side(seeded_model()[0], None, tokenizer)
+    tokens = side.tokenize(mixed_length_prompts())
+    lengths = tokens["attention_mask"].sum(1)
+    batches = encoder_batches(tokens, 8)
+    rows = torch.cat([b["rows"] for b in batches])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every prompt once
+    assert lengths[rows].tolist() == sorted(lengths.tolist(), reverse=True)  # longest first
+    for b in batches:
+        assert b["input_ids"].shape[1] == max(lengths[b["rows"]].max(), -(-MIN_TOKEN_ROWS // len(b["rows"])))
+        assert torch.equal(b["attend"], tokens["attend"][b["rows"], :b["input_ids"].shape[1]])
+    assert not any(tokens["attend"][rows[:8], batches[0]["input_ids"].shape[1]:].flatten())  # only padding was cut
+    [null] = encoder_batches(side.tokenize([""]), 1)
+    assert null["input_ids"].shape[1] == MIN_TOKEN_ROWS < MAX_LEN
+    no_mask = {**tokens, "attention_mask": None, "attend": torch.ones_like(tokens["attend"])}  # SD3/FLUX feeding
+    for s, b in zip(range(0, 20, 8), encoder_batches(no_mask, 8)):
+        assert b["rows"].tolist() == list(range(s, min(s + 8, 20))) and b["input_ids"].shape[1] == MAX_LEN
+
+
+def test_cut_batches_give_the_full_length_d_and_the_same_plan(tokenizer, tmp_path):
+    """T5's relative position bias makes the cut exact only because masked keys are excluded: the D
+    of cut batches equals the full-length D up to float rounding, and the search picks the same plan."""
+    model, proj = seeded_model(seed=2)
+    side = text_side(model, proj, tokenizer)
+    enc = to_sub_blocks(model)
+    prompts = mixed_length_prompts()
+    discs = {cut: PrefixCachedDiscrepancy(side, build_calibration(side, prompts, cache_dir=tmp_path / str(cut),
+                                                                  length_buckets=cut)) for cut in (True, False)}
+    assert sum(b["input_ids"].numel() for b in discs[True].batches) < 0.7 * sum(
+        b["input_ids"].numel() for b in discs[False].batches)
+    variants = [{i: None} for i in range(len(enc))] + [{0: None, 5: None}, {2: 0, 7: None}]
+    full, cut = (discs[c].evaluate(list(range(len(enc))), variants) for c in (False, True))
+    assert cut == pytest.approx(full, rel=1e-5, abs=1e-9)
+    (order, depth_d, _, (reuse, _)), (order_full, depth_d_full, _, (reuse_full, _)) = (
+        run_search(discs[c], enc, 2, 6) for c in (True, False))
+    assert (order, reuse) == (order_full, reuse_full)
+    assert depth_d == pytest.approx(depth_d_full, rel=1e-5)
