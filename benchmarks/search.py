@@ -161,6 +161,77 @@ def bench_model(name, args):
     return side, slow, fast
 
 
+def paper_length_prompts(tokenizer, count, seed=0, lo=150, hi=250):
+    """Captions of lo..hi tokens (the paper kept such COCO captions), from the offline corpus."""
+    words = " ".join(_corpus(400, seed)).split()
+    g = torch.Generator().manual_seed(seed)
+    prompts, start = [], 0
+    for _ in range(count):
+        want, n = int(torch.randint(lo, hi + 1, (1,), generator=g)), 1
+        while len(tokenizer(" ".join(words[start:start + n])).input_ids) < want:
+            n += 1
+        prompts.append(" ".join(words[start:start + n]))
+        start = (start + n) % (len(words) // 2)
+    return prompts
+
+
+@torch.no_grad()
+def bench_buckets(args):
+    """Length buckets on a paper-like mix: prompts of 150-250 tokens padded to 300, plus the null prompt."""
+    side = build_side(d_model=128, d_ff=256, num_heads=4, d_kv=32, layers=4, max_length=300, caption=96,
+                      device=args.device)
+    enc = to_sub_blocks(side.encoder)
+    prompts = paper_length_prompts(side.tokenizer, args.bucket_prompts)
+    lengths = [len(side.tokenizer(p).input_ids) for p in prompts]
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for cut in (False, True):
+            calib = build_calibration(side, prompts, batch_size=args.batch_size, device=args.device,
+                                      cache_dir=f"{tmp}/{cut}", length_buckets=cut)
+            runs[cut] = search(side, calib, enc.sub_blocks, total_params(side.encoder), args, fast=True)
+            runs[cut]["tokens"] = PrefixCachedDiscrepancy(side, calib).tokens
+    full, cut = runs[False], runs[True]
+    same = full["plan"][0] == cut["plan"][0] and full["plan"][3] == cut["plan"][3]
+    rel = max(abs(a - b) / max(abs(a), 1e-30) for a, b in zip(full["plan"][1], cut["plan"][1]))
+    print(f"\n## length buckets: {len(prompts)} prompts of {min(lengths)}-{max(lengths)} tokens padded to 300 + the "
+          f"null prompt, T5 d_model=128, {len(enc)} sub-blocks, k={args.beam}, depth={args.depth}, fast search")
+    print(f"| {'':24} | {'every position':>14} | {'length buckets':>14} | {'ratio':>7} |")
+    print(f"|{'-' * 26}|{'-' * 16}|{'-' * 16}|{'-' * 9}|")
+    print(f"| {'tokens per pass':24} | {full['tokens']:>14,} | {cut['tokens']:>14,} | "
+          f"{ratio(full['tokens'], cut['tokens']):>7} |")
+    print(f"| {'wall time (s)':24} | {full['seconds']:>14.2f} | {cut['seconds']:>14.2f} | "
+          f"{ratio(full['seconds'], cut['seconds']):>7} |")
+    print(f"plans identical: {'yes' if same else 'NO'}; largest relative D difference per depth: {rel:.2g}")
+    assert same, "length buckets changed the plan"
+
+
+@torch.no_grad()
+def bench_compute_dtype(args, rows=512, width=4096):
+    """A bf16 Linear on this CPU: as stored (bf16) vs weights cast to fp32 for the call."""
+    from skrr.compute import cpu_slowdown, weights_in
+
+    lin = torch.nn.Linear(width, width, bias=False).to(torch.bfloat16)
+    x = torch.randn(rows, width)
+
+    def best(fn, repeats=3):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    def upcast():
+        with weights_in(torch.float32, lin):
+            lin(x)
+
+    bf16, fp32 = best(lambda: lin(x.bfloat16())), best(upcast)
+    print(f"\n## compute dtype: {width}x{width} bf16 Linear on {rows} rows, {torch.get_num_threads()} thread(s)")
+    print(f"bf16 as stored {bf16:.3f} s, fp32 with the weights cast per call {fp32:.3f} s: {ratio(bf16, fp32)} faster; "
+          f"probe (bf16/fp32 matmul): {cpu_slowdown(torch.bfloat16):.2f}x")
+
+
 def paper_estimate(args, cost_attn, cost_ffn, measured_ratio):
     """Sub-block x prompt evaluations of the paper's search, times a per-sub-block cost."""
     n, depth, k, prompts, tokens = 48, 24, 3, 1000, 300
@@ -193,7 +264,10 @@ def paper_estimate(args, cost_attn, cost_ffn, measured_ratio):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["tiny", "xxl-slice"], choices=sorted(PRESETS))
+    ap.add_argument("--models", nargs="*", default=["tiny", "xxl-slice"], choices=sorted(PRESETS))
+    ap.add_argument("--only", choices=["fast", "buckets", "dtype"], help="run one part (default: all)")
+    ap.add_argument("--bucket-prompts", type=int, default=16, dest="bucket_prompts",
+                    help="prompts in the length-bucket comparison")
     ap.add_argument("--layers", type=int, help="T5 blocks (2 sub-blocks each); default per model")
     ap.add_argument("--prompts", type=int, help="calibration prompts; default per model")
     ap.add_argument("--max-length", type=int, dest="max_length", help="tokens per prompt; default per model")
@@ -211,6 +285,13 @@ def main():
         ap.error("--beam and --depth must be >= 1")
     torch.set_num_threads(args.threads)
     depth_arg = args.depth
+    if args.only in (None, "buckets"):
+        args.depth = depth_arg or 4
+        bench_buckets(args)
+    if args.only in (None, "dtype") and args.device == "cpu":
+        bench_compute_dtype(args)
+    if args.only not in (None, "fast"):
+        return
     ratios = []
     for name in args.models:
         args.depth = depth_arg

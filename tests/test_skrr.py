@@ -301,7 +301,8 @@ def test_cli_writes_a_plan_that_applies(tmp_path, skrr_cache):
 
 
 @pytest.mark.parametrize("override,message", [("method.beam_width=0", "beam width"),
-                                               ("method.sparsity=1.0", "sparsity")])
+                                               ("method.sparsity=1.0", "sparsity"),
+                                               ("method.compute_dtype=float64", "compute_dtype")])
 def test_cli_rejects_bad_input(tmp_path, skrr_cache, override, message):
     out = skrr_prune(tmp_path, override)
     assert out.returncode == 2
@@ -370,3 +371,58 @@ def test_cut_batches_give_the_full_length_d_and_the_same_plan(tokenizer, tmp_pat
         run_search(discs[c], enc, 2, 6) for c in (True, False))
     assert (order, reuse) == (order_full, reuse_full)
     assert depth_d == pytest.approx(depth_d_full, rel=1e-5)
+
+
+# --- compute dtype and progress -------------------------------------------------------------------
+def test_weights_in_computes_in_fp32_without_touching_the_stored_weights():
+    from skrr.compute import weights_in
+
+    lin = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    stored = [(p.data_ptr(), p.dtype) for p in lin.parameters()]
+    x = torch.randn(4, 16)
+    with weights_in(torch.float32, lin):
+        y = lin(x)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, torch.nn.functional.linear(x, lin.weight.float(), lin.bias.float()))
+    assert [(p.data_ptr(), p.dtype) for p in lin.parameters()] == stored
+
+
+def test_choose_compute_dtype():
+    from skrr.compute import choose_compute_dtype
+
+    assert choose_compute_dtype("auto", torch.float32, "cpu") == (torch.float32, None)
+    assert choose_compute_dtype("bfloat16", torch.bfloat16, "cpu") == (torch.bfloat16, None)
+    dtype, why = choose_compute_dtype("float32", torch.bfloat16, "cpu")
+    assert dtype == torch.float32 and "float32" in why
+    with pytest.raises(ValueError, match="compute_dtype"):
+        choose_compute_dtype("float64", torch.float32, "cpu")
+
+
+def test_bf16_model_searched_in_fp32_matches_the_fp32_model(tokenizer, tmp_path):
+    """Weights stay bf16; each sub-block computes in fp32: D(dense) is exactly 0, fast == reference
+    bit for bit, and the plan is the one of the same weights held in fp32."""
+    model, proj = seeded_model()
+    model, proj = model.to(torch.bfloat16), proj.to(torch.bfloat16)
+    wide = copy.deepcopy(model).float(), copy.deepcopy(proj).float()
+    side = text_side(model, proj, tokenizer)
+    enc = to_sub_blocks(model)
+    calib = build_calibration(side, _corpus(16, 3), cache_dir=tmp_path / "bf16", compute_dtype=torch.float32)
+    fast, slow = PrefixCachedDiscrepancy(side, calib), Discrepancy(side, calib)
+    assert fast(list(range(len(enc)))) == 0.0
+    expected = run_search(slow, enc, 2, 4)
+    assert run_search(fast, enc, 2, 4) == expected
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    _, ref, _ = setup(*wide, tokenizer, tmp_path)
+    reference = run_search(ref, to_sub_blocks(wide[0]), 2, 4)
+    assert expected[0] == reference[0]
+    assert expected[1] == pytest.approx(reference[1], rel=1e-6)  # bf16 weights are exact in fp32
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_progress_ticks_add_up_to_the_variants(tokenizer, tmp_path, fast):
+    model, proj = seeded_model()
+    enc, disc, _ = setup(model, proj, tokenizer, tmp_path, fast=fast)
+    ticks = []
+    disc.evaluate(make_schedule(len(enc), [4]), [{i: None} for i in (0, 3, 7, 11)], ticks.append)
+    assert len(ticks) > 4 and sum(ticks) == pytest.approx(4)
+    assert disc.throughput() > 0
