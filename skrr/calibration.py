@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,11 +127,33 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     key = _key(text_side, prompts, projection)
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
     tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT])
-    if path.is_file():
-        cached = torch.load(path, map_location="cpu")
+    cached = _load_cache(path, prompts)
+    if cached is not None:
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection)
     target = embed(text_side, tokens, projection, batch_size, device)
     null_target = embed(text_side, null_tokens, projection, 1, device)
-    with atomic_path(path) as tmp:
-        torch.save({"target": target, "null_target": null_target, "prompts": prompts}, tmp)
+    _save_cache({"target": target, "null_target": null_target, "prompts": prompts}, path)
     return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection)
+
+
+def _load_cache(path: Path, prompts: list[str]) -> dict | None:
+    """The cached targets, or None when there are none or the file is damaged (then they are re-made)."""
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu")
+        if cached["prompts"] != prompts or cached["target"].shape[0] != len(prompts):
+            raise ValueError("it holds other prompts")
+        return cached
+    except Exception as e:  # a damaged cache costs one re-computation, never the run
+        warnings.warn(f"calibration cache {path} is unreadable ({type(e).__name__}: {e}); computing it again")
+        return None
+
+
+def _save_cache(obj: dict, path: Path) -> None:
+    """Written beside `path`, flushed to disk, then renamed: a process killed at any point leaves
+    either no cache or a whole one (a stray `.<name>.*` temporary is never read)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
