@@ -79,7 +79,12 @@ class Store:
                 rec = self.record(kind, key)  # a parallel job may have finished it while we waited
                 if rec is None:
                     start = time.perf_counter()
-                    result = fn(out)
+                    try:
+                        result = fn(out)
+                    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: say where (the innermost stage)
+                        if getattr(e, "stage", None) is None:
+                            e.stage = f"{kind}/{key}"
+                        raise
                     rec = {"stage": kind, "key": key, "seconds": time.perf_counter() - start,
                            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": plain(inputs),
                            "output": result}

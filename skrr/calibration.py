@@ -23,6 +23,7 @@ from skrr.atomic import atomic_path
 from skrr.prompts import check_nonempty, load_prompt_file
 from skrr.tiny import _corpus, cache_root
 
+SOURCES = ("file", "hf", "builtin")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 
 
@@ -44,6 +45,23 @@ def source_prompts(cfg: DictConfig) -> list[str]:
     if "." in src:
         return check_nonempty(list(get_object(src)(int(cfg.pool), int(cfg.seed))), src)
     raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+
+
+def check_calibration(cfg: DictConfig) -> None:
+    """Cheap checks before any model loads: the sample size, the source, and that a prompt file has a prompt."""
+    size = cfg.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"calibration.size must be a whole number >= 1, got {size!r}")
+    src = str(cfg.get("source"))
+    if src not in SOURCES and "." not in src:
+        raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+    if cfg.source == "file":
+        path = Path(str(cfg.path))
+        if not path.exists():
+            raise FileNotFoundError(f"calibration file {path} not found (calibration.path)")
+        with open(path, errors="replace") as f:  # the first non-blank line is enough: never reads a big file whole
+            if not any(line.strip() for line in f):
+                raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
 
 
 def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> list[str]:
