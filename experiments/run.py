@@ -121,7 +121,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
         torch.set_num_threads(int(cfg.threads))
     rank, world = resolve_rank()
-    store, ev, model = Store(cfg.paths.root), cfg.eval, plain(cfg.model)
+    store, ev, model = Store(cfg.paths.root, bool(cfg.get("verify"))), cfg.eval, plain(cfg.model)
     device, dtype, sampler = local_device(ev.device), ev.get("dtype"), plain(ev.sampler)
     plans = Plans(model, plain(cfg.method), plain(cfg.calibration), tuple(job_targets(cfg)))
     plan_rec = plans.run(store, local_device(cfg.device), cfg.progress)
