@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from omegaconf.errors import MissingMandatoryValue
@@ -28,11 +29,15 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+RESUMES = "finished work is kept: run the same command again to resume"
+
+
 @contextlib.contextmanager
-def fail_fast():
+def fail_fast(on_interrupt: str = RESUMES):
     """Bad input ends the app with `error: ...` and exit status 2; an interrupt with where it stopped
-    and how to resume, exit status 128 + signal number. Neither prints a traceback."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    and `on_interrupt` (what a re-run does), exit status 128 + signal number. Neither prints a traceback."""
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
         yield
     except MissingMandatoryValue as e:  # a `???` in a config group left unset
@@ -45,9 +50,9 @@ def fail_fast():
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
         stage = getattr(e, "stage", None)
-        where = f"in stage {stage}" if stage else "outside any stage"
-        print(f"interrupted ({signal.Signals(signum).name}) {where}; finished work is kept: "
-              "run the same command again to resume", file=sys.stderr)
+        where = f" in stage {stage}" if stage else ""
+        print(f"interrupted ({signal.Signals(signum).name}){where}; {on_interrupt}", file=sys.stderr)
         sys.exit(128 + signum)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

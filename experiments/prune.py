@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)
 def main(cfg: DictConfig) -> None:
-    with fail_fast():
+    with fail_fast("nothing is resumed: run the same command again (the calibration targets stay cached)"):
         run(cfg)
 
 

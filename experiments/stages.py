@@ -133,11 +133,9 @@ class Store:
             start = time.perf_counter()
             try:
                 result = fn(out)
-            except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: say where (the innermost stage)
-                if getattr(e, "stage", None) is None:
-                    e.stage = f"{kind}/{key}"
-                raise
-            except BaseException:
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt) and getattr(e, "stage", None) is None:
+                    e.stage = f"{kind}/{key}"  # Ctrl-C / SIGTERM: say where (the innermost stage)
                 if made and not any(out.iterdir()):  # a failed first attempt leaves no empty folder
                     out.rmdir()
                 raise

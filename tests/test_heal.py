@@ -16,8 +16,8 @@ from test_run import compose_run, stage_log
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 TOY = ["model=toyworld", "eval=toyworld", "method=dense", "eval.metrics=[dreamsim,geneval]",
-       "eval.prompts.toyworld.n=6", "eval.sampler.num_inference_steps=2", "progress=false", "threads=1"]
-TINY = ["method=skrr", "method.beam_width=1", "sparsity=[0.2,0.4]", "calibration.size=8", "eval.metrics=[fid,efficiency]",
+       "eval.prompts.text.n=6", "eval.sampler.num_inference_steps=2", "progress=false", "threads=1"]
+TINY = ["method=skrr", "method.beam_width=1", "sparsity=[0.2,0.4]", "calibration.size=8", "eval.metrics=[clip,efficiency]",
         "eval.prompts.text=[a red cube,two blue balls,a cat]", "progress=false"]
 
 
@@ -65,20 +65,20 @@ def test_same_size_damage_is_found_with_verify(tmp_path):
     assert stage_log(tmp_path)[-1]["remade"] == {"00002.png": "content changed (hash differs)"}
 
 
-def test_a_deleted_plan_and_a_deleted_fid_reference_are_made_again(tmp_path):
+def test_a_deleted_plan_and_a_deleted_metric_record_are_made_again(tmp_path):
     low, high = run_job(compose_run(tmp_path, *TINY, fast=False), "t")
     plan = Path(high["artifacts"]["plan"])
-    fid_ref = next((tmp_path / "features").glob("*/fid_ref.npz"))
+    metric = next(e["key"] for e in stage_log(tmp_path) if e["stage"] == "metrics")  # its record is its only file
     plan.unlink()
-    fid_ref.unlink()
+    (tmp_path / "metrics" / metric / "stage.json").unlink()
     before = stage_log(tmp_path)
 
     out = cli(f"paths.root={tmp_path}", *TINY)
     assert f"plans/{plan.parent.name}: {plan.name} missing; making it again" in out
-    assert f"features/{fid_ref.parent.name}: fid_ref.npz missing; making it again" in out
-    assert plan.is_file() and fid_ref.is_file()
-    assert sorted(e["stage"] for e in stage_log(tmp_path)[len(before):]) == ["features", "plans"]
-    rows = load_results(tmp_path / "results" / "adhoc.jsonl")  # the same plans, so the same rows (not appended twice)
+    assert plan.is_file()
+    assert [(e["stage"], e["key"]) for e in stage_log(tmp_path)[len(before):]] == [
+        ("plans", plan.parent.name), ("metrics", metric)]  # the same plans, so the images are reused
+    rows = load_results(tmp_path / "results" / "adhoc.jsonl")
     assert [r["metrics"] for r in rows] == [low["metrics"], high["metrics"]]
 
 
@@ -88,3 +88,24 @@ def test_a_damaged_stage_record_reruns_the_stage(tmp_path):
     record.write_text(record.read_text()[:20])  # torn JSON
     again = run_job(compose_run(tmp_path, "method=dense", "eval.metrics=[efficiency]", "progress=false", fast=False), "t")
     assert again[0]["ran"] == ["plan"] and json.loads(record.read_text())["files"]
+
+
+def test_a_failed_or_interrupted_first_attempt_leaves_no_empty_stage_folder(tmp_path):
+    import pytest
+
+    from experiments.stages import Store
+
+    store = Store(tmp_path)
+
+    def fails(out):
+        raise ValueError("bad input found late")
+
+    def interrupted(out):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ValueError):
+        store.run("plans", "k1", fails)
+    with pytest.raises(KeyboardInterrupt) as e:
+        store.run("plans", "k2", interrupted)
+    assert e.value.stage == "plans/k2"
+    assert not (tmp_path / "plans" / "k1").exists() and not (tmp_path / "plans" / "k2").exists()

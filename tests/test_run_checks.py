@@ -46,8 +46,8 @@ def test_cli_rejects_an_empty_sparsity_list_and_a_missing_gpu_in_one_line(tmp_pa
 
 
 def test_inputs_rejected_before_any_model_loads(tmp_path, monkeypatch, capsys):
-    for name in ("load_run_pipeline", "make_plans"):
-        monkeypatch.setattr(S, name, lambda *a, **k: pytest.fail("a rejected run got past validation"))
+    monkeypatch.setattr(S, "load_run_pipeline", lambda *a, **k: pytest.fail("a rejected run loaded a pipeline"))
+    monkeypatch.setattr(S.Plans, "make", lambda *a, **k: pytest.fail("a rejected run started pruning"))
     blank = tmp_path / "blank.txt"
     blank.write_text("\n   \n\n")
     cases = [(["sparsity=[0.2,1.0]"], "sparsity must be in [0, 1)"),
@@ -110,5 +110,5 @@ def test_sigterm_ends_with_the_same_one_line_account(capsys):
         time.sleep(30)  # the handler raises long before this ends
     err = capsys.readouterr().err
     assert e.value.code == 128 + signal.SIGTERM
-    assert err == "interrupted (SIGTERM) outside any stage; finished work is kept: run the same command again to resume\n"
+    assert err == "interrupted (SIGTERM); finished work is kept: run the same command again to resume\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler does not outlive the app
