@@ -77,7 +77,7 @@ def report(cfg: DictConfig) -> list[str]:
 
 @hydra.main(config_path=CONF_DIR, config_name="inspect", version_base=None)
 def _app(cfg: DictConfig) -> None:
-    with fail_fast():
+    with fail_fast("nothing was written: run the same command again"):
         print("\n".join(report(cfg)))
 
 

@@ -13,6 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.cli import CONF_DIR, fail_fast
+from skrr.calibration import check_calibration
+from skrr.models import check_device
 from skrr.prune import prune, validate_method
 
 log = logging.getLogger("skrr-prune")
@@ -35,6 +37,9 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
 
 def run(cfg: DictConfig) -> None:
     validate_method(cfg.method)
+    check_device(cfg.device)
+    if cfg.method.name != "dense":
+        check_calibration(cfg.calibration)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     plans = prune(cfg.model, cfg.method, cfg.calibration, device=cfg.device, progress=cfg.progress)
     for plan in plans:
@@ -48,7 +53,7 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)
 def main(cfg: DictConfig) -> None:
-    with fail_fast():
+    with fail_fast("nothing is resumed: run the same command again (the calibration targets stay cached)"):
         run(cfg)
 
 

@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from experiments.results import load_results
+from experiments.results import read_results
 
 METHOD_ORDER = ["dense", "shortgpt", "laco", "finercut", "skrr"]
 METHOD_NAMES = {"dense": "Dense", "shortgpt": "ShortGPT", "laco": "LaCo", "finercut": "FinerCut", "skrr": "Skrr"}
@@ -192,9 +192,11 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
 def report(results: str | Path, out: str | Path | None = None) -> dict:
     """Write tables and plots for every model in the results file; returns {model: {name: path}}."""
     results = Path(results)
-    rows = load_results(results)
-    if not rows:
-        raise ValueError(f"{results} holds no results; run a sweep first")
+    found = read_results(results)
+    if not found.rows:
+        raise ValueError(f"{found.summary()}; nothing to report (run a sweep first)")
+    print(f"read {found.summary()}")  # what was found, malformed lines included: none is dropped in silence
+    rows = found.rows
     out = Path(out) if out else results.parent.parent / "reports" / results.stem
     by_model = defaultdict(list)
     for r in rows:

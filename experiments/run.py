@@ -34,20 +34,26 @@ def job_targets(cfg: DictConfig) -> list[float]:
     """Sparsity targets of this job: dense has one (0); `sparsity` (the sweep's list) overrides method.sparsity."""
     from skrr.prune import targets_of
 
-    if cfg.method.name == "dense":
-        return [0.0]
     source = cfg.method if cfg.get("sparsity") is None else {"sparsity": cfg.sparsity}
-    return sorted(set(targets_of(OmegaConf.create(source))))
+    targets = sorted(set(targets_of(OmegaConf.create(source))))  # checked for dense too: a sweep's bad list fails every job
+    return [0.0] if cfg.method.name == "dense" else targets
 
 
 def validate(cfg: DictConfig) -> tuple[dict, dict]:
     """Check everything cheap before anything heavy loads; returns the eval prompt sets and the
     chosen metrics' configs."""
+    from eval.generate import local_device
     from eval.metrics import metric_class
     from eval.prompts import prompt_sets
+    from skrr.calibration import check_calibration
+    from skrr.models import check_device
     from skrr.prune import validate_method
 
     validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
+    check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
+    check_device(local_device(cfg.device), "device")
+    if cfg.method.name != "dense":  # dense needs no calibration
+        check_calibration(cfg.calibration)
     unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
@@ -115,7 +121,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
         torch.set_num_threads(int(cfg.threads))
     rank, world = resolve_rank()
-    store, ev, model = Store(cfg.paths.root), cfg.eval, plain(cfg.model)
+    store, ev, model = Store(cfg.paths.root, bool(cfg.get("verify"))), cfg.eval, plain(cfg.model)
     device, dtype, sampler = local_device(ev.device), ev.get("dtype"), plain(ev.sampler)
     plans = Plans(model, plain(cfg.method), plain(cfg.calibration), tuple(job_targets(cfg)))
     plan_rec = plans.run(store, local_device(cfg.device), cfg.progress)

@@ -6,14 +6,16 @@ content-addressed artifacts under one root (`paths.root`, default runs/):
     metrics/<key>/                     Score:  metric cfg + the images it reads (+ the dense images)
     stage_log.jsonl                    one line each time a stage actually runs (resume audit)
 
-A stage is done when its `stage.json` exists (written last, atomically); a done stage is
-skipped, so a killed sweep re-run does only what is missing. A lock per stage makes parallel
+A stage is done when its `stage.json` exists (written last, atomically) and the files it lists
+are intact; a done stage is skipped, so a killed sweep re-run does only what is missing, and a
+damaged artifact (a truncated image, a deleted plan) is made again. A lock per stage makes parallel
 jobs that need the same artifact (the dense images) wait for one producer instead of racing.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from skrr.plan import Plan, write_json_atomic
 
 DONE = "stage.json"
 DENSE = {"skip": [], "reuse": {}, "weights": None}  # the plan identity of the dense model
+log = logging.getLogger("skrr-run")
 
 
 def plain(cfg):
@@ -47,6 +50,16 @@ def digest(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def written(out: Path) -> dict[str, list]:
+    """{relative path: [size, content hash]} of the files a stage wrote (temporaries and locks excluded)."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and rel != DONE and not path.name.startswith(".") and path.suffix not in (".lock", ".tmp"):
+            files[rel] = [path.stat().st_size, file_digest(path)]
+    return files
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -57,38 +70,85 @@ def file_digest(path: Path) -> str:
 
 class Store:
     """The artifact root, and the one place stage artifacts are written and checked.
-    `run(kind, key, fn, inputs)` does fn(dir) once per (kind, key)."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    `run(kind, key, fn, inputs)` does fn(dir) once per (kind, key). The stage's `stage.json` lists
+    every file fn wrote, with its size and content hash. Reuse checks that each is there with its
+    size every time (cheap) and, with `verify`, its hash; a stage with a missing or damaged file
+    drops those files and its record and runs again (a resuming stage, like images, redoes only them).
+    """
+
+    def __init__(self, root: str | os.PathLike, verify: bool = False):
+        self.root, self.verify = Path(root), verify
+        self._remade: dict[tuple[str, str], dict] = {}  # what a reuse check found, for the stage log
 
     def dir(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def record(self, kind: str, key: str) -> dict | None:
         path = self.dir(kind, key) / DONE
-        return json.loads(path.read_text()) if path.is_file() else None
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:  # a damaged record: not done (`reusable` names it and removes it)
+            return None
+
+    def damaged(self, kind: str, key: str, record: dict) -> dict[str, str]:
+        """{file: what is wrong} for the files the record lists (empty: all intact)."""
+        out, bad = self.dir(kind, key), {}
+        for name, (size, content) in record.get("files", {}).items():
+            path = out / name
+            if not path.is_file():
+                bad[name] = "missing"
+            elif path.stat().st_size != size:
+                bad[name] = f"has {path.stat().st_size} bytes, {size} written"
+            elif self.verify and file_digest(path) != content:
+                bad[name] = "content changed (hash differs)"
+        return bad
+
+    def reusable(self, kind: str, key: str) -> dict | None:
+        """The stage's record if all it wrote is intact, else None: the damaged files and the record
+        are removed (and named in the log), so the stage runs again. Call under the stage's lock."""
+        out = self.dir(kind, key)
+        if not (out / DONE).is_file():
+            return None
+        rec = self.record(kind, key)
+        bad = {DONE: "unreadable"} if rec is None else self.damaged(kind, key, rec)
+        if not bad:
+            return rec
+        log.warning("%s/%s: %s; making it again", kind, key, ", ".join(f"{n} {why}" for n, why in bad.items()))
+        for name in bad:
+            (out / name).unlink(missing_ok=True)
+        (out / DONE).unlink(missing_ok=True)
+        self._remade[(kind, key)] = bad
+        return None
 
     def run(self, kind: str, key: str, fn, inputs=None) -> dict:
         """The stage's record; `ran` says whether fn ran in this call."""
-        rec = self.record(kind, key)
-        if rec is None:
-            out = self.dir(kind, key)
+        out = self.dir(kind, key)
+        with file_lock(out):  # a parallel job producing it makes us wait, then we reuse its work
+            rec = self.reusable(kind, key)
+            if rec is not None:
+                return {**rec, "ran": False}
+            made = not out.is_dir()
             out.mkdir(parents=True, exist_ok=True)
-            with file_lock(out):
-                rec = self.record(kind, key)  # a parallel job may have finished it while we waited
-                if rec is None:
-                    start = time.perf_counter()
-                    result = fn(out)
-                    rec = {"stage": kind, "key": key, "seconds": time.perf_counter() - start,
-                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": plain(inputs),
-                           "output": result}
-                    write_json_atomic(out / DONE, rec)
-                    with file_lock(self.root / "stage_log.jsonl"), open(self.root / "stage_log.jsonl", "a") as f:
-                        f.write(json.dumps({"stage": kind, "key": key, "seconds": rec["seconds"],
-                                            "finished_at": rec["finished_at"]}) + "\n")
-                    return {**rec, "ran": True}
-        return {**rec, "ran": False}
+            start = time.perf_counter()
+            try:
+                result = fn(out)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt) and getattr(e, "stage", None) is None:
+                    e.stage = f"{kind}/{key}"  # Ctrl-C / SIGTERM: say where (the innermost stage)
+                if made and not any(out.iterdir()):  # a failed first attempt leaves no empty folder
+                    out.rmdir()
+                raise
+            rec = {"stage": kind, "key": key, "seconds": time.perf_counter() - start,
+                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "inputs": plain(inputs),
+                   "output": result, "files": written(out)}
+            write_json_atomic(out / DONE, rec)
+            entry = {"stage": kind, "key": key, "seconds": rec["seconds"], "finished_at": rec["finished_at"]}
+            if (kind, key) in self._remade:
+                entry["remade"] = self._remade.pop((kind, key))
+            with file_lock(self.root / "stage_log.jsonl"), open(self.root / "stage_log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            return {**rec, "ran": True}
 
     def run_sharded(self, kind: str, key: str, work, finish, inputs=None, rank: int = 0, world_size: int = 1,
                     poll: float = 1.0) -> dict:
@@ -96,10 +156,11 @@ class Store:
         shard; rank 0 waits for all shards, then finish(dir) and the record; other ranks wait for it."""
         if world_size == 1:
             return self.run(kind, key, lambda out: (work(out, 0, 1), finish(out))[1], inputs)
-        rec = self.record(kind, key)
+        out = self.dir(kind, key)
+        with file_lock(out):  # every rank checks; the first to find damage clears it for all
+            rec = self.reusable(kind, key)
         if rec is not None:
             return {**rec, "ran": False}
-        out = self.dir(kind, key)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         work(out, rank, world_size)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from skrr.encoder import to_sub_blocks
 from skrr.prompts import check_nonempty, load_prompt_file
 from skrr.tiny import _corpus, cache_root
 
+SOURCES = ("file", "hf", "builtin")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 MIN_TOKEN_ROWS = 8
 
@@ -46,6 +48,23 @@ def source_prompts(cfg: DictConfig) -> list[str]:
     if "." in src:
         return check_nonempty(list(get_object(src)(int(cfg.pool), int(cfg.seed))), src)
     raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+
+
+def check_calibration(cfg: DictConfig) -> None:
+    """Cheap checks before any model loads: the sample size, the source, and that a prompt file has a prompt."""
+    size = cfg.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"calibration.size must be a whole number >= 1, got {size!r}")
+    src = str(cfg.get("source"))
+    if src not in SOURCES and "." not in src:
+        raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+    if cfg.source == "file":
+        path = Path(str(cfg.path))
+        if not path.exists():
+            raise FileNotFoundError(f"calibration file {path} not found (calibration.path)")
+        with open(path, errors="replace") as f:  # the first non-blank line is enough: never reads a big file whole
+            if not any(line.strip() for line in f):
+                raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
 
 
 def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> list[str]:
@@ -164,11 +183,33 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     key = _key(text_side, prompts, projection, {**feed, "compute_dtype": str(compute_dtype)})
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
     tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT])
-    if path.is_file():
-        cached = torch.load(path, map_location="cpu")
+    cached = _load_cache(path, prompts)
+    if cached is not None:
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection, **feed)
     target = embed(text_side, tokens, projection, batch_size, device, length_buckets, compute_dtype)
     null_target = embed(text_side, null_tokens, projection, 1, device, length_buckets, compute_dtype)
-    with atomic_path(path) as tmp:
-        torch.save({"target": target, "null_target": null_target, "prompts": prompts}, tmp)
+    _save_cache({"target": target, "null_target": null_target, "prompts": prompts}, path)
     return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection, **feed)
+
+
+def _load_cache(path: Path, prompts: list[str]) -> dict | None:
+    """The cached targets, or None when there are none or the file is damaged (then they are re-made)."""
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu")
+        if cached["prompts"] != prompts or cached["target"].shape[0] != len(prompts):
+            raise ValueError("it holds other prompts")
+        return cached
+    except Exception as e:  # a damaged cache costs one re-computation, never the run
+        warnings.warn(f"calibration cache {path} is unreadable ({type(e).__name__}: {e}); computing it again")
+        return None
+
+
+def _save_cache(obj: dict, path: Path) -> None:
+    """Written beside `path`, flushed to disk, then renamed: a process killed at any point leaves
+    either no cache or a whole one (a stray `.<name>.*` temporary is never read)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())

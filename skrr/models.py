@@ -37,6 +37,22 @@ def model_config(name_or_cfg) -> DictConfig:
         return compose(config_name="model_only", overrides=[f"model={name_or_cfg}"]).model
 
 
+def check_device(device, setting: str = "device") -> None:
+    """Fail fast on a device this machine does not have, before any weights load."""
+    import torch
+
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError:
+        raise ValueError(f"{setting}={device} is not a device (use cpu, cuda or cuda:<index>)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{setting}={device} but this machine has no usable CUDA GPU; set {setting}=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{setting}={device} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{setting}={device} but MPS is not available here; set {setting}=cpu")
+
+
 def resolve_pretrained(cfg: DictConfig) -> str:
     if cfg.get("tiny"):
         return str(tiny_pipeline_dir(cfg.name))

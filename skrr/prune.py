@@ -67,6 +67,8 @@ class PruneContext:
 def targets_of(cfg: DictConfig) -> list[float]:
     s = cfg.get("sparsity", 0.0)
     targets = [float(x) for x in s] if isinstance(s, (list, tuple, ListConfig)) else [float(s)]
+    if not targets:
+        raise ValueError("the sparsity list is empty; give at least one target, e.g. sparsity=[0.3]")
     for t in targets:
         if not 0.0 <= t < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {t}")

@@ -83,3 +83,55 @@ def test_weights_fingerprint_follows_every_kind_of_change():
                 p.copy_(b)
         assert weights_fingerprint(model) == base
     assert weights_fingerprint(model.to(torch.bfloat16)) != base  # dtype is part of it
+
+
+PROMPTS = ["a red cat on a table", "two dogs", "a blue car near a river"]
+TORN_WRITER = """
+import io, os, sys, time, torch
+from skrr.calibration import build_calibration
+from skrr.models import load_text_side
+save = torch.save
+def torn_save(obj, f):  # half the bytes on disk, then wait to be killed
+    buf = io.BytesIO(); save(obj, buf)
+    f = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush()
+    print("mid-write", flush=True); time.sleep(600)
+torch.save = torn_save
+build_calibration(load_text_side("tiny_pixart"), %r, cache_dir=sys.argv[1])
+""" % PROMPTS
+
+
+def test_a_kill_mid_write_leaves_no_cache_a_later_run_would_trust(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", TORN_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "mid-write"
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+    left = os.listdir(tmp_path)
+    assert left and all(name.startswith(".") for name in left)  # only the torn temporary, never a `.pt`
+
+    calls = []
+    real_embed = __import__("skrr.calibration", fromlist=["embed"]).embed
+    monkeypatch.setattr("skrr.calibration.embed", lambda *a, **k: calls.append(1) or real_embed(*a, **k))
+    ts = load_text_side("tiny_pixart")
+    calib = build_calibration(ts, PROMPTS, cache_dir=tmp_path)
+    assert calls  # computed, not read from the torn file
+    assert torch.equal(calib.target, build_calibration(ts, PROMPTS, cache_dir=tmp_path / "fresh").target)
+
+
+def test_a_damaged_cache_is_computed_again_not_fatal(tmp_path):
+    ts = load_text_side("tiny_pixart")
+    first = build_calibration(ts, PROMPTS, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])  # damage no killed writer of ours could cause
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = build_calibration(ts, PROMPTS, cache_dir=tmp_path)
+    assert torch.equal(first.target, again.target)
+    assert torch.equal(torch.load(cache)["target"], first.target)  # and the cache is whole again
