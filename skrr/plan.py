@@ -107,6 +107,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
+        """A plan file, a directory holding plan.json, or a preset (`paper:pixart_sigma/skrr@0.40`)."""
+        if str(path).startswith("paper:"):
+            from skrr.presets import load_preset
+
+            return load_preset(str(path))
         path = Path(path)
         if path.is_dir():
             path = path / "plan.json"

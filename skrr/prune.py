@@ -24,6 +24,7 @@ METHODS = {
     "shortgpt": "baselines.shortgpt:run",
     "laco": "baselines.laco:run",
     "finercut": "baselines.finercut:run",
+    "preset": "skrr.presets:run",
 }
 
 
@@ -79,6 +80,10 @@ def validate_method(cfg: DictConfig) -> None:
         raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
     if cfg.get("select", "prefix") not in ("prefix", "per_target"):
         raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
+    if cfg.name == "preset":
+        from skrr.presets import validate_spec
+
+        validate_spec(cfg.get("plan"))
 
 
 def method_fn(name: str):
