@@ -110,8 +110,8 @@ def test_export_of_a_run_scores_its_images_with_this_projects_detector(tmp_path)
     from omegaconf import OmegaConf
 
     from experiments.cli import CONF_DIR
-    from skrr.toyworld.captions import prompt_scenes
-    from skrr.toyworld.scenes import render
+    from experiments.toyworld.captions import prompt_scenes
+    from experiments.toyworld.scenes import render
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         ev = compose(config_name="run", overrides=["eval=toyworld", "eval.prompts.toyworld.n=6"]).eval
