@@ -11,7 +11,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from skrr.plan import Plan, PlanError, config_hash, sparsity
+from skrr.plan import Plan, PlanError, config_hash, make_schedule, sparsity
 
 SCHEME = "paper:"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -103,8 +103,6 @@ def run(ctx, cfg, targets: list[float]) -> list[Plan]:
     """`method=preset method.plan=paper:pixart_sigma/skrr`: the shortest prefix of a published
     order (or of a plan file's `info.order`) per target, checked against the loaded encoder, with
     the D of each plan on the calibration set."""
-    from skrr.search import schedule_skipping
-
     base = Plan.load(str(cfg.plan))
     order = base.info.get("order")
     if not order:
@@ -120,7 +118,7 @@ def run(ctx, cfg, targets: list[float]) -> list[Plan]:
         skip = prefix_plan(steps, t, ctx.sub_blocks, ctx.total)
         plan = ctx.plan(skip, cfg, target=t, order=list(order), step=n, source=str(cfg.plan))
         plan.validate(ctx.sub_blocks, ctx.text_side.encoder.config)
-        plan.info["d_final"] = disc(schedule_skipping(len(ctx.sub_blocks), skip))
+        plan.info["d_final"] = disc(make_schedule(len(ctx.sub_blocks), skip))
         plans.append(plan)
     return plans
 
