@@ -116,3 +116,18 @@ def test_saved_pipeline_loads_with_the_plain_diffusers_class_and_generates(tmp_p
         a = loaded(["a red cat"], generator=torch.Generator().manual_seed(0), **kwargs).images
         b = pipe(["a red cat"], generator=torch.Generator().manual_seed(0), **kwargs).images
     assert a.shape == (1, 16, 16, 3) and (a == b).all()
+
+
+def test_skrr_prune_save_pipeline_writes_a_loadable_pipeline_folder(tmp_path):
+    from diffusers import PixArtSigmaPipeline
+
+    from experiments.prune import write_plans
+    from skrr.atomic import current_umask
+
+    plan = Plan(skip=[2, 3], info={"target": 0.1})
+    write_plans([plan], tmp_path, save_encoder=False, model_name="tiny_pixart", device="cpu", save_pipeline=True)
+    weights = tmp_path / "pipeline" / "text_encoder" / "model.safetensors"
+    assert (weights.stat().st_mode & 0o777) == 0o666 & ~current_umask()  # readable like any file the user writes
+    loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline")
+    assert sorted(int(k) for k in loaded.text_encoder.encoder.branches) == [0, 1, *range(4, 12)]
+    assert Plan.load(tmp_path / "pipeline" / "text_encoder" / "plan.json").skip == [2, 3]
