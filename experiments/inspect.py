@@ -2,9 +2,11 @@
 
 Prints the text encoder's sub-block table (index, block, type, parameters) and its total; with a
 plan, what each sub-block becomes, the plan's sparsity and the pipeline's parameters before and
-after. Plans may be presets (`plan=paper:pixart_sigma/skrr@0.40`). With `compare`, the two plans'
-shared skipped sub-blocks and Jaccard index; with a calibration set too, the D of each. Real models are built on the meta device from shipped configs (offline, no weights); tiny
-ones are loaded (built offline on first use). Read-only: it writes nothing.
+after. Plans may be presets (`plan=paper:pixart_sigma/skrr@0.40`). With `compare`, the two
+plans' shared skipped sub-blocks and Jaccard index; with a calibration set too, the D of each
+(which loads the encoder's weights). Real models are built on the meta device from shipped
+configs (offline, no weights); tiny ones are loaded (built offline on first use). Read-only: it
+writes nothing but the calibration targets' cache (as skrr-prune does).
 """
 from __future__ import annotations
 
@@ -79,8 +81,7 @@ def report(cfg: DictConfig) -> list[str]:
     if other is not None:
         from skrr.plan import sparsity
 
-        other.validate(blocks, encoder.config.dense_config() if hasattr(encoder.config, "dense_config") else encoder.config,
-                       cfg.model.name)
+        other.validate(blocks, encoder.config, cfg.model.name)
         lines += compare_lines(plan, other, sparsity(blocks, other.skip, dense_encoder))
         if cfg.get("calibration"):
             lines += discrepancy_lines(cfg, [plan, other])
