@@ -47,9 +47,9 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
     from eval.prompts import prompt_sets
     from skrr.prune import validate_method
 
-    from skrr.quantize import validate as validate_quantize
+    from skrr.quantize import settings, validate as validate_quantize
 
-    validate_quantize(cfg.model.get("quantize", "none"), cfg.model.get("quantize_backend", "torchao"), cfg.eval.device)
+    validate_quantize(*settings(cfg.model), cfg.eval.device)
     validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
     unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:

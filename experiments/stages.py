@@ -203,11 +203,11 @@ def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | 
     if plan is not None and (plan.skip or plan.weights):
         with torch.no_grad():
             apply_plan(getattr(pipe, model["text_encoder"]), plan, weights_dir=plan_dir)
-    if model.get("quantize", "none") != "none":  # after pruning: only the kept weights are quantized
-        from skrr.quantize import quantize_encoder
+    from skrr.quantize import quantize_encoder, settings
 
-        quantize_encoder(getattr(pipe, model["text_encoder"]), model["quantize"], model.get("quantize_backend", "torchao"),
-                         device)
+    scheme, backend = settings(model)
+    if scheme != "none":  # after pruning: only the kept weights are quantized
+        quantize_encoder(getattr(pipe, model["text_encoder"]), scheme, backend, device)
     return pipe
 
 

@@ -96,3 +96,8 @@ def stored_bytes(module: nn.Module) -> int:
             s = leaf.untyped_storage()
             storages[(leaf.device.type, s.data_ptr())] = s.nbytes()
     return sum(storages.values())
+
+
+def settings(model_cfg) -> tuple[str, str]:
+    """(scheme, backend) of a model config: its `quantize` and `quantize_backend` keys."""
+    return str(model_cfg.get("quantize", "none")), str(model_cfg.get("quantize_backend", "torchao"))

@@ -114,12 +114,12 @@ def test_export_of_a_run_scores_its_images_with_this_projects_detector(tmp_path)
     from experiments.toyworld.scenes import render
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        ev = compose(config_name="run", overrides=["eval=toyworld", "eval.prompts.toyworld.n=6"]).eval
+        cfg = compose(config_name="run", overrides=["eval=toyworld", "eval.prompts.text.n=6"])
     scenes = prompt_scenes("geneval", 6, 0)
     (tmp_path / "run" / "geneval").mkdir(parents=True)
     for i, (scene, _) in enumerate(scenes):
         Image.fromarray(render(scene)).save(tmp_path / "run" / "geneval" / f"{i:05}.png")
-    row = {"run_key": "k", "metrics": {}, "config": {"eval": OmegaConf.to_container(ev, resolve=True)},
+    row = {"run_key": "k", "metrics": {}, "config": OmegaConf.to_container(cfg, resolve=True),
            "artifacts": {"images": str(tmp_path / "run")}}
     results = _write(tmp_path / "exp.jsonl", [row])
     out = tmp_path / "official"

@@ -112,6 +112,7 @@ def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prom
     from eval.images import load_images
 
     rows = []
+    metric.reset()
     for start in range(0, len(images), 64):
         metric.update(load_images(images[start:start + 64]), metadata[start:start + 64])
     for i, (result, meta) in enumerate(zip(metric.results, metadata)):
@@ -143,21 +144,20 @@ def _find_row(results: Path, run_key: str) -> dict:
 
 
 def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
-    """A run's GenEval images, per-image metadata, images per prompt and its GenEval metric."""
+    """A run's GenEval images, per-image metadata, images per prompt and its GenEval metric (as the run built it)."""
     from omegaconf import OmegaConf
 
-    from eval.images import list_images
-    from eval.metrics import build_metric, metric_config
-    from eval.run import prompt_sets
+    from eval.metrics import build_metric, load_folder
+    from eval.prompts import prompt_sets
 
-    ev = OmegaConf.create(row["config"]["eval"])
-    metadata = prompt_sets(ev).get("geneval")
-    if metadata is None:
-        raise ValueError(f"run {row['run_key']} has no GenEval prompt set")
-    images = list_images(Path(row["artifacts"]["images"]) / "geneval")
-    if len(images) != len(metadata):
-        raise ValueError(f"run {row['run_key']}: {len(images)} GenEval images for {len(metadata)} metadata rows")
-    return images, metadata, int(ev.prompts.get("geneval_images_per_prompt", 4)), build_metric("geneval", metric_config("geneval", ev))
+    config = row["config"]
+    prompts = OmegaConf.create(config["eval"]["prompts"])
+    metadata = prompt_sets(prompts).get("geneval")
+    if metadata is None or "geneval" not in config.get("metrics", {}):
+        raise ValueError(f"run {row['run_key']} has no GenEval prompt set or metric")
+    images = load_folder(Path(row["artifacts"]["images"]) / "geneval", len(metadata))
+    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]))
+    return images, metadata, int(prompts.get("geneval_images_per_prompt", 4)), metric
 
 
 def import_into_row(results: Path, run_key: str, official_path: Path, ours_path: Path | None = None) -> dict:
