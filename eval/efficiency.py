@@ -13,11 +13,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from eval.generate import call_options
 from eval.metrics import Metric
 from skrr.encoder import count_params
+from skrr.quantize import stored_bytes
 
 
 def resident_bytes(module: torch.nn.Module) -> int:
-    tensors = {id(t): t for t in list(module.parameters()) + list(module.buffers())}
-    return sum(t.numel() * t.element_size() for t in tensors.values() if t.device.type != "meta")
+    """Real stored weight bytes: quantized weights count their int data and scales, not the dtype they stand for."""
+    return stored_bytes(module)
 
 
 def pipeline_modules(pipe) -> dict[str, torch.nn.Module]:

@@ -1,9 +1,12 @@
-"""skrr-inspect: `skrr-inspect model=pixart_sigma [plan=plan.json]`.
+"""skrr-inspect: `skrr-inspect model=pixart_sigma [plan=plan.json] [compare=other.json] [calibration=...]`.
 
 Prints the text encoder's sub-block table (index, block, type, parameters) and its total; with a
 plan, what each sub-block becomes, the plan's sparsity and the pipeline's parameters before and
-after. Real models are built on the meta device from shipped configs (offline, no weights); tiny
-ones are loaded (built offline on first use). Read-only: it writes nothing.
+after. Plans may be presets (`plan=paper:pixart_sigma/skrr@0.40`). With `compare`, the two
+plans' shared skipped sub-blocks and Jaccard index; with a calibration set too, the D of each
+(which loads the encoder's weights). Real models are built on the meta device from shipped
+configs (offline, no weights); tiny ones are loaded (built offline on first use). Read-only: it
+writes nothing but the calibration targets' cache (as skrr-prune does).
 """
 from __future__ import annotations
 
@@ -41,10 +44,13 @@ def _role(i: int, plan) -> str:
 
 
 def report(cfg: DictConfig) -> list[str]:
-    from skrr import Plan, apply_plan, to_sub_blocks
+    from skrr import apply_plan, to_sub_blocks
     from skrr.encoder import count_params, total_params
 
-    plan = Plan.load(to_absolute_path(str(cfg.plan))) if cfg.plan else None  # fails before any model work
+    plan = load_plan(cfg.plan)  # fails before any model work
+    other = load_plan(cfg.get("compare"))
+    if other is not None and plan is None:
+        raise ValueError("compare=B needs a plan to compare with: plan=A compare=B")
     components = pipeline_components(cfg.model)
     if cfg.model.text_encoder not in components:
         raise KeyError(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
@@ -72,7 +78,47 @@ def report(cfg: DictConfig) -> list[str]:
               f"sparsity: {100 * plan.sparsity:.2f}%",
               f"encoder parameters after: {dense_encoder - removed:,}",
               f"pipeline parameters: {dense_pipeline:,} -> {dense_pipeline - removed:,}"]
+    if other is not None:
+        from skrr.plan import sparsity
+
+        other.validate(blocks, encoder.config, cfg.model.name)
+        lines += compare_lines(plan, other, sparsity(blocks, other.skip, dense_encoder))
+        if cfg.get("calibration"):
+            lines += discrepancy_lines(cfg, [plan, other])
     return lines
+
+
+def load_plan(spec):
+    from skrr import Plan
+    from skrr.presets import is_preset
+
+    if not spec:
+        return None
+    return Plan.load(str(spec) if is_preset(str(spec)) else to_absolute_path(str(spec)))
+
+
+def compare_lines(a, b, b_sparsity: float) -> list[str]:
+    shared = sorted(set(a.skip) & set(b.skip))
+    union = set(a.skip) | set(b.skip)
+    jaccard = len(shared) / len(union) if union else 1.0
+    return [f"compare: skip {len(b.skip)}, re-use {len(b.reuse)}, sparsity {100 * b_sparsity:.2f}%",
+            f"shared skipped sub-blocks: {len(shared)} {shared}",
+            f"only in plan: {sorted(set(a.skip) - set(b.skip))}   only in compare: {sorted(set(b.skip) - set(a.skip))}",
+            f"jaccard: {jaccard:.3f}"]
+
+
+def discrepancy_lines(cfg: DictConfig, plans) -> list[str]:
+    """D (Skrr's default discrepancy: projected MSE with the null term) of each plan on the calibration set."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from skrr.prune import make_context
+
+    ctx = make_context(cfg.model, cfg.calibration, device=cfg.device, progress=False)
+    disc = ctx.discrepancy(OmegaConf.create({}))
+    with torch.no_grad():
+        ds = [disc(p.schedule(len(ctx.sub_blocks))) for p in plans]
+    return [f"D on {len(ctx.calib.prompts)} calibration prompts: plan {ds[0]:.6g}   compare {ds[1]:.6g}"]
 
 
 @hydra.main(config_path=CONF_DIR, config_name="inspect", version_base=None)

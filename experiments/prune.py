@@ -20,7 +20,8 @@ from skrr.prune import prune, validate_method
 log = logging.getLogger("skrr-prune")
 
 
-def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str) -> list[Path]:
+def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str,
+                save_pipeline: bool = False) -> list[Path]:
     paths = []
     for plan in plans:
         name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
@@ -32,6 +33,15 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
             enc = load_text_side(model_name, device=device).encoder
             apply_plan(enc, plan, weights_dir=out_dir)
             save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")))
+        if save_pipeline:
+            from skrr import apply_plan
+            from skrr.models import load_pipeline, model_config
+            from skrr.pruned_io import save_pruned_pipeline
+
+            component = model_config(model_name).text_encoder
+            pipe = load_pipeline(model_name, device=device)
+            apply_plan(getattr(pipe, component), plan, weights_dir=out_dir)
+            save_pruned_pipeline(pipe, component, plan, out_dir / (Path(name).stem.replace("plan", "pipeline")))
     return paths
 
 
@@ -45,7 +55,7 @@ def run(cfg: DictConfig) -> None:
     for plan in plans:
         for depth, d in enumerate(plan.info.get("depth_d", []), 1):
             log.info("depth %d: D=%.6g", depth, d)
-    paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, cfg.device)
+    paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, cfg.device, cfg.save_pipeline)
     for plan, path in zip(plans, paths):
         print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
               f"skip={plan.skip} reuse={plan.reuse} -> {path}")

@@ -49,6 +49,9 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
     from skrr.models import check_device
     from skrr.prune import validate_method
 
+    from skrr.quantize import settings, validate as validate_quantize
+
+    validate_quantize(*settings(cfg.model), cfg.eval.device)
     validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")

@@ -198,8 +198,10 @@ class Plans:
     @property
     def key(self) -> str:
         method = {**self.method, "sparsity": sorted(self.targets)}
+        # quantization comes after pruning: plans for a quantized run are the unquantized run's
+        model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
         # dense needs no calibration: its plan must not depend on one
-        return digest("plan", self.model, method, None if method["name"] == "dense" else self.calibration)
+        return digest("plan", model, method, None if method["name"] == "dense" else self.calibration)
 
     def run(self, store: Store, device: str, progress: bool) -> dict:
         inputs = {"model": self.model, "method": self.method, "calibration": self.calibration, "targets": self.targets}
@@ -262,6 +264,11 @@ def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | 
     if plan is not None and (plan.skip or plan.weights):
         with torch.no_grad():
             apply_plan(getattr(pipe, model["text_encoder"]), plan, weights_dir=plan_dir)
+    from skrr.quantize import quantize_encoder, settings
+
+    scheme, backend = settings(model)
+    if scheme != "none":  # after pruning: only the kept weights are quantized
+        quantize_encoder(getattr(pipe, model["text_encoder"]), scheme, backend, device)
     return pipe
 
 

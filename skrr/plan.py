@@ -25,6 +25,8 @@ class PlanError(ValueError):
 
 
 def config_hash(config) -> str:
+    if hasattr(config, "dense_config"):  # a pruned encoder's config: hash the encoder it was pruned from
+        config = config.dense_config()
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     if hasattr(config, "to_dict"):  # keys the config class does not know (e.g. T5's `output_past`) shape nothing
         known = type(config)().to_dict()
@@ -105,6 +107,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
+        """A plan file, a directory holding plan.json, or a preset (`paper:pixart_sigma/skrr@0.40`)."""
+        if str(path).startswith("paper:"):
+            from skrr.presets import load_preset
+
+            return load_preset(str(path))
         path = Path(path)
         if path.is_dir():
             path = path / "plan.json"

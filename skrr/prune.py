@@ -28,6 +28,7 @@ METHODS = {
     "shortgpt": "baselines.shortgpt:run",
     "laco": "baselines.laco:run",
     "finercut": "baselines.finercut:run",
+    "preset": "skrr.presets:run",
 }
 
 
@@ -88,6 +89,10 @@ def validate_method(cfg: DictConfig) -> None:
         raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
     if cfg.get("compute_dtype", "auto") not in COMPUTE_DTYPES:
         raise ValueError(f"unknown compute_dtype {cfg.get('compute_dtype')!r}; choose from {COMPUTE_DTYPES}")
+    if cfg.name == "preset":
+        from skrr.presets import validate_spec
+
+        validate_spec(cfg.get("plan"))
 
 
 def method_fn(name: str):

@@ -1,5 +1,11 @@
 """Save a pruned encoder (kept weights only) and load it back without ever materialising the
-dense weights: the model is built on the meta device, pruned there, then given the saved tensors."""
+dense weights.
+
+Format 2 (written now) is a transformers model folder: `config.json` (model_type skrr_t5 /
+skrr_clip_text, the plan's skip and re-use under `skrr`), `model.safetensors` and `plan.json`;
+`transformers.AutoModel.from_pretrained(dir)` loads it after `import skrr`. Format 1 (folders
+with `pruned.json`, written by earlier versions) still loads: built on meta, pruned there, then
+given the saved tensors."""
 from __future__ import annotations
 
 import json
@@ -7,49 +13,61 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
-from skrr.atomic import atomic_path
+from skrr.atomic import atomic_path, current_umask
 from skrr.plan import Plan
+from skrr.pretrained import PRUNED_CLASSES, as_pretrained
 from skrr.surgery import apply_plan
 
 MODEL_CLASSES = {c.__name__: c for c in (T5EncoderModel, CLIPTextModel, CLIPTextModelWithProjection)}
-WEIGHTS, META = "model.safetensors", "pruned.json"
+PRUNED_BY_NAME = {c.__name__: c for c, _ in PRUNED_CLASSES.values()}
+WEIGHTS, META_V1 = "model.safetensors", "pruned.json"
 
 
 def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> Path:
-    """Write config.json, plan.json, pruned.json and model.safetensors (kept weights) atomically."""
+    """Write the pruned encoder as a transformers model folder plus plan.json, atomically."""
     directory = Path(directory)
-    tensors, aliases = {}, {}
-    seen: dict[int, str] = {}
-    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-        key = t.data_ptr()
-        if key in seen:  # tied weights (T5's shared embedding) are stored once
-            aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        tensors[name] = t.detach().contiguous().cpu()
-    persistent = set(model.state_dict())
-    meta = {"model_class": type(model).__name__, "aliases": aliases,
-            "non_persistent_buffers": sorted(n for n, _ in model.named_buffers() if n not in persistent)}
-    with atomic_path(directory, directory=True) as tmp:
-        model.config.to_json_file(tmp / "config.json")
-        plan.save(tmp / "plan.json")
-        (tmp / META).write_text(json.dumps(meta, indent=2))
-        with atomic_path(tmp / WEIGHTS) as weights:  # safetensors itself creates files 0600
-            save_file(tensors, str(weights))
+    cls, config = type(model), model.config
+    try:
+        with atomic_path(directory, directory=True) as tmp:
+            as_pretrained(model, plan).save_pretrained(tmp)
+            plan.save(tmp / "plan.json")
+            _honour_umask(tmp)
+    finally:  # the caller's model keeps its class and config
+        model.__class__, model.config = cls, config
     return directory
 
 
+def _honour_umask(root: Path) -> None:
+    """safetensors creates its files 0600: give everything under root the mode open()/mkdir() would."""
+    mask = current_umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(Path(dirpath) / d, 0o777 & ~mask)
+        for f in filenames:
+            os.chmod(Path(dirpath) / f, 0o666 & ~mask)
+
+
 def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
-    """Rebuild a pruned encoder saved by `save_pruned`; peak memory is about the pruned size."""
+    """Rebuild a pruned encoder saved by `save_pruned` (either format); peak memory is about the pruned size."""
     directory = Path(directory)
-    for f in ("config.json", "plan.json", META, WEIGHTS):
+    for f in ("config.json", "plan.json", WEIGHTS):
         if not (directory / f).is_file():
             raise FileNotFoundError(f"{directory} is not a pruned encoder: {f} is missing (write one with skrr.save_pruned)")
-    meta = json.loads((directory / META).read_text())
+    if (directory / META_V1).is_file():
+        return _load_format1(directory, device, dtype)
+    arch = (json.loads((directory / "config.json").read_text()).get("architectures") or [None])[0]
+    if arch not in PRUNED_BY_NAME:
+        raise ValueError(f"{directory}/config.json names {arch!r}, not a skrr pruned encoder ({sorted(PRUNED_BY_NAME)})")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return PRUNED_BY_NAME[arch].from_pretrained(directory, device_map=str(device), **kwargs).eval()
+
+
+def _load_format1(directory: Path, device, dtype) -> nn.Module:
+    meta = json.loads((directory / META_V1).read_text())
     cls = MODEL_CLASSES[meta["model_class"]]
     config = AutoConfig.from_pretrained(directory)
     plan = Plan.load(directory / "plan.json")
@@ -72,4 +90,23 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
         owner, _, leaf = alias.rpartition(".")
         src_owner, _, src_leaf = canonical.rpartition(".")
         setattr(model.get_submodule(owner), leaf, getattr(model.get_submodule(src_owner), src_leaf))
-    return model.eval()
+    return as_pretrained(model.eval(), plan)
+
+
+def save_pruned_pipeline(pipe, component: str, plan: Plan, directory: str | os.PathLike) -> Path:
+    """Write a complete diffusers pipeline folder whose `component` is the pruned encoder
+    (model_index.json names it ["skrr.pretrained", "Skrr..."]), atomically. The plain pipeline
+    class loads it: `PixArtSigmaPipeline.from_pretrained(directory)`."""
+    directory = Path(directory)
+    encoder = getattr(pipe, component)
+    cls, config = type(encoder), encoder.config
+    try:
+        with atomic_path(directory, directory=True) as tmp:
+            setattr(pipe, component, as_pretrained(encoder, plan))  # re-registers: model_index.json names the Skrr class
+            pipe.save_pretrained(tmp)
+            plan.save(tmp / component / "plan.json")
+            _honour_umask(tmp)
+    finally:
+        encoder.__class__, encoder.config = cls, config
+        setattr(pipe, component, encoder)
+    return directory

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import skrr.pruned_io
+import skrr.pretrained
 from skrr import Plan, apply_plan, load_pruned, save_pruned
 from skrr.pruned_io import WEIGHTS
 
@@ -48,7 +48,7 @@ def test_t5_round_trip_gives_identical_outputs(tiny_t5, t5_inputs, tmp_path):
     ids, mask = t5_inputs
     plan, directory = _pruned(tiny_t5, tmp_path)
     loaded = load_pruned(directory)
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "plan.json", "pruned.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "plan.json"]
     assert not any(p.is_meta for p in [*loaded.parameters(), *loaded.buffers()])
     assert loaded.encoder.schedule == tiny_t5.encoder.schedule
     assert loaded.encoder.branches[str(loaded.encoder.schedule[4])] is loaded.encoder.branches["2"]  # still shared
@@ -97,13 +97,13 @@ def test_load_pruned_builds_on_meta(tiny_t5, tmp_path, monkeypatch):
     """Every parameter the loader creates before assigning the saved tensors is on meta."""
     plan, directory = _pruned(tiny_t5, tmp_path)
     seen = []
-    real_apply = skrr.pruned_io.apply_plan
+    real_apply = skrr.pretrained.apply_plan
 
     def spy(model, *args, **kwargs):
         seen.extend(p.device.type for p in model.parameters())
         return real_apply(model, *args, **kwargs)
 
-    monkeypatch.setattr(skrr.pruned_io, "apply_plan", spy)
+    monkeypatch.setattr(skrr.pretrained, "apply_plan", spy)
     load_pruned(directory)
     assert seen and set(seen) == {"meta"}
 
@@ -115,7 +115,7 @@ def test_failed_save_leaves_no_half_written_directory(tiny_t5, tmp_path, monkeyp
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(skrr.pruned_io, "save_file", boom)
+    monkeypatch.setattr(Plan, "save", boom)  # fails after the weights are written
     with pytest.raises(OSError, match="disk full"):
         save_pruned(tiny_t5, plan, directory)
     assert sorted(p.name for p in directory.iterdir()) == before  # the previous save is intact

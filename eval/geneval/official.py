@@ -1,0 +1,223 @@
+"""Round trip through the official GenEval evaluator (djghosh13/geneval), run in its own environment.
+
+    python -m eval.geneval.official export --results runs/results/adhoc.jsonl --run-key KEY --out geneval_dir
+    # elsewhere: python evaluation/evaluate_images.py geneval_dir --outfile results.jsonl --model-path ...
+    python -m eval.geneval.official import --results runs/results/adhoc.jsonl --run-key KEY --official results.jsonl
+
+`export` writes the official layout (as generation/diffusers_generate.py does): one folder per
+prompt, `<dir>/<prompt:05>/metadata.jsonl` (the prompt's metadata, one JSON object) and
+`samples/<sample:05>.png`. With a run, it also scores the images with this project's detector and
+writes the per-image verdicts in the official results format (`skrr_results.jsonl`).
+`import` summarises the official `results.jsonl` by the official rules (per-task mean of
+`correct`, overall = mean over tasks) into the row as `metrics.geneval_official`, and, where the
+export left this project's verdicts, the per-task agreement of the two detectors per image.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from eval.geneval.rules import summarize
+
+OURS = "skrr_results.jsonl"
+_FILE = re.compile(r"(\d+)[/\\]samples[/\\](\d+)\.png$")
+
+
+def export_official(images: list[Path], metadata: list[dict], images_per_prompt: int, out_dir: str | os.PathLike) -> Path:
+    """Images (image i = sample i % n of prompt i // n) and their per-image metadata -> official layout."""
+    if len(images) != len(metadata):
+        raise ValueError(f"{len(images)} images but {len(metadata)} metadata rows; pass one row per image")
+    if images_per_prompt < 1 or len(images) % images_per_prompt:
+        raise ValueError(f"{len(images)} images do not split into prompts of {images_per_prompt}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for i, (image, meta) in enumerate(zip(images, metadata)):
+            prompt, sample = divmod(i, images_per_prompt)
+            folder = tmp / f"{prompt:05}"
+            if sample == 0:
+                (folder / "samples").mkdir(parents=True)
+                (folder / "metadata.jsonl").write_text(json.dumps(_official_metadata(meta)))
+            shutil.copyfile(image, folder / "samples" / f"{sample:05}.png")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _official_metadata(meta: dict) -> dict:
+    return {k: meta[k] for k in ("tag", "include", "exclude", "prompt") if k in meta}
+
+
+def read_results(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
+    """An official-format results.jsonl -> {(prompt folder, sample): row}. Raises on malformed rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GenEval results at {path}; run the official evaluation/evaluate_images.py")
+    rows = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        missing = [k for k in ("filename", "tag", "correct") if k not in row]
+        if missing:
+            raise ValueError(f"{path}:{n} is not an official GenEval result (missing {missing})")
+        m = _FILE.search(row["filename"])
+        if m is None:
+            raise ValueError(f"{path}:{n}: filename {row['filename']!r} is not <prompt>/samples/<n>.png")
+        rows[(int(m.group(1)), int(m.group(2)))] = row
+    if not rows:
+        raise ValueError(f"{path} holds no GenEval results")
+    return rows
+
+
+def summarize_official(rows: dict[tuple[int, int], dict]) -> dict:
+    """The official summary: per-task mean of `correct`, overall = mean of the tasks; plus counts."""
+    scores = summarize(list(rows.values()))
+    return {**scores, "images": len(rows), "prompts": len({p for p, _ in rows})}
+
+
+def agreement(official: dict[tuple[int, int], dict], ours: dict[tuple[int, int], dict]) -> dict:
+    """Per task: the share of images on which both detectors give the same verdict, over the images
+    both scored; also how often each alone calls an image correct."""
+    shared = sorted(set(official) & set(ours))
+    if not shared:
+        raise ValueError("the two result sets share no images (are they of the same export?)")
+    by_task: dict[str, list[tuple[bool, bool]]] = {}
+    for key in shared:
+        by_task.setdefault(official[key]["tag"], []).append((bool(official[key]["correct"]), bool(ours[key]["correct"])))
+    out = {}
+    for tag, pairs in by_task.items():
+        out[tag] = {"agreement": sum(a == b for a, b in pairs) / len(pairs), "images": len(pairs),
+                    "official_only": sum(a and not b for a, b in pairs), "ours_only": sum(b and not a for a, b in pairs)}
+    every = [p for pairs in by_task.values() for p in pairs]
+    out["overall"] = {"agreement": sum(a == b for a, b in every) / len(every), "images": len(every)}
+    return out
+
+
+def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prompt: int) -> list[dict]:
+    """This project's detector on the exported images, as official-format rows."""
+    from eval.images import load_images
+
+    rows = []
+    metric.reset()
+    for start in range(0, len(images), 64):
+        metric.update(load_images(images[start:start + 64]), metadata[start:start + 64])
+    for i, (result, meta) in enumerate(zip(metric.results, metadata)):
+        prompt, sample = divmod(i, images_per_prompt)
+        rows.append({"filename": f"{prompt:05}/samples/{sample:05}.png", "tag": result["tag"],
+                     "prompt": result["prompt"], "correct": bool(result["correct"]), "reason": result.get("reason", ""),
+                     "metadata": json.dumps(_official_metadata(meta))})
+    return rows
+
+
+# --- a run's row ----------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(str(path) + ".lock", "a") as f:  # the results store's own lock file
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _find_row(results: Path, run_key: str) -> dict:
+    if not results.is_file():
+        raise FileNotFoundError(f"no results file at {results}")
+    for line in results.read_text().splitlines():
+        if line.strip() and json.loads(line).get("run_key") == run_key:
+            return json.loads(line)
+    raise KeyError(f"no row with run_key {run_key!r} in {results}")
+
+
+def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
+    """A run's GenEval images, per-image metadata, images per prompt and its GenEval metric (as the run built it)."""
+    from omegaconf import OmegaConf
+
+    from eval.metrics import build_metric, load_folder
+    from eval.prompts import prompt_sets
+
+    config = row["config"]
+    prompts = OmegaConf.create(config["eval"]["prompts"])
+    metadata = prompt_sets(prompts).get("geneval")
+    if metadata is None or "geneval" not in config.get("metrics", {}):
+        raise ValueError(f"run {row['run_key']} has no GenEval prompt set or metric")
+    images = load_folder(Path(row["artifacts"]["images"]) / "geneval", len(metadata))
+    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]))
+    return images, metadata, int(prompts.get("geneval_images_per_prompt", 4)), metric
+
+
+def import_into_row(results: Path, run_key: str, official_path: Path, ours_path: Path | None = None) -> dict:
+    """Write metrics.geneval_official (and geneval_agreement) into the row, atomically under the store's lock."""
+    official = read_results(official_path)
+    ours = read_results(ours_path) if ours_path is not None and Path(ours_path).is_file() else None
+    summary = summarize_official(official)
+    agree = agreement(official, ours) if ours is not None else None
+    _find_row(results, run_key)  # fail before taking the lock
+    with _locked(results):
+        lines = results.read_text().splitlines()
+        for n, line in enumerate(lines):
+            if line.strip() and json.loads(line).get("run_key") == run_key:
+                row = json.loads(line)
+                row["metrics"]["geneval_official"] = summary
+                if agree is not None:
+                    row["geneval_agreement"] = agree
+                lines[n] = json.dumps(row, default=str)
+        fd, tmp = tempfile.mkstemp(dir=results.parent, prefix=f".{results.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, results)
+    return {"geneval_official": summary, "geneval_agreement": agree}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.geneval.official", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="a run's GenEval images -> the official folder layout")
+    e.add_argument("--results", required=True, type=Path, help="runs/results/<experiment>.jsonl")
+    e.add_argument("--run-key", required=True)
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--no-ours", action="store_true", help="skip scoring with this project's detector")
+    i = sub.add_parser("import", help="official results.jsonl -> the run's row (geneval_official, agreement)")
+    i.add_argument("--results", required=True, type=Path)
+    i.add_argument("--run-key", required=True)
+    i.add_argument("--official", required=True, type=Path, help="results.jsonl of evaluation/evaluate_images.py")
+    i.add_argument("--ours", type=Path, default=None, help=f"default: {OURS} beside the official file, if any")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "export":
+            row = _find_row(args.results, args.run_key)
+            images, metadata, n, metric = run_geneval_set(row)
+            out = export_official(images, metadata, n, args.out)
+            if not args.no_ours:
+                rows = score_ours(images, metadata, metric, n)
+                (out / OURS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(f"exported {len(images)} images of {len(images) // n} prompts to {out}")
+        else:
+            ours = args.ours or args.official.parent / OURS
+            out = import_into_row(args.results, args.run_key, args.official, ours)
+            s = out["geneval_official"]
+            print("geneval_official: " + " ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float)))
+            for tag, a in (out["geneval_agreement"] or {}).items():
+                print(f"agreement {tag}: {a['agreement']:.3f} over {a['images']} images")
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

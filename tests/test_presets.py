@@ -1,0 +1,112 @@
+"""The paper's plans as presets (`paper:pixart_sigma/skrr@0.40`), plan comparison in
+skrr-inspect, and `method=preset` cutting a saved order per target."""
+import sys
+
+import pytest
+
+from experiments import inspect as inspect_app
+from skrr import Plan, PlanError
+from skrr.prune import prune
+
+SKRR_ORDER = [46, 5, 6, 47, 44, 2, 11, 24, 23, 17, 18, 45, 10, 30, 29, 40, 39, 38, 37, 42, 25, 22, 43, 36]
+SHORTGPT_BLOCKS = [10, 11, 8, 9, 12, 13, 5, 14, 6, 4]
+CALIB = {"source": "builtin", "pool": 50, "size": 4, "seed": 0, "min_tokens": None, "max_tokens": None}
+
+
+def _inspect(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["skrr-inspect", *args])
+    code = 0
+    try:
+        inspect_app.main()
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_paper_presets_reach_the_published_sparsities():
+    skrr = Plan.load("paper:pixart_sigma/skrr@0.40")
+    assert skrr.skip == SKRR_ORDER[:len(skrr.skip)] and round(100 * skrr.sparsity, 2) == 41.92
+    shortgpt = Plan.load("paper:pixart_sigma/shortgpt@0.40")
+    assert shortgpt.skip == [i for b in SHORTGPT_BLOCKS for i in (2 * b, 2 * b + 1)]
+    assert round(100 * shortgpt.sparsity, 2) == 40.52
+
+
+def test_a_preset_is_the_shortest_prefix_reaching_the_target():
+    # T5-XXL sub-block sizes (attention: q, k, v, o + norm; gated FFN: wi_0, wi_1, wo + norm) and total
+    size = {0: 4 * 4096 * 4096 + 4096, 1: 3 * 4096 * 10240 + 4096}
+    total = 4_762_310_656
+
+    def sparsity(skip):
+        return sum(size[i % 2] for i in skip) / total
+
+    for target in (0.1, 0.24, 0.32, 0.4):
+        plan = Plan.load(f"paper:pixart_sigma/skrr@{target}")
+        assert plan.skip == SKRR_ORDER[:len(plan.skip)]
+        assert sparsity(plan.skip) >= target > sparsity(plan.skip[:-1])
+        assert plan.sparsity == pytest.approx(sparsity(plan.skip))
+    assert Plan.load("paper:pixart_sigma/skrr").skip == SKRR_ORDER  # no target: the whole order
+
+
+@pytest.mark.parametrize("spec, message", [("paper:sdxl/skrr@0.4", "unknown preset model"),
+                                           ("paper:pixart_sigma/laco@0.4", "unknown preset method"),
+                                           ("paper:pixart_sigma/skrr@forty", "must be a number"),
+                                           ("paper:pixart_sigma/skrr@0.6", "reaches only")])
+def test_bad_presets_are_clear_errors(spec, message):
+    with pytest.raises(PlanError, match=message):
+        Plan.load(spec)
+
+
+def test_inspect_prints_the_presets_sparsity(monkeypatch, capsys):
+    code, out, _ = _inspect(monkeypatch, capsys, "model=pixart_sigma", "plan=paper:pixart_sigma/skrr@0.40")
+    assert code == 0 and "sparsity: 41.92%" in out
+    code, out, _ = _inspect(monkeypatch, capsys, "model=pixart_sigma", "plan=paper:pixart_sigma/shortgpt@0.40",
+                            "compare=paper:pixart_sigma/skrr@0.40")
+    assert code == 0 and "sparsity: 40.52%" in out
+    shared = sorted(set(Plan.load("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
+    assert f"shared skipped sub-blocks: {len(shared)} {shared}" in out
+    assert f"jaccard: {len(shared) / (20 + 21 - len(shared)):.3f}" in out
+
+
+def test_inspect_compare_with_calibration_prints_d_of_both(monkeypatch, capsys, tmp_path):
+    Plan(skip=[1, 2]).save(tmp_path / "a.json")
+    Plan(skip=[2, 3, 5]).save(tmp_path / "b.json")
+    code, out, err = _inspect(monkeypatch, capsys, "model=tiny_pixart", f"plan={tmp_path / 'a.json'}",
+                              f"compare={tmp_path / 'b.json'}", "calibration=builtin", "calibration.size=4",
+                              "calibration.pool=50")
+    assert code == 0, err
+    assert "shared skipped sub-blocks: 1 [2]" in out and "jaccard: 0.250" in out
+    line = next(x for x in out.splitlines() if x.startswith("D on 4 calibration prompts"))
+    d_a, d_b = float(line.split("plan ")[1].split()[0]), float(line.split("compare ")[1])
+    assert d_a > 0 and d_b > 0 and d_a != d_b
+
+
+def test_method_preset_cuts_a_saved_order_per_target(tmp_path):
+    order = [3, 7, 1, 10, 5, 8]
+    Plan(skip=order, info={"order": order}).save(tmp_path / "searched.json")
+    plans = prune("tiny_pixart", {"name": "preset", "plan": str(tmp_path / "searched.json"), "sparsity": [0.1, 0.3]},
+                  CALIB, progress=False)
+    assert [p.info["target"] for p in plans] == [0.1, 0.3]
+    for plan in plans:
+        assert plan.sparsity >= plan.info["target"] and plan.skip == order[:len(plan.skip)]
+        assert plan.info["d_final"] > 0
+    assert len(plans[0].skip) < len(plans[1].skip)
+
+
+def test_method_preset_refuses_a_preset_for_another_encoder():
+    with pytest.raises(PlanError, match="is for encoder 'pixart_sigma'"):
+        prune("tiny_pixart", {"name": "preset", "plan": "paper:pixart_sigma/skrr", "sparsity": 0.2}, CALIB,
+              progress=False)
+
+
+def test_table1_sweeps_skrr_with_the_papers_search_depth():
+    from hydra import compose, initialize_config_dir
+
+    from experiments.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="run", overrides=["experiment=table1_pixart"], return_hydra_config=True)
+        methods = cfg.hydra.sweeper.params.method.split(",")
+        skrr = next(m for m in methods if m.startswith("skrr"))
+        method = compose(config_name="run", overrides=[f"method={skrr}"]).method
+    assert method.name == "skrr" and method.depth == 24 and method.select == "prefix"
