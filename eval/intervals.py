@@ -81,7 +81,10 @@ def _strata(n: int, clusters, strata) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for s in dict.fromkeys(strata.tolist()):
         idx = np.flatnonzero(strata == s)
-        out.append((idx, np.unique(clusters[idx], return_inverse=True)[1].reshape(-1)))
+        _, first, code = np.unique(clusters[idx], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=int)
+        rank[np.argsort(first)] = np.arange(len(first))  # codes in first-seen order, whatever the labels' type
+        out.append((idx, rank[code.reshape(-1)]))
     return out
 
 
@@ -89,6 +92,15 @@ def _resample_counts(rng: np.random.Generator, n: int, resamples: int) -> np.nda
     """(resamples, n): how often each of n clusters is drawn in each resample (n draws with replacement)."""
     draws = rng.integers(0, n, size=(resamples, n)) + n * np.arange(resamples)[:, None]
     return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def balanced_mean(values, strata=None) -> float:
+    """Mean of the stratum means (one stratum: the plain mean); GenEval's overall over its tasks."""
+    v = np.asarray(values, dtype=np.float64)
+    if strata is None:
+        return float(v.mean())
+    strata = np.asarray(strata)
+    return float(np.mean([v[strata == s].mean() for s in dict.fromkeys(strata.tolist())]))
 
 
 def _percentile(estimate: float, replicates: np.ndarray, level: float) -> Interval:
@@ -153,14 +165,16 @@ def bootstrap_statistic(rows: np.ndarray, statistic: Callable[[np.ndarray], floa
 
 
 def paired_statistic(rows_a: np.ndarray, rows_b: np.ndarray, statistic: Callable[[np.ndarray], float],
-                     resamples: int = 200, seed: int = 0, level: float = LEVEL) -> Interval:
-    """Interval of statistic(a) - statistic(b), both resampled with the same item indices."""
+                     resamples: int = 200, seed: int = 0, level: float = LEVEL,
+                     statistic_b: Callable[[np.ndarray], float] | None = None) -> Interval:
+    """Interval of statistic(a) - statistic_b(b) (default: the same statistic), both sides resampled
+    with the same item indices."""
     _check_level(level, resamples)
     if len(rows_a) != len(rows_b):
         raise ValueError(f"a paired comparison needs the same items, got {len(rows_a)} and {len(rows_b)} rows")
-    reps = np.array([statistic(rows_a[i]) - statistic(rows_b[i])
-                     for i in _row_resamples(len(rows_a), resamples, seed)])
-    return _percentile(statistic(rows_a) - statistic(rows_b), reps, level)
+    stat_b = statistic_b or statistic
+    reps = np.array([statistic(rows_a[i]) - stat_b(rows_b[i]) for i in _row_resamples(len(rows_a), resamples, seed)])
+    return _percentile(statistic(rows_a) - stat_b(rows_b), reps, level)
 
 
 def geneval_intervals(correct: Sequence, tags: Sequence[str], prompts: Sequence[str] | None = None,
