@@ -14,10 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def scalars(metrics: dict, prefix: str = "") -> dict:
-    """Flatten nested metric dicts ({'geneval': {'counting': .5}} -> {'geneval/counting': .5}) to numbers."""
+    """Flatten nested metric dicts ({'geneval': {'counting': .5}} -> {'geneval/counting': .5}) to numbers;
+    a value with its interval ({'value': v, 'ci': [lo, hi]}) logs as k, k/ci_lo and k/ci_hi."""
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "value" in v and "ci" in v:
+            out[f"{prefix}{k}"] = v["value"]
+            out.update({f"{prefix}{k}/ci_lo": v["ci"][0], f"{prefix}{k}/ci_hi": v["ci"][1]})
+        elif isinstance(v, dict):
             out.update(scalars(v, f"{prefix}{k}/"))
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = v

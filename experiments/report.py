@@ -2,19 +2,25 @@
 
     skrr-report runs/results/table1_pixart.jsonl [--out DIR]
 
-Table 1: method, sparsity, FID, CLIP, DreamSim, the six GenEval tasks and Overall.
+Table 1: method, sparsity, FID, CLIP, DreamSim, the six GenEval tasks and Overall, each as
+`value ± half-width` of its 95% interval (rows stored without intervals show the value only).
+Matched: every method at the paper's 24/32/40%, interpolated between its achieved points or at its
+nearest achieved point (experiments.compare). Comparisons: which differences at a level are larger
+than their noise, and the paper's claims (a)-(d) as measured (experiments.claims).
 Table 2: pipeline parameters, memory (resident weights) and TFLOPs of one generation.
-Plots: each metric vs achieved sparsity (one line per method) and the search's D vs depth for
-each beam width k. One table set per model when a results file holds several.
+Plots: each metric vs achieved sparsity with 95% error bars (one line per method) and the search's
+D vs depth for each beam width k. One table set per model when a results file holds several.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from experiments.claims import claims, differences, differences_markdown, noise_floor
+from experiments.compare import LEVELS, Estimate, estimate, matched
 from experiments.results import read_results
 
 METHOD_ORDER = ["dense", "shortgpt", "laco", "finercut", "skrr"]
@@ -23,6 +29,7 @@ GENEVAL = [("single_object", "Single"), ("two_object", "Two"), ("counting", "Cou
            ("position", "Pos."), ("color_attr", "Color attr."), ("overall", "Overall")]
 TABLE1 = ["Method", "Sparsity", "FID", "CLIP", "DreamSim"] + [name for _, name in GENEVAL]
 TABLE2 = ["Method", "Sparsity", "Params", "Memory", "TFLOPs"]
+MATCHED = ["Method", "Level", "Sparsity", "FID", "CLIP", "DreamSim", "GenEval overall"]
 # settings that do not change a method's result: never used to tell runs apart
 NOT_SETTINGS = {"sparsity", "batch_size", "fast", "cache_budget_mb"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -32,19 +39,30 @@ PLOTTED = [("fid", "FID (lower is better)"), ("clip", "CLIP score"), ("dreamsim"
 
 # --- rows -> labelled points --------------------------------------------------------------
 def labels(rows: list[dict]) -> list[str]:
-    """Method name plus the method settings that differ between this method's rows (ablations)."""
-    by_method = defaultdict(list)
+    """Method name plus its settings that differ from the usual value among this method's rows (an
+    ablation's variants); when a setting has no single most common value (k = 1..4 once each), every
+    row shows it. A row generated from other seeds (the dense noise floor) says so."""
+    by_method = defaultdict(dict)  # distinct settings only: re-runs and targets must not shift the usual value
     for r in rows:
-        by_method[r["method"]].append(r["config"]["method"])
-    varying = {}
+        cfg = {k: v for k, v in r["config"]["method"].items() if k not in NOT_SETTINGS}
+        by_method[r["method"]][repr(sorted(cfg.items()))] = cfg
+    usual = {}
     for m, cfgs in by_method.items():
-        keys = sorted({k for c in cfgs for k in c} - NOT_SETTINGS)
-        varying[m] = [k for k in keys if len({repr(c.get(k)) for c in cfgs}) > 1]
+        cfgs = list(cfgs.values())
+        usual[m] = {}
+        for k in sorted({k for c in cfgs for k in c} - NOT_SETTINGS):
+            counts = Counter(repr(c.get(k)) for c in cfgs)
+            if len(counts) > 1:
+                (top, n), *rest = counts.most_common()
+                usual[m][k] = top if rest[0][1] < n else None  # None: no usual value, always shown
     out = []
     for r in rows:
         name = METHOD_NAMES.get(r["method"], r["method"])
-        extra = ", ".join(f"{k}={r['config']['method'].get(k)}" for k in varying[r["method"]])
-        out.append(f"{name} ({extra})" if extra else name)
+        cfg = r["config"]["method"]
+        extra = [f"{k}={cfg.get(k)}" for k, top in usual[r["method"]].items() if top is None or repr(cfg.get(k)) != top]
+        if r.get("seed_offset"):
+            extra.append(f"seeds +{r['seed_offset']}")
+        out.append(f"{name} ({', '.join(extra)})" if extra else name)
     return out
 
 
@@ -60,15 +78,12 @@ def latest(rows: list[dict]) -> list[dict]:
     return sorted(keep.values(), key=lambda r: (order.get(r["method"], len(order)), r["label"], r["target"]))
 
 
-def metric(row: dict, name: str):
-    m = row["metrics"]
-    if name == "geneval":
-        return (m.get("geneval") or {}).get("overall")
+def metric(row: dict, name: str) -> Estimate | None:
     if name in ("tflops", "params"):
-        eff = m.get("efficiency") or {}
-        return eff.get("tflops") if name == "tflops" else eff.get("pipeline_params")
-    v = m.get(name)
-    return v if isinstance(v, (int, float)) else None
+        eff = row["metrics"].get("efficiency") or {}
+        v = eff.get("tflops") if name == "tflops" else eff.get("pipeline_params")
+        return None if v is None else Estimate(float(v))
+    return estimate(row, name)
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -77,6 +92,13 @@ def num(v, fmt: str) -> str:
         return "–"
     s = format(v, fmt)
     return s.lstrip("-") if float(s) == 0 else s  # no "-0.00" from round-off (e.g. FID of dense vs itself)
+
+
+def est(e: Estimate | None, fmt: str) -> str:
+    """`value ± half-width` of the 95% interval; the value alone for rows stored without one."""
+    if e is None:
+        return "–"
+    return num(e.value, fmt) if e.lo is None else f"{num(e.value, fmt)} ± {num(e.half_width, fmt)}"
 
 
 def human(v, unit: str = "") -> str:
@@ -89,12 +111,24 @@ def human(v, unit: str = "") -> str:
 
 
 def table1(rows: list[dict]) -> list[list[str]]:
-    out = []
-    for r in rows:
-        g = r["metrics"].get("geneval") or {}
-        out.append([r["label"], f"{r['sparsity']:.1%}", num(metric(r, "fid"), ".2f"), num(metric(r, "clip"), ".3f"),
-                    num(metric(r, "dreamsim"), ".3f")] + [num(g.get(k), ".3f") for k, _ in GENEVAL])
-    return out
+    return [[r["label"], f"{r['sparsity']:.1%}", est(metric(r, "fid"), ".2f"), est(metric(r, "clip"), ".3f"),
+             est(metric(r, "dreamsim"), ".3f")] + [est(estimate(r, "geneval", k), ".3f") for k, _ in GENEVAL]
+            for r in rows]
+
+
+HOW = {"at": "", "interp": " (interp.)", "nearest": " (nearest)"}
+
+
+def matched_table(rows: list[dict]) -> list[list[str]]:
+    """Each method at each paper level: interpolated between its achieved points, or its nearest one."""
+    points = sorted(matched(rows), key=lambda p: (p.level, rows_order(rows, p.label)))
+    return [[p.label, f"{p.level:.0%}", f"{p.sparsity:.1%}{HOW[p.how]}", est(p.estimate("fid"), ".2f"),
+             est(p.estimate("clip"), ".3f"), est(p.estimate("dreamsim"), ".3f"), est(p.estimate("geneval"), ".3f")]
+            for p in points]
+
+
+def rows_order(rows: list[dict], label: str) -> int:
+    return next(i for i, r in enumerate(rows) if r["label"] == label)
 
 
 def table2(rows: list[dict]) -> list[list[str]]:
@@ -120,6 +154,16 @@ def latex(header: list[str], body: list[list[str]], caption: str) -> str:
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}", "\\end{table}"]) + "\n"
 
 
+def comparisons(rows: list[dict], title: str) -> str:
+    """Which differences at each paper level are larger than their noise, and claims (a)-(d)."""
+    parts = [f"### {title}: differences at matched sparsity\n", differences_markdown(differences(rows))]
+    floor = noise_floor(rows)
+    if floor:
+        parts.append(floor + "\n")
+    parts += [f"### {title}: the paper's claims, as measured here\n", "\n".join(f"- {c}" for c in claims(rows)) + "\n"]
+    return "\n".join(parts)
+
+
 # --- plots -------------------------------------------------------------------------------------
 def plot_metrics(rows: list[dict], out: Path, title: str) -> list[Path]:
     import matplotlib
@@ -136,16 +180,24 @@ def plot_metrics(rows: list[dict], out: Path, title: str) -> list[Path]:
             if metric(r, name) is not None:
                 by_label[r["label"]].append((r["sparsity"], metric(r, name)))
         for n, (label, pts) in enumerate(by_label.items()):
-            pts.sort()
-            xs, ys = [100 * p[0] for p in pts], [p[1] for p in pts]
-            if label == "Dense" and len(pts) == 1:
-                ax.axhline(ys[0], color="black", linestyle="--", linewidth=1, label="Dense")
+            pts.sort(key=lambda p: p[0])
+            xs, es = [100 * p[0] for p in pts], [p[1] for p in pts]
+            ys = [e.value for e in es]
+            err = None if any(e.lo is None for e in es) else \
+                [[e.value - e.lo for e in es], [e.hi - e.value for e in es]]  # 95% interval, maybe asymmetric
+            if all(x == 0 for x in xs):  # the dense model (and its other-seed twin): a level with its band
+                line = ax.axhline(ys[0], color="black", linestyle="--" if label == "Dense" else ":", linewidth=1,
+                                  label=label)
+                if err is not None:
+                    ax.axhspan(es[0].lo, es[0].hi, color=line.get_color(), alpha=0.08)
             else:
                 # distinct markers, slightly transparent: methods that land on the same plan overlap
-                ax.plot(xs, ys, marker=MARKERS[n % len(MARKERS)], alpha=0.8, label=label)
-        ax.set_xlabel("text-encoder sparsity (%)")
+                ax.errorbar(xs, ys, yerr=err, marker=MARKERS[n % len(MARKERS)], alpha=0.8, capsize=3, label=label)
+        for level in LEVELS:  # the paper's levels, where the matched table reads the curves
+            ax.axvline(100 * level, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xlabel("achieved text-encoder sparsity (%)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{title}: {ylabel.split(' (')[0]} vs sparsity", fontsize=10)
+        ax.set_title(f"{title}: {ylabel.split(' (')[0]} vs achieved sparsity (95% intervals)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
         fig.tight_layout()
@@ -210,8 +262,13 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         files = {}
         has_quality = any(k in r["metrics"] for r in pts for k in ("fid", "clip", "dreamsim", "geneval"))
         has_efficiency = any("efficiency" in r["metrics"] for r in pts)
+        has_pruned = any(r["sparsity"] > 0 for r in pts)
         for name, header, body, caption in (
-                ("table1", TABLE1, table1(pts) if has_quality else None, f"{title}: quality vs text-encoder sparsity"),
+                ("table1", TABLE1, table1(pts) if has_quality else None,
+                 f"{title}: quality vs text-encoder sparsity (value ± 95% half-width)"),
+                ("matched", MATCHED, matched_table(pts) if has_quality and has_pruned else None,
+                 f"{title}: methods at the paper's sparsity levels (interp.: linear interpolation between the "
+                 "method's achieved points; nearest: its nearest achieved point, at the sparsity shown)"),
                 ("table2", TABLE2, table2(pts) if has_efficiency else None,
                  f"{title}: pipeline parameters, weight memory and TFLOPs per image")):
             if body is None:  # e.g. an efficiency-only sweep has no Table 1
@@ -221,6 +278,11 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
             (d / f"{name}.tex").write_text(latex(header, body, caption))
             files[name] = d / f"{name}.md"
             print(f"### {caption}\n\n{md}")
+        if has_quality and has_pruned:
+            text = comparisons(pts, title)
+            (d / "comparisons.md").write_text(text)
+            files["comparisons"] = d / "comparisons.md"
+            print(text)
         for p in plot_metrics(pts, d, title):
             files[p.stem] = p
         depth = plot_depth(pts, d, title)

@@ -49,6 +49,9 @@ def test_offline_run_logs_config_scalars_curve_and_samples(tmp_path, monkeypatch
 
 
 def test_scalars_flatten_nested_metrics():
+    assert scalars({"fid": {"value": 3.0, "ci": [2.5, 3.6]}, "geneval": {"overall": {"value": 0.5, "ci": [0.4, 0.6]}}}) \
+        == {"fid": 3.0, "fid/ci_lo": 2.5, "fid/ci_hi": 3.6, "geneval/overall": 0.5, "geneval/overall/ci_lo": 0.4,
+            "geneval/overall/ci_hi": 0.6}
     assert scalars({"fid": 3.0, "geneval": {"overall": 0.5}, "skip": "x", "flag": True}, "m/") == \
         {"m/fid": 3.0, "m/geneval/overall": 0.5}
 

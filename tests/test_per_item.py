@@ -1,0 +1,54 @@
+"""eval.per_item: per-image scores saved beside a result, reloaded, bootstrapped and paired (FID too)."""
+import numpy as np
+import pytest
+
+from eval.intervals import bootstrap_mean
+from eval.per_item import Items, item_keys
+from experiments.compare import Point, difference
+
+
+def test_mean_items_round_trip_and_interval(tmp_path):
+    keys = item_keys(["a red cube", "a red cube", "two balls"], [0, 1, 2])
+    assert keys[0] == "0|a red cube"
+    items = Items.mean([1.0, 0.0, 1.0], keys, clusters=["a red cube", "a red cube", "two balls"], strata=["c", "c", "n"])
+    back = Items.load(items.save(tmp_path / "x" / "items.npz"))
+    assert back.kind == "mean" and list(back.keys) == keys and back.strata.tolist() == ["c", "c", "n"]
+    assert back.value() == pytest.approx((0.5 + 1.0) / 2)  # mean of the stratum means, as GenEval's overall
+    assert not list(tmp_path.glob("x/*.tmp*"))
+    v = np.random.default_rng(0).random(300)
+    assert Items.mean(v, [str(i) for i in range(300)]).interval(seed=3) == bootstrap_mean(v, seed=3)
+
+
+def test_fid_items_match_the_frechet_distance_and_pair(tmp_path):
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(2000, 4))
+    reference = {"mu": ref.mean(0), "sigma": np.cov(ref, rowvar=False)}
+    feats = rng.normal(0.3, 1.0, size=(400, 4))
+    keys = [str(i) for i in range(400)]
+    items = Items.fid(feats, keys, keys, reference)
+    mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
+    closed = ((mu - reference["mu"]) ** 2).sum() + np.trace(sigma + reference["sigma"]
+                                                            - 2 * linalg.sqrtm(sigma @ reference["sigma"]).real)
+    assert items.value() == pytest.approx(closed, rel=1e-6)
+    ci = items.interval(resamples=200)
+    assert ci.lo < ci.value < ci.hi
+    # a second method on the same images, shifted further from the reference: paired FID difference
+    worse = Items.fid(feats + 0.2, keys, keys, reference)
+    rows = []
+    for name, it in (("a", items), ("b", worse)):
+        path = it.save(tmp_path / f"{name}.npz")
+        rows.append({"label": name, "sparsity": 0.3, "metrics": {"fid": it.interval(resamples=100).as_dict()},
+                     "artifacts": {"items": {"fid": str(path)}}})
+    d = difference(*[Point(r["label"], 0.3, 0.3, "at", [(r, 1.0)]) for r in rows], "fid", resamples=100)
+    assert d.paired and d.beyond_noise and d.winner() == "a" and d.value == pytest.approx(items.value() - worse.value())
+
+
+def test_bad_items_fail_fast(tmp_path):
+    with pytest.raises(ValueError, match="differ in length"):
+        Items.mean([1.0, 0.0], ["a"])
+    with pytest.raises(ValueError, match="reference"):
+        Items("fid", np.array(["a"]), np.zeros((1, 2)), np.array(["a"]))
+    with pytest.raises(FileNotFoundError, match="no per-item scores"):
+        Items.load(tmp_path / "missing.npz")
