@@ -1,0 +1,78 @@
+"""Toy world v2: a T5-XXL-shaped encoder, the caption-structure targets it is trained on, and the
+full-size GenEval set on which the true scenes score perfectly."""
+import numpy as np
+import pytest
+import torch
+from transformers import T5Config, T5EncoderModel
+
+from experiments.toyworld import TASKS
+from experiments.toyworld.captions import RELATIONS, prompt_scenes, sample_example
+from experiments.toyworld.evaluate import geneval_scores
+from experiments.toyworld.scenes import COLORS, SHAPES, relation, render
+from experiments.toyworld.structure import IGNORE, caption_targets
+from experiments.train_toyworld_v2 import ENCODER, FULL_GENEVAL, build_encoder
+
+
+def _sub_block_shares(encoder: T5EncoderModel) -> tuple[float, float]:
+    total = sum(p.numel() for p in encoder.parameters())
+    block = encoder.encoder.block[1]
+    return (sum(p.numel() for p in block.layer[0].parameters()) / total,
+            sum(p.numel() for p in block.layer[1].parameters()) / total)
+
+
+def test_v2_encoder_has_t5_xxl_sub_block_shares():
+    # T5-v1.1-XXL's published encoder configuration, built without weights
+    with torch.device("meta"):
+        xxl = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, num_heads=64, d_ff=10240, num_layers=24,
+                                      feed_forward_proj="gated-gelu", is_encoder_decoder=False))
+    toy = build_encoder(ENCODER)
+    assert len(toy.encoder.block) == 24 and toy.config.feed_forward_proj == "gated-gelu"
+    assert toy.config.d_ff / toy.config.d_model == 2.5
+    assert toy.config.num_heads * toy.config.d_kv == toy.config.d_model  # as in XXL: 64 x 64 = 4096
+    for got, want in zip(_sub_block_shares(toy), _sub_block_shares(xxl)):
+        assert abs(got - want) < 0.0001, (got, want)  # within 0.01 percentage points
+
+
+def test_caption_targets_bind_each_attribute_to_its_object():
+    t = caption_targets("a photo of a red ring and a blue cross")
+    assert t["color"] == [IGNORE] * 3 + [COLORS.index("red") + 1] * 3 + [IGNORE] + [COLORS.index("blue") + 1] * 3
+    assert t["shape"][3:6] == [SHAPES.index("ring")] * 3 and t["shape"][7:] == [SHAPES.index("cross")] * 3
+    assert t["objects"] == [1] * 10  # two objects
+    t = caption_targets("a photo of a ring left of a square")
+    left, right = RELATIONS.index("left of") + 1, RELATIONS.index("right of") + 1
+    assert t["relation"] == [IGNORE] * 3 + [left] * 4 + [right] * 2  # the square is right of the ring
+    t = caption_targets("a photo of three crosses")
+    assert t["count"][3:] == [2, 2] and t["objects"][0] == 2 and t["color"][3:] == [0, 0]
+    t = caption_targets("two shapes on a black background : a red ring at the top far left , "
+                        "a white square at the bottom right")
+    assert t["row"][7:15] == [1] * 8 and t["col"][7:15] == [1] * 8  # top (row 0), far left (col 0)
+    assert t["row"][16:] == [4] * 7 and t["col"][16:] == [3] * 7  # bottom (row 3), right (col 2)
+    assert t["shape"][15] == IGNORE and t["objects"] == [1] * 23
+    with pytest.raises(ValueError, match="objects"):
+        caption_targets("a photo of four rings and three squares")
+
+
+@pytest.mark.parametrize("task", [*TASKS, "long"])
+def test_caption_targets_agree_with_the_scenes_the_captions_were_drawn_for(task):
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        scene, text, _ = sample_example(task, rng)
+        t = caption_targets(text)
+        assert t["objects"][0] + 1 == len(scene.objects)
+        stated = {(t["shape"][i], t["color"][i], t["row"][i], t["col"][i]) for i in range(len(t["shape"]))
+                  if t["shape"][i] != IGNORE}
+        for shape, color, row, col in stated:  # every stated attribute holds for some object of the scene
+            assert any(SHAPES.index(o.shape) == shape and (color == 0 or COLORS.index(o.color) + 1 == color)
+                       and (row == 0 or o.row + 1 == row) and (col == 0 or o.col + 1 == col) for o in scene.objects)
+        if task == "position":
+            a, b = scene.objects
+            subject_rel = RELATIONS[t["relation"][3] - 1]
+            assert relation(a, b) == {subject_rel}
+
+
+def test_true_scenes_score_perfectly_on_the_full_geneval_set():
+    pairs = prompt_scenes("geneval", **FULL_GENEVAL)
+    assert len(pairs) >= 1600
+    scores = geneval_scores([render(s) for s, _ in pairs], [m for _, m in pairs])
+    assert set(scores) == {*TASKS, "overall"}
+    assert all(v == 1.0 for v in scores.values()), scores
