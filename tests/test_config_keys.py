@@ -28,7 +28,7 @@ def code_of(paths: list[str]) -> str:
 
 def leaves(node, prefix=()):
     for key, value in node.items():
-        if isinstance(value, dict) and "_target_" not in value and key not in ("hydra", "halving"):
+        if isinstance(value, dict) and "_target_" not in value and key != "hydra":
             yield from leaves(value, (*prefix, key))
         else:
             yield (*prefix, key), value
