@@ -372,7 +372,8 @@ def phase_table(args, cfg, pipe_dir: Path) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from skrr import Plan, apply_plan
-    from skrr.models import count_params, meta_components
+    from skrr.encoder import count_params
+    from skrr.models import meta_components
 
     def flops(fn):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
