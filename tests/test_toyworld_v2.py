@@ -7,7 +7,7 @@ from transformers import T5Config, T5EncoderModel
 
 from experiments.toyworld import TASKS
 from experiments.toyworld.captions import RELATIONS, prompt_scenes, sample_example
-from experiments.toyworld.evaluate import geneval_scores
+from experiments.toyworld.metrics import geneval_scores
 from experiments.toyworld.scenes import COLORS, SHAPES, relation, render
 from experiments.toyworld.structure import IGNORE, caption_targets
 from experiments.train_toyworld_v2 import ENCODER, FULL_GENEVAL, build_encoder
@@ -76,3 +76,15 @@ def test_true_scenes_score_perfectly_on_the_full_geneval_set():
     scores = geneval_scores([render(s) for s, _ in pairs], [m for _, m in pairs])
     assert set(scores) == {*TASKS, "overall"}
     assert all(v == 1.0 for v in scores.values()), scores
+
+
+def test_trainer_stages_refuse_missing_inputs_before_any_work(tmp_path):
+    from experiments.train_toyworld_v2 import main
+
+    with pytest.raises(SystemExit, match="no trained text encoder"):
+        main(["denoiser", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no denoiser checkpoint"):
+        main(["export", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="evaluate needs --out"):
+        main(["evaluate", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # nothing half-written
