@@ -104,3 +104,56 @@ class Items:
             ref = {"mu": z["ref_mu"], "sigma": z["ref_sigma"]} if "ref_mu" in z.files else None
             return cls(str(z["kind"]), z["keys"], z["values"], z["clusters"],
                        z["strata"] if "strata" in z.files else None, ref)
+
+
+# --- from a metric that has been updated -----------------------------------------------------------
+def from_metric(metric, prompts: list) -> Items | None:
+    """The per-image scores a metric kept while it was updated (one per image, in update order), or
+    None for metrics without any (efficiency; FID through torchmetrics keeps no features). Keys are
+    image indices until `with_seeds` gives them the generator seeds."""
+    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts]
+    index = [str(i) for i in range(len(texts))]
+    if hasattr(metric, "results"):  # GenEval: correctness per image, resampled within each task
+        res = metric.results
+        return Items.mean([float(r["correct"]) for r in res], index[:len(res)], [r["prompt"] for r in res],
+                          [r["tag"] for r in res])
+    values = getattr(metric, "values", None)
+    if values is None:
+        values = getattr(metric, "scores", None)
+    if values is not None:  # similarity / CLIP / DreamSim: a score per image
+        v = np.concatenate([np.ravel(x) for x in values]) if values and not np.isscalar(values[0]) else np.asarray(values)
+        return Items.mean(v, index[:len(v)], texts[:len(v)])
+    feats = getattr(metric, "_features", None)
+    if feats and getattr(metric, "_tm", None) is None and getattr(metric, "reference", None) is not None:
+        f = np.concatenate(feats)
+        return Items.fid(f, index[:len(f)], texts[:len(f)], metric.reference)
+    return None
+
+
+def with_seeds(items: Items, image_dir) -> Items:
+    """Key each image by its prompt and generator seed (the folder's metadata), so rows pair only
+    when both the prompts and the seeds agree."""
+    import json
+
+    from eval.generate import METADATA
+
+    meta = [json.loads(line) for line in (Path(image_dir) / METADATA).read_text().splitlines() if line.strip()]
+    meta.sort(key=lambda m: m["index"])
+    if len(meta) != len(items.keys):
+        raise ValueError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")
+    items.keys = np.asarray(item_keys([m["prompt"] for m in meta], [m["seed"] for m in meta]), dtype=str)
+    return items
+
+
+def summary(value, items: Items | None, resamples: int | None = None, seed: int = 0):
+    """A metric's stored result: {"value", "ci"} (GenEval: one per task and overall), or the plain
+    value when there are no per-image scores."""
+    if items is None:
+        return value
+    if items.strata is not None:  # GenEval
+        from eval.intervals import geneval_intervals
+
+        return {k: v.as_dict() for k, v in geneval_intervals(items.values, items.strata, items.clusters,
+                                                             resamples or RESAMPLES, seed).items()}
+    ci = items.interval(resamples, seed)
+    return {"value": float(value) if isinstance(value, (int, float)) else ci.value, "ci": [ci.lo, ci.hi]}
