@@ -92,8 +92,8 @@ def test_smoke_eval_scores_every_metric_from_folders(tmp_path):
                                  "calibration.size=8", fast=False), "t")
     values = row["metrics"]
     assert set(values) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
-    assert abs(values["fid"]) < 1e-3 and values["dreamsim"] == pytest.approx(1.0, abs=1e-5)
-    assert -1 <= values["clip"] <= 1 and 0 <= values["geneval"]["overall"] <= 1 and values["efficiency"]["tflops"] > 0
+    assert abs(values["fid"]) < 1e-3 and values["dreamsim"]["value"] == pytest.approx(1.0, abs=1e-5)
+    assert -1 <= values["clip"]["value"] <= 1 and 0 <= values["geneval"]["overall"]["value"] <= 1 and values["efficiency"]["tflops"] > 0
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
