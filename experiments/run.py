@@ -155,7 +155,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         if rank > 0:  # the other ranks only help generate
             pipe.release()
             continue
-        values, metric_keys = {}, {}
+        values, metric_keys, items = {}, {}, {}
         for name, config in metrics.items():
             cls = classes[name]
             if cls.prompt_set is None:  # reads no images: a function of the plan (efficiency)
@@ -167,6 +167,8 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
                               images.folder(store, cls.prompt_set), tuple(sets[cls.prompt_set]), dense)
             rec = score.run(store, pipe)
             records[f"metrics/{name}"], values[name], metric_keys[name] = rec, rec["output"]["value"], score.key
+            if rec["output"].get("items"):
+                items[name] = str(store.dir("metrics", score.key) / rec["output"]["items"])
         row = {"run_key": digest("run", plans.key, target, images.key, metric_keys), "experiment": experiment,
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model["name"],
                "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
@@ -175,7 +177,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
                "ran": sorted(k for k, r in records.items() if r["ran"]),
                "peak_memory": peak_memory(device), **provenance(),
                "artifacts": {"plan": str(plan_path), "images": str(store.dir("images", images.key)),
-                             "dense_images": str(store.dir("images", dense_images.key))},
+                             "dense_images": str(store.dir("images", dense_images.key)), "items": items},
                "config": {**OmegaConf.to_container(cfg, resolve=True), "target": target}}
         if append_result(results_path(cfg.paths.root, experiment), row):  # results first, then W&B
             log_row(cfg.logger, row, sets.get("text"))
@@ -191,7 +193,9 @@ def _brief(values: dict) -> str:
     out = []
     for k, v in values.items():
         if isinstance(v, dict):
-            v = v.get("overall", v.get("tflops"))
+            v = v.get("overall", v.get("tflops", v.get("value")))
+        if isinstance(v, dict):  # GenEval's overall with its interval
+            v = v.get("value")
         if isinstance(v, (int, float)):
             out.append(f"{k}={v:.4g}")
     return " ".join(out)

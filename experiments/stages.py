@@ -29,6 +29,7 @@ from experiments.results import file_lock
 from skrr.plan import Plan, write_json_atomic
 
 DONE = "stage.json"
+METRIC_FORMAT = 2  # in metric keys: version 2 stores per-image scores and intervals (older stages are redone)
 DENSE = {"skip": [], "reuse": {}, "weights": None}  # the plan identity of the dense model
 log = logging.getLogger("skrr-run")
 
@@ -338,7 +339,7 @@ class Score:
 
     @property
     def key(self) -> str:
-        return digest("metric", self.name, self.config, self.depends)
+        return digest("metric", self.name, self.config, self.depends, METRIC_FORMAT)
 
     def run(self, store: Store, pipeline: Pipeline | None = None) -> dict:
         return store.run("metrics", self.key, partial(self.compute, pipeline=pipeline),
@@ -355,4 +356,12 @@ class Score:
             metric = build_metric(self.config, **extra)
             if self.images is None:
                 return {"value": metric.compute()}
-            return {"value": score_folder(metric, self.images, list(self.prompts), self.dense)}
+            value = score_folder(metric, self.images, list(self.prompts), self.dense)
+        # per-image scores keyed by prompt and seed: the value's 95% interval, and pairing in skrr-report
+        from eval.per_item import from_metric, summary, with_seeds
+
+        items = from_metric(metric, list(self.prompts))
+        if items is None:
+            return {"value": value}
+        with_seeds(items, self.images).save(out / "items.npz")
+        return {"value": summary(value, items), "items": "items.npz"}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from eval.per_item import Items
 from experiments import stages
 from experiments.cli import CONF_DIR
 from experiments.results import load_results
@@ -42,7 +43,13 @@ def test_sweep_shares_dense_stores_rows_and_resumes_without_recomputing(tmp_path
     stored = load_results(tmp_path / "results" / "t.jsonl")
     assert [r["run_key"] for r in stored] == [r["run_key"] for r in rows] and len(stored) == 3
     dense, low, high = stored
-    assert dense["sparsity"] == 0.0 and dense["metrics"]["dreamsim"] == pytest.approx(1.0, abs=1e-5)
+    assert dense["sparsity"] == 0.0 and dense["metrics"]["dreamsim"]["value"] == pytest.approx(1.0, abs=1e-5)
+    for r in stored:  # every quality metric: its value, a 95% interval around it, per-image scores to pair
+        for m in ("clip", "dreamsim"):
+            lo, hi = r["metrics"][m]["ci"]
+            assert lo - 1e-9 <= r["metrics"][m]["value"] <= hi + 1e-9
+            assert Items.load(r["artifacts"]["items"][m]).keys.tolist() == \
+                Items.load(dense["artifacts"]["items"][m]).keys.tolist()
     assert 0.2 <= low["sparsity"] < high["sparsity"] and high["sparsity"] >= 0.4
     assert high["metrics"]["efficiency"]["pipeline_params"] < dense["metrics"]["efficiency"]["pipeline_params"]
     for r in stored:
@@ -85,8 +92,8 @@ def test_smoke_eval_scores_every_metric_from_folders(tmp_path):
                                  "calibration.size=8", fast=False), "t")
     values = row["metrics"]
     assert set(values) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
-    assert abs(values["fid"]) < 1e-3 and values["dreamsim"] == pytest.approx(1.0, abs=1e-5)
-    assert -1 <= values["clip"] <= 1 and 0 <= values["geneval"]["overall"] <= 1 and values["efficiency"]["tflops"] > 0
+    assert abs(values["fid"]) < 1e-3 and values["dreamsim"]["value"] == pytest.approx(1.0, abs=1e-5)
+    assert -1 <= values["clip"]["value"] <= 1 and 0 <= values["geneval"]["overall"]["value"] <= 1 and values["efficiency"]["tflops"] > 0
 
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}

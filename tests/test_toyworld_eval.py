@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from eval.metrics import build_metric, metric_class
+from eval.per_item import Items
 from eval.prompts import prompt_sets
 from experiments import toyworld
 from experiments.cli import CONF_DIR
@@ -68,8 +69,11 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     for i in range(6):
         text, geneval = images / "text" / f"{i:05d}.png", images / "geneval" / f"{i:05d}.png"
         assert text.stat().st_ino == geneval.stat().st_ino
-    assert row["metrics"]["dreamsim"] == pytest.approx(1.0)  # dense vs itself
+    assert row["metrics"]["dreamsim"]["value"] == pytest.approx(1.0)  # dense vs itself
     assert set(row["metrics"]["geneval"]) >= {"overall", "counting", "position"}
-    assert row["metrics"]["fid"] > 0
+    fid = row["metrics"]["fid"]
+    assert fid["value"] > 0 and fid["ci"][0] < fid["value"] < fid["ci"][1]
+    keys = Items.load(row["artifacts"]["items"]["geneval"]).keys.tolist()
+    assert keys[0].startswith("0|") and len(keys) == 6  # prompt and generator seed of each image
     eff = row["metrics"]["efficiency"]  # a pixel-space pipeline: no VAE FLOPs, the rest counted
     assert eff["vae_flops"] == 0 < eff["encoder_flops"] < eff["denoiser_flops"]
