@@ -111,7 +111,7 @@ def embed(text_side, tokens: dict, projection: bool, batch_size: int, device) ->
     """f = proj(E(c)) (or E(c)) for all rows, fp32 on CPU."""
     out = []
     for b in token_batches(tokens, batch_size, device):
-        f = text_side.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])[0]
+        f = text_side.encode(b["input_ids"], b["attention_mask"])
         if projection:
             f = text_side.projection(f.to(next(text_side.projection.parameters()).dtype))
         out.append(f.float().cpu())
@@ -125,7 +125,7 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
         raise ValueError("calibration prompt set is empty")
     key = _key(text_side, prompts, projection)
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
-    tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT])
+    tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT], negative=True)
     if path.is_file():
         cached = torch.load(path, map_location="cpu")
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection)
