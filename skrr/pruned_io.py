@@ -9,13 +9,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+from transformers import (AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, Gemma2Model, LlamaModel, Qwen2Model,
+                          Qwen2_5_VLForConditionalGeneration, T5EncoderModel)
 
 from skrr.atomic import atomic_path
 from skrr.plan import Plan
 from skrr.surgery import apply_plan
 
-MODEL_CLASSES = {c.__name__: c for c in (T5EncoderModel, CLIPTextModel, CLIPTextModelWithProjection)}
+MODEL_CLASSES = {c.__name__: c for c in (T5EncoderModel, CLIPTextModel, CLIPTextModelWithProjection, Gemma2Model,
+                                         LlamaModel, Qwen2Model, Qwen2_5_VLForConditionalGeneration)}
 WEIGHTS, META = "model.safetensors", "pruned.json"
 
 
