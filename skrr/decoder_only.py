@@ -97,9 +97,9 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         if inputs_embeds is None:
             inputs_embeds = stack.embed_tokens(input_ids)  # Gemma's embedding scales by sqrt(hidden) itself
         if _is_mrope(stack):  # Qwen2.5-VL: 3-D (temporal, height, width) positions; text-only: arange thrice
-            if position_ids is None:
-                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
-                position_ids = position_ids.view(1, 1, -1).expand(3, inputs_embeds.shape[0], -1)
+            if position_ids is None:  # the same for every row: one row broadcasts (batch-size free ctx)
+                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).view(1, 1, -1)
+                position_ids = position_ids.expand(3, 1, -1)
             elif position_ids.ndim == 2:
                 position_ids = position_ids[None].expand(3, position_ids.shape[0], -1)
             text_position_ids = None
@@ -114,7 +114,7 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         masks = {FULL: create_causal_mask(**kw)}
         if SLIDING in (getattr(self.config, "layer_types", None) or []):
             masks[SLIDING] = create_sliding_window_causal_mask(**kw)
-        rope = stack.rotary_emb(inputs_embeds, position_ids)
+        rope = stack.rotary_emb(inputs_embeds[:1] if position_ids.shape[-2] == 1 else inputs_embeds, position_ids)
         return inputs_embeds, {"masks": masks, "rope": rope, "position_ids": text_position_ids}
 
     def finish(self, h, ctx):
