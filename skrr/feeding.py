@@ -119,4 +119,4 @@ FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenIm
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:
-    return FEEDINGS.get(cfg.family, Feeding)(cfg, tokenizer, preprocess)
+    return FEEDINGS.get(cfg.get("family"), Feeding)(cfg, tokenizer, preprocess)
