@@ -89,8 +89,11 @@ def weights_fingerprint(*modules, samples: int = 4099) -> list:
 
 def _key(text_side, prompts: list[str], projection: bool) -> str:
     cfg = text_side.cfg
-    ident = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    ident = {k: conf.get(k) for k in
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
+    # how a decoder-only pipeline is fed (only where set, so other models keep their cache keys)
+    ident.update({k: conf[k] for k in ("hidden_state", "complex_human_instruction", "system_prompt") if k in conf})
     fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
     h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint], sort_keys=True).encode())
     return h.hexdigest()[:20]
