@@ -43,6 +43,22 @@ def _role(i: int, plan) -> str:
     return f"re-use {plan.reuse[i]}" if i in plan.reuse else "skip"
 
 
+def encoder_notes(encoder, view, dense_encoder: int, unused: int) -> list[str]:
+    """What `encoder parameters` counts when it is not the whole encoder module."""
+    from skrr.decoder_only import tower
+    from skrr.models import count_params
+
+    notes = []
+    if unused:
+        notes.append(f"  the pipeline reads hidden state {view.hidden_state}: the {view.num_layers - view.used_layers} "
+                     f"layer(s) after it and the final norm ({unused:,} parameters; {dense_encoder + unused:,} with "
+                     f"them) never reach the image and are removed by every plan; sparsity counts the rest")
+    if tower(encoder) is not encoder:
+        rest = count_params(encoder) - count_params(tower(encoder))
+        notes.append(f"  language tower only: the vision tower and LM head ({rest:,} parameters) are kept as they are")
+    return notes
+
+
 def report(cfg: DictConfig) -> list[str]:
     from skrr import apply_plan, to_sub_blocks
     from skrr.encoder import count_params, total_params
@@ -55,9 +71,11 @@ def report(cfg: DictConfig) -> list[str]:
     if cfg.model.text_encoder not in components:
         raise KeyError(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
     encoder = components[cfg.model.text_encoder]
-    blocks = to_sub_blocks(encoder).sub_blocks
+    view = to_sub_blocks(encoder, hidden_state=int(cfg.model.get("hidden_state", -1)))
+    blocks = view.sub_blocks
     dense_encoder = total_params(encoder)
-    dense_pipeline = sum(count_params(m) for m in components.values())
+    unused = getattr(view, "unused_params", 0)  # a tail the pipeline never reads, freed by the view
+    dense_pipeline = sum(count_params(m) for m in components.values()) + unused
     if plan is not None:
         apply_plan(encoder, plan, name=cfg.model.name)  # validates: range, duplicates, re-use, encoder identity
 
@@ -70,10 +88,13 @@ def report(cfg: DictConfig) -> list[str]:
     lines += ["  ".join(v.rjust(w) if c != 2 and c != 4 else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip()
               for r in rows]
     lines.append(f"encoder parameters: {dense_encoder:,}")
+    lines += encoder_notes(encoder, view, dense_encoder, unused)
     if plan is None:
         lines.append(f"pipeline parameters: {dense_pipeline:,}")
         return lines
-    removed = dense_encoder - count_params(encoder)
+    from skrr.decoder_only import tower
+
+    removed = dense_encoder - count_params(tower(encoder))
     lines += [f"plan: skip {len(plan.skip)}, re-use {len(plan.reuse)}",
               f"sparsity: {100 * plan.sparsity:.2f}%",
               f"encoder parameters after: {dense_encoder - removed:,}",

@@ -114,8 +114,11 @@ def weights_fingerprint(*modules, samples: int = 4099) -> list:
 
 def _key(text_side, prompts: list[str], projection: bool, feed: dict) -> str:
     cfg = text_side.cfg
-    ident = {k: OmegaConf.to_container(cfg, resolve=True).get(k) for k in
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    ident = {k: conf.get(k) for k in
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
+    # how a decoder-only pipeline is fed (only where set, so other models keep their cache keys)
+    ident.update({k: conf[k] for k in ("hidden_state", "complex_human_instruction", "system_prompt") if k in conf})
     fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
     h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint, feed], sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -182,7 +185,7 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     feed = {"batch_size": batch_size, "length_buckets": length_buckets, "compute_dtype": compute_dtype}
     key = _key(text_side, prompts, projection, {**feed, "compute_dtype": str(compute_dtype)})
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
-    tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT])
+    tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT], negative=True)
     cached = _load_cache(path, prompts)
     if cached is not None:
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection, **feed)

@@ -195,9 +195,15 @@ def _clip_text_model(model: nn.Module) -> nn.Module:
     return model.text_model if isinstance(model, CLIPTextModelWithProjection) else model
 
 
-def to_sub_blocks(model: nn.Module) -> SubBlockEncoder:
+def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlockEncoder:
     """Put `model` (in place) into sub-block form and return its `SubBlockEncoder`.
-    Idempotent; works on the meta device."""
+    Idempotent; works on the meta device. `hidden_state` (decoder-only models) is the index of the
+    hidden state the pipeline reads: -2 makes the view stop before the last layer."""
+    from skrr.decoder_only import to_decoder_sub_blocks
+
+    decoder = to_decoder_sub_blocks(model, hidden_state)
+    if decoder is not None:
+        return decoder
     found = find_sub_block_encoder(model)
     if found is not None:
         return found
@@ -209,10 +215,16 @@ def to_sub_blocks(model: nn.Module) -> SubBlockEncoder:
         tm.encoder = CLIPSubBlockEncoder(tm)
         return tm.encoder
     raise TypeError(
-        f"skrr prunes T5EncoderModel and CLIPTextModel[WithProjection] text encoders; got {type(model).__name__}")
+        f"skrr prunes T5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, Llama, Qwen2, "
+        f"Qwen2.5-VL) text encoders; got {type(model).__name__}")
 
 
 def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
+    from skrr.decoder_only import find_decoder_sub_blocks
+
+    decoder = find_decoder_sub_blocks(model)
+    if decoder is not None:
+        return decoder
     if isinstance(model, CLIPTextModelWithProjection):
         model = model.text_model
     enc = getattr(model, "encoder", None)
@@ -220,9 +232,12 @@ def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
 
 
 def total_params(model: nn.Module) -> int:
-    """All parameters of the encoder as a dense model: the denominator of sparsity."""
+    """All parameters of the encoder as a dense model (the language tower of a vision-language
+    model; without a tail the pipeline never reads): the denominator of sparsity."""
+    from skrr.decoder_only import tower
+
     enc = find_sub_block_encoder(model)
-    n = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in tower(model).parameters())
     if enc is not None:  # add back what a plan already removed
         present = {int(k) for k in enc.branches}
         n += sum(p for i, p in enumerate(enc.sub_block_params) if i not in present)

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from skrr.feeding import feeding_for
 from skrr.tiny import tiny_pipeline_dir
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # the Hydra configs: a link to the top-level conf/, copied into wheels
@@ -92,29 +93,55 @@ def load_pipeline(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.
     cls = _import(cfg.pipeline_class)
     pipe = cls.from_pretrained(resolve_pretrained(cfg), dtype=dtype, **components)
     pipe.text_max_length = int(cfg.max_length)  # generation feeds the encoder as calibration does
+    if cfg.text_encoder not in components:
+        prepare_encoder(getattr(pipe, cfg.text_encoder), cfg)
     return pipe.to(device)
 
 
 @dataclass
 class TextSide:
     """What pruning needs from a pipeline: the encoder, its tokenizer, the projection, and how the
-    pipeline feeds the encoder."""
+    pipeline feeds the encoder (`skrr.feeding`)."""
     cfg: DictConfig
     encoder: nn.Module
     tokenizer: object
     projection: nn.Module
     preprocess: object = None  # the pipeline's own caption cleaning, if it has one
+    feeding: object = None
 
-    def tokenize(self, prompts: list[str]) -> dict:
-        """Tokenize exactly as the pipeline's encode_prompt does. `attend` marks the tokens the
-        denoiser attends to (the attention mask where the pipeline passes one, else all)."""
-        if self.preprocess is not None:
-            prompts = self.preprocess(list(prompts), clean_caption=bool(self.cfg.clean_caption))
-        t = self.tokenizer(list(prompts), padding="max_length", max_length=int(self.cfg.max_length), truncation=True,
-                           add_special_tokens=True, return_tensors="pt")
-        if self.cfg.attention_mask:
-            return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
-        return {"input_ids": t.input_ids, "attention_mask": None, "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+    def __post_init__(self):
+        if self.feeding is None:
+            self.feeding = feeding_for(self.cfg, self.tokenizer, self.preprocess)
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        """Tokenize exactly as the pipeline's encode_prompt does (`negative`: as it encodes the
+        negative/empty prompt). `attend` marks the tokens whose embeddings reach the denoiser."""
+        return self.feeding.tokenize(prompts, negative)
+
+    def encode(self, input_ids, attention_mask) -> torch.Tensor:
+        """The encoder's hidden state that the pipeline reads, for every position."""
+        return self.feeding.encode(self.encoder, input_ids, attention_mask)
+
+
+def prepare_encoder(encoder: nn.Module, cfg: DictConfig) -> nn.Module:
+    """Decoder-only encoders whose pipeline reads an earlier hidden state go into sub-block form at
+    load time, which frees the layers after it; others are left as loaded."""
+    if int(cfg.get("hidden_state", -1)) != -1:
+        from skrr.encoder import to_sub_blocks
+
+        to_sub_blocks(encoder, hidden_state=int(cfg.hidden_state))
+    return encoder
+
+
+def projection_module(root: str, index: dict, paths, dtype: torch.dtype) -> nn.Module:
+    """The denoiser's per-token projection of the text embeddings: one dotted path
+    (`transformer.caption_projection`), or a list applied in order (Sana: caption_projection, then
+    caption_norm), each read alone from the denoiser's safetensors."""
+    modules = []
+    for path in [paths] if isinstance(paths, str) else list(paths):
+        denoiser, _, inner = path.partition(".")
+        modules.append(load_projection(root, denoiser, ".".join(index[denoiser]), inner, dtype))
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
 def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> TextSide:
@@ -138,11 +165,10 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
         return cls.from_pretrained(root, subfolder=sub, **kwargs)
 
     tokenizer = component(cfg.tokenizer)
-    encoder = component(cfg.text_encoder).to(device).eval()
-    denoiser, _, proj_path = cfg.projection.partition(".")
-    projection = load_projection(root, denoiser, ".".join(index[denoiser]), proj_path, dtype).to(device).eval()
+    encoder = prepare_encoder(component(cfg.text_encoder), cfg).to(device).eval()
+    projection = projection_module(root, index, cfg.projection, dtype).to(device).eval()
     preprocess = None
-    if cfg.family == "pixart" and hasattr(pipe_cls, "_text_preprocessing"):
+    if cfg.family in ("pixart", "sana") and hasattr(pipe_cls, "_text_preprocessing"):
         helper = pipe_cls.__new__(pipe_cls)  # _text_preprocessing uses no pipeline state
         preprocess = helper._text_preprocessing
     return TextSide(cfg, encoder, tokenizer, projection, preprocess)

@@ -110,6 +110,12 @@ def pruned_config(model, plan: Plan):
     return cls, out
 
 
+def has_pretrained_class(model) -> bool:
+    """Whether a registered Skrr class exists for this encoder (T5, CLIP); decoder-only encoders
+    are saved in save_pruned's own folder format instead."""
+    return any(c in PRUNED_CLASSES or c in {p for p, _ in PRUNED_CLASSES.values()} for c in type(model).__mro__)
+
+
 def as_pretrained(model, plan: Plan):
     """Re-label a dense-class encoder pruned in place by `plan` as its Skrr class (same modules, no copy)."""
     if type(model) in {c for c, _ in PRUNED_CLASSES.values()}:

@@ -1,11 +1,11 @@
 """Save a pruned encoder (kept weights only) and load it back without ever materialising the
 dense weights.
 
-Format 2 (written now) is a transformers model folder: `config.json` (model_type skrr_t5 /
+Format 2 (written for T5 and CLIP) is a transformers model folder: `config.json` (model_type skrr_t5 /
 skrr_clip_text, the plan's skip and re-use under `skrr`), `model.safetensors` and `plan.json`;
 `transformers.AutoModel.from_pretrained(dir)` loads it after `import skrr`. Format 1 (folders
-with `pruned.json`, written by earlier versions) still loads: built on meta, pruned there, then
-given the saved tensors."""
+with `pruned.json`: earlier versions, and decoder-only encoders, which have no registered Skrr
+class yet) loads too: built on meta, pruned there, then given the saved tensors."""
 from __future__ import annotations
 
 import json
@@ -13,16 +13,18 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+from transformers import (AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, Gemma2Model, LlamaModel, Qwen2Model,
+                          Qwen2_5_VLForConditionalGeneration, T5EncoderModel)
 
 from skrr.atomic import atomic_path, current_umask
 from skrr.plan import Plan
-from skrr.pretrained import PRUNED_CLASSES, as_pretrained
+from skrr.pretrained import PRUNED_CLASSES, as_pretrained, has_pretrained_class
 from skrr.surgery import apply_plan
 
-MODEL_CLASSES = {c.__name__: c for c in (T5EncoderModel, CLIPTextModel, CLIPTextModelWithProjection)}
+MODEL_CLASSES = {c.__name__: c for c in (T5EncoderModel, CLIPTextModel, CLIPTextModelWithProjection, Gemma2Model,
+                                         LlamaModel, Qwen2Model, Qwen2_5_VLForConditionalGeneration)}
 PRUNED_BY_NAME = {c.__name__: c for c, _ in PRUNED_CLASSES.values()}
 WEIGHTS, META_V1 = "model.safetensors", "pruned.json"
 
@@ -30,6 +32,8 @@ WEIGHTS, META_V1 = "model.safetensors", "pruned.json"
 def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> Path:
     """Write the pruned encoder as a transformers model folder plus plan.json, atomically."""
     directory = Path(directory)
+    if not has_pretrained_class(model):  # decoder-only encoders: the self-describing folder (format 1)
+        return _save_format1(model, plan, directory)
     cls, config = type(model), model.config
     try:
         with atomic_path(directory, directory=True) as tmp:
@@ -38,6 +42,30 @@ def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> P
             _honour_umask(tmp)
     finally:  # the caller's model keeps its class and config
         model.__class__, model.config = cls, config
+    return directory
+
+
+def _save_format1(model: nn.Module, plan: Plan, directory: Path) -> Path:
+    """config.json, plan.json, pruned.json and model.safetensors (kept weights): the loader builds the
+    dense class on meta, prunes it there and assigns these tensors."""
+    tensors, aliases = {}, {}
+    seen: dict[int, str] = {}
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        key = t.data_ptr()
+        if key in seen:  # tied weights are stored once
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().contiguous().cpu()
+    persistent = set(model.state_dict())
+    meta = {"model_class": type(model).__name__, "aliases": aliases,
+            "non_persistent_buffers": sorted(n for n, _ in model.named_buffers() if n not in persistent)}
+    with atomic_path(directory, directory=True) as tmp:
+        model.config.to_json_file(tmp / "config.json")
+        plan.save(tmp / "plan.json")
+        (tmp / META_V1).write_text(json.dumps(meta, indent=2))
+        save_file(tensors, str(tmp / WEIGHTS))
+        _honour_umask(tmp)
     return directory
 
 
@@ -90,7 +118,7 @@ def _load_format1(directory: Path, device, dtype) -> nn.Module:
         owner, _, leaf = alias.rpartition(".")
         src_owner, _, src_leaf = canonical.rpartition(".")
         setattr(model.get_submodule(owner), leaf, getattr(model.get_submodule(src_owner), src_leaf))
-    return as_pretrained(model.eval(), plan)
+    return as_pretrained(model.eval(), plan) if has_pretrained_class(model) else model.eval()
 
 
 def save_pruned_pipeline(pipe, component: str, plan: Plan, directory: str | os.PathLike) -> Path:

@@ -125,7 +125,131 @@ def _build_flux():
                         text_encoder_2=tiny_t5(32), tokenizer_2=t5_tokenizer())
 
 
-BUILDERS = {"tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux}
+def _bpe(corpus: list[str], vocab_size: int, special: list[str], normalizer, pre_tokenizer, alphabet) -> tuple[dict, list]:
+    """vocab and merges of a BPE trained in process (for the tokenizer classes that take them)."""
+    import json
+
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.train_from_iterator(corpus, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                                                initial_alphabet=alphabet, show_progress=False))
+    model = json.loads(tok.to_str())["model"]
+    return model["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+
+
+def gemma_tokenizer(instructions: str = ""):
+    """Gemma's tokenizer (`GemmaTokenizer`: SentencePiece-style BPE, `<bos>` prepended) on a tiny
+    vocabulary; `instructions` (a pipeline's fixed preamble) are learned too, so they take a few
+    hundred tokens as with the real vocabulary rather than one per character."""
+    import string
+
+    from tokenizers import normalizers, pre_tokenizers
+    from transformers import GemmaTokenizer
+
+    vocab, merges = _bpe(_corpus() + [instructions] * 20, 800, ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"],
+                         normalizers.Replace(" ", "\u2581"),
+                         pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False),
+                         list(string.printable.replace(" ", "\u2581")))
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+
+
+def qwen2_tokenizer(template_words: str = ""):
+    """Qwen2's byte-level BPE (`Qwen2Tokenizer`) on a tiny vocabulary with the chat special tokens.
+    Words of `template_words` are learned whole, so a chat template tokenizes as the real one does."""
+    from tokenizers import normalizers, pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    corpus = _corpus() + [template_words] * 50
+    vocab, merges = _bpe(corpus, 600, ["<|endoftext|>"], normalizers.NFC(),
+                         pre_tokenizers.ByteLevel(add_prefix_space=False), pre_tokenizers.ByteLevel.alphabet())
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tok
+
+
+def tiny_gemma2(hidden: int = 32, num_layers: int = 4, vocab_size: int = 800):
+    from transformers import Gemma2Config, Gemma2Model
+
+    # a 16-token sliding window, so the alternating sliding/full masks differ on prompts
+    return Gemma2Model(Gemma2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=48,
+                                    num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                                    head_dim=8, query_pre_attn_scalar=8, sliding_window=16, pad_token_id=0,
+                                    eos_token_id=1, bos_token_id=2))
+
+
+def _build_sana():
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+
+    transformer = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=4,
+                                         num_layers=1, num_cross_attention_heads=2, cross_attention_head_dim=4,
+                                         cross_attention_dim=8, caption_channels=32, sample_size=8, patch_size=1)
+    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2,
+                        encoder_block_types=("ResBlock", "EfficientViTBlock"),
+                        decoder_block_types=("ResBlock", "EfficientViTBlock"),
+                        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+                        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+                        decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41)
+    from inspect import signature
+
+    instruction = "\n".join(signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+    return SanaPipeline(tokenizer=gemma_tokenizer(instruction), text_encoder=tiny_gemma2(), vae=vae, transformer=transformer,
+                        scheduler=DPMSolverMultistepScheduler())
+
+
+def _build_lumina2():
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    transformer = Lumina2Transformer2DModel(sample_size=4, patch_size=2, in_channels=4, hidden_size=16, num_layers=1,
+                                            num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1,
+                                            multiple_of=16, axes_dim_rope=(2, 2, 4), axes_lens=(300, 32, 32),
+                                            cap_feat_dim=32)
+    # four blocks: Lumina 2 assumes the VAE downsamples by 8
+    vae = AutoencoderKL(block_out_channels=(4, 4, 4, 4), layers_per_block=1, norm_num_groups=2, latent_channels=4,
+                        sample_size=32, shift_factor=0.1159, scaling_factor=0.3611,
+                        down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4)
+    return Lumina2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                           text_encoder=tiny_gemma2(),
+                           tokenizer=gemma_tokenizer(Lumina2Pipeline(None, None, None, None, None).system_prompt))
+
+
+def _build_qwen_image():
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+    from diffusers import QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    template = _qwen_image_template()
+    tokenizer = qwen2_tokenizer(template)
+    text_config = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, bos_token_id=None,
+                       eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+                       rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e6})
+    vision_config = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32, patch_size=2,
+                         temporal_patch_size=1, spatial_merge_size=1, window_size=4, fullatt_block_indexes=[0])
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=text_config, vision_config=vision_config, bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id))
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                              attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                              axes_dims_rope=(2, 2, 4))
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
+                                 temperal_downsample=[False], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                             tokenizer=tokenizer, transformer=transformer)
+
+
+def _qwen_image_template() -> str:
+    """The chat template QwenImagePipeline wraps prompts in (read from the pinned diffusers)."""
+    from diffusers import QwenImagePipeline
+
+    return QwenImagePipeline(None, None, None, None, None).prompt_template_encode
+
+
+BUILDERS = {"tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
+            "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
 
 
 def cache_root() -> Path:

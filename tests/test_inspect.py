@@ -116,3 +116,15 @@ def test_unknown_model_in_a_fresh_process(tmp_path):
     assert result.stderr.strip().startswith("error: unknown model 'no_such_model'; choose from [")
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model, sub_blocks, params, note", [
+    ("sana_1600m", 52, 2_614_341_888, None),
+    ("lumina2", 50, 2_536_473_600, "the 1 layer(s) after it and the final norm (77,868,288 parameters; 2,614,341,888 with"),
+    ("qwen_image", 56, 7_070_619_136, "language tower only"),
+])
+def test_decoder_only_pipelines_offline(monkeypatch, capsys, model, sub_blocks, params, note):
+    code, out, err = _inspect(monkeypatch, capsys, f"model={model}")
+    assert code == 0, err
+    assert len(_table_rows(out)) == sub_blocks and f"encoder parameters: {params:,}" in out
+    assert note is None or note in out

@@ -1,0 +1,122 @@
+"""How each pipeline feeds its text encoder, mirrored from its `encode_prompt` (diffusers 0.42).
+
+A feeding turns prompts into encoder input and says which encoder outputs reach the denoiser:
+`tokenize` returns input_ids, the attention_mask passed to the encoder (None where the pipeline
+passes none) and `attend`, the tokens whose embeddings the denoiser receives; `encode` returns
+the hidden state the pipeline reads, per token. Slicing a pipeline does after the encoder (Sana's
+select_index, Qwen-Image's dropped template prefix) only changes which tokens reach the denoiser,
+so it becomes `attend`: the projections are per token, so the discrepancy over attended tokens is
+the one over what the denoiser gets.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+
+class Feeding:
+    """T5 / CLIP pipelines (PixArt, SD3, FLUX): pad to max_length; mask passed or not."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        self.cfg, self.tokenizer, self.preprocess = cfg, tokenizer, preprocess
+        self.max_length = int(cfg.max_length)
+        self.hidden_state = int(cfg.get("hidden_state", -1))
+
+    def _pad(self, texts: list[str], max_length: int, **kw):
+        return self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
+                              add_special_tokens=True, return_tensors="pt", **kw)
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        if self.preprocess is not None:
+            prompts = self.preprocess(list(prompts), clean_caption=bool(self.cfg.clean_caption))
+        t = self._pad(list(prompts), self.max_length)
+        if self.cfg.attention_mask:
+            return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+        return {"input_ids": t.input_ids, "attention_mask": None, "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+
+    def encode(self, encoder, input_ids, attention_mask) -> torch.Tensor:
+        """The hidden state the pipeline reads (all positions; `attend` says which reach the denoiser)."""
+        if self.hidden_state == -1:
+            return encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return encoder(input_ids=input_ids, attention_mask=attention_mask,
+                       output_hidden_states=True).hidden_states[self.hidden_state]
+
+
+class SanaFeeding(Feeding):
+    """SanaPipeline: lower-cased prompt after the complex human instruction (CHI), padded to
+    CHI tokens + max_length - 2; the denoiser gets token 0 and the last max_length - 1 tokens.
+    The negative prompt has no CHI and is padded to max_length."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        super().__init__(cfg, tokenizer, preprocess)
+        from diffusers import SanaPipeline
+
+        default = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
+        chi = cfg.get("complex_human_instruction", "default")
+        self.instruction = list(default) if chi == "default" else list(chi or [])
+        tokenizer.padding_side = "right"  # as the pipeline sets it
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        prompts = self.preprocess(list(prompts), clean_caption=bool(self.cfg.clean_caption))
+        if negative or not self.instruction:
+            t = self._pad(prompts, self.max_length)
+            return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+        chi = "\n".join(self.instruction)
+        max_all = len(self.tokenizer.encode(chi)) + self.max_length - 2
+        t = self._pad([chi + p for p in prompts], max_all)
+        select = [0] + list(range(max_all - self.max_length + 1, max_all))
+        attend = torch.zeros_like(t.attention_mask, dtype=torch.bool)
+        attend[:, select] = t.attention_mask[:, select].bool()
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+
+class Lumina2Feeding(Feeding):
+    """Lumina2Pipeline: `system_prompt <Prompt Start> prompt`, padded to max_length, hidden state -2
+    (the penultimate: the last decoder layer never reaches the image). The negative prompt is the
+    bare "" (no system prompt)."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        super().__init__(cfg, tokenizer, preprocess)
+        from diffusers import Lumina2Pipeline
+
+        self.system_prompt = cfg.get("system_prompt") or Lumina2Pipeline(None, None, None, None, None).system_prompt
+        tokenizer.padding_side = "right"  # as the pipeline's __init__ sets it
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        texts = list(prompts) if negative else [self.system_prompt + " <Prompt Start> " + p for p in prompts]
+        t = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+
+
+class QwenImageFeeding(Feeding):
+    """QwenImagePipeline: the prompt in its chat template, padded to the longest in the batch; the
+    last hidden state; the template's first 34 tokens are dropped and at most max_length (the
+    pipeline's max_sequence_length) tokens follow. The negative prompt goes through the same template."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        super().__init__(cfg, tokenizer, preprocess)
+        from diffusers import QwenImagePipeline
+
+        helper = QwenImagePipeline(None, None, None, None, None)
+        self.template, self.drop = helper.prompt_template_encode, helper.prompt_template_encode_start_idx
+        self.tokenizer_max_length = helper.tokenizer_max_length
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self.tokenizer([self.template.format(p) for p in prompts], max_length=self.tokenizer_max_length + self.drop,
+                           padding=True, truncation=True, return_tensors="pt")
+        rank = t.attention_mask.cumsum(1)  # 1-based index among the real tokens
+        attend = t.attention_mask.bool() & (rank > self.drop) & (rank <= self.drop + self.max_length)
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+    def encode(self, encoder, input_ids, attention_mask) -> torch.Tensor:
+        # Qwen2_5_VLModel: the pipeline's call without the LM head's logits (which it never reads)
+        return encoder.model(input_ids=input_ids, attention_mask=attention_mask,
+                             output_hidden_states=True).hidden_states[self.hidden_state]
+
+
+FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding}
+
+
+def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:
+    return FEEDINGS.get(cfg.get("family"), Feeding)(cfg, tokenizer, preprocess)
