@@ -21,7 +21,7 @@ from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from skrr.encoder import ATTN, FFN, SubBlockEncoder, _num_params
+from skrr.encoder import ATTN, FFN, SubBlockEncoder, count_params
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 HIDDEN_STATE_KEY = "skrr_hidden_state"  # on the model config: which hidden state the pipeline reads
@@ -75,14 +75,14 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         for layer in list(stack.layers)[:used]:
             branches += _branches(layer)
             kinds += [ATTN, FFN]
-        super().__init__(branches, kinds, [_num_params(b) for b in branches])
+        super().__init__(branches, kinds, [count_params(b) for b in branches])
         self.config = stack.config
         self.num_layers, self.used_layers, self.hidden_state = num_layers, used, hidden_state
         object.__setattr__(self, "_stack", stack)  # parent; not a submodule
         # parameters of the tail the pipeline never reads (layers after the used one, final norm)
-        self.unused_params = sum(_num_params(m) for m in list(stack.layers)[used:])
+        self.unused_params = sum(count_params(m) for m in list(stack.layers)[used:])
         if used < num_layers:
-            self.unused_params += _num_params(stack.norm)
+            self.unused_params += count_params(stack.norm)
             del stack.norm  # never reaches the pipeline: free it
         stack.layers = self
         stack.forward = self.stack_forward
