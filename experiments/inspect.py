@@ -46,7 +46,7 @@ def _role(i: int, plan) -> str:
 def encoder_notes(encoder, view, dense_encoder: int, unused: int) -> list[str]:
     """What `encoder parameters` counts when it is not the whole encoder module."""
     from skrr.decoder_only import tower
-    from skrr.models import count_params
+    from skrr.encoder import count_params
 
     notes = []
     if unused:

@@ -1,6 +1,15 @@
 """skrr: Skip and Re-use text-encoder sub-blocks for memory-efficient text-to-image generation."""
 __version__ = "0.1.0"
 
+import logging as _logging
+
+# Importing torchao (the quantize option's library; diffusers imports it whenever it is installed)
+# prints torch's deprecation of its pytree registrations, and diffusers 0.42.1 warns that the
+# torchao tensor classes it knew have moved. skrr loads no torchao-serialized checkpoint: both are
+# noise on every command's stderr.
+for _name in ("diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
+
 from skrr.plan import Plan, PlanError  # noqa: E402
 from skrr.encoder import to_sub_blocks  # noqa: E402
 from skrr.surgery import apply_plan  # noqa: E402
