@@ -1,8 +1,8 @@
 """Pruning x quantization: encoder bytes and GenEval of dense, dense+int8, Skrr 40%, Skrr 40%+int8.
 
 Measured in the toy world (`model=toyworld calibration=toyworld eval=toyworld`, through the same
-run_job as skrr-run, so the artifacts are cached under --root), GenEval with a 95% bootstrap
-interval over prompts (resampled within each task; overall = mean of the tasks). Then the same
+run_job as skrr-run, so the artifacts are cached under --root), GenEval with the 95% interval
+the metric stores (bootstrap over prompts, resampled within each task; overall = mean of tasks). Then the same
 composition for T5-XXL, *computed* from its meta-device build (no weights): bytes of bf16
 weights, and of int8 Linear weights with torchao's per-row scale and zero point.
 
@@ -16,7 +16,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 CONFIGS = [("dense", "dense", "none"), ("dense + int8", "dense", "int8"),
@@ -35,27 +34,6 @@ def run_row(root: str, method: str, quantize: str, calib_size: int) -> dict:
             "eval.metrics=[geneval,efficiency]", "threads=1", f"calibration.size={calib_size}",
             f"model.quantize={quantize}", f"paths.root={root}", "progress=false"])
     return run_job(cfg, "quantize")[0]
-
-
-def per_prompt_correct(row: dict) -> dict[str, np.ndarray]:
-    """Per task, the mean correctness of each prompt's images (this project's detector)."""
-    from eval.geneval.official import run_geneval_set, score_ours
-
-    images, metadata, n, metric = run_geneval_set(row)
-    verdicts = score_ours(images, metadata, metric, n)
-    by_task: dict[str, list[float]] = {}
-    for p in range(len(verdicts) // n):
-        group = verdicts[p * n:(p + 1) * n]
-        by_task.setdefault(group[0]["tag"], []).append(float(np.mean([v["correct"] for v in group])))
-    return {t: np.array(v) for t, v in by_task.items()}
-
-
-def bootstrap_overall(by_task: dict[str, np.ndarray], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    point = float(np.mean([v.mean() for v in by_task.values()]))
-    stats = [np.mean([v[rng.integers(0, len(v), len(v))].mean() for v in by_task.values()]) for _ in range(draws)]
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return point, float(lo), float(hi)
 
 
 def t5_xxl_bytes(sparsity_plan: str = "paper:pixart_sigma/skrr@0.40") -> list[tuple[str, float]]:
@@ -102,8 +80,8 @@ def main() -> None:
         row = run_row(args.root, method, quantize, args.calibration_size)
         nbytes = row["metrics"]["efficiency"]["encoder_bytes"]
         base = base or nbytes
-        point, lo, hi = bootstrap_overall(per_prompt_correct(row))
-        assert abs(point - row["metrics"]["geneval"]["overall"]) < 1e-9  # same detector, same images
+        overall = row["metrics"]["geneval"]["overall"]  # the metric's own 95% interval (eval.intervals)
+        point, (lo, hi) = overall["value"], overall["ci"]
         print(f"{name:<18} {row['sparsity']:>8.1%} {nbytes:>14,} {nbytes / base:>12.3f}  {point:.3f} [{lo:.3f}, {hi:.3f}]")
     print("\nT5-XXL encoder (computed from the meta-device build, not measured):")
     sizes = t5_xxl_bytes()
