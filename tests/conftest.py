@@ -1,5 +1,6 @@
 """Shared fixtures: everything offline, one thread, tiny pipelines built once per session."""
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -62,3 +63,21 @@ def t5_inputs():
     ids[1, 8:] = 0  # <pad>
     mask[1, 8:] = 0
     return ids, mask
+
+
+@pytest.fixture
+def inspect_cli(monkeypatch, capsys):
+    """skrr-inspect in-process (faster than the console script): call with its arguments, get
+    (exit status, stdout, stderr)."""
+    from experiments import inspect as inspect_app
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["skrr-inspect", *args])
+        code = 0
+        try:
+            inspect_app.main()
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from experiments import inspect as inspect_app
 from skrr import Plan, apply_plan
 from skrr.models import CONFIGS_DIR
 
@@ -22,16 +21,6 @@ def _run_cli(*args, cwd):
     return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def _inspect(monkeypatch, capsys, *args):
-    """The same app in-process (faster): returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["skrr-inspect", *args])
-    code = 0
-    try:
-        inspect_app.main()
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _table_rows(out: str) -> list[list[str]]:
@@ -60,9 +49,9 @@ def test_pixart_sigma_table_offline(tmp_path):
     assert list(tmp_path.iterdir()) == []  # read-only: no outputs dir, no .hydra, no log
 
 
-def test_pixart_sigma_with_a_plan_reports_sparsity_and_pipeline_size(tmp_path, monkeypatch, capsys):
+def test_pixart_sigma_with_a_plan_reports_sparsity_and_pipeline_size(tmp_path, inspect_cli):
     path = _xxl_plan(tmp_path, skip=[0, 3, 5], reuse={3: 1})
-    code, out, err = _inspect(monkeypatch, capsys, "model=pixart_sigma", f"plan={path}")
+    code, out, err = inspect_cli("model=pixart_sigma", f"plan={path}")
     assert code == 0, err
     rows = _table_rows(out)
     attn, ffn = int(rows[0][3].replace(",", "")), int(rows[1][3].replace(",", ""))
@@ -74,9 +63,9 @@ def test_pixart_sigma_with_a_plan_reports_sparsity_and_pipeline_size(tmp_path, m
     assert rows[0][4] == "skip" and rows[3][4:] == ["re-use", "1"] and rows[1][4] == "kept"
 
 
-def test_tiny_model_with_a_hand_written_plan(tmp_path, monkeypatch, capsys):
+def test_tiny_model_with_a_hand_written_plan(tmp_path, inspect_cli):
     (tmp_path / "plan.json").write_text('{"skip": [2, 7], "reuse": {"7": 9}}')
-    code, out, err = _inspect(monkeypatch, capsys, "model=tiny_pixart", f"plan={tmp_path / 'plan.json'}")
+    code, out, err = inspect_cli("model=tiny_pixart", f"plan={tmp_path / 'plan.json'}")
     assert code == 0, err
     rows = _table_rows(out)
     assert len(rows) == 12
@@ -92,21 +81,21 @@ def test_tiny_model_with_a_hand_written_plan(tmp_path, monkeypatch, capsys):
     ('{"skip": [3], "reuse": {"3": 4}}', "error: position 3 (ffn) cannot re-use sub-block 4 (attn): types differ"),
     ('{"skip": [1,', "is not valid JSON"),
 ])
-def test_bad_plans_give_one_line_errors(tmp_path, monkeypatch, capsys, plan_text, message):
+def test_bad_plans_give_one_line_errors(tmp_path, inspect_cli, plan_text, message):
     (tmp_path / "plan.json").write_text(plan_text)
-    code, out, err = _inspect(monkeypatch, capsys, "model=tiny_pixart", f"plan={tmp_path / 'plan.json'}")
+    code, out, err = inspect_cli("model=tiny_pixart", f"plan={tmp_path / 'plan.json'}")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_plan_for_another_encoder(tmp_path, monkeypatch, capsys):
+def test_plan_for_another_encoder(tmp_path, inspect_cli):
     path = _xxl_plan(tmp_path, skip=[4])
-    code, out, err = _inspect(monkeypatch, capsys, "model=tiny_pixart", f"plan={path}")
+    code, out, err = inspect_cli("model=tiny_pixart", f"plan={path}")
     assert code == 2 and "error: plan was made for encoder 'pixart_sigma'" in err and out == ""
 
 
-def test_missing_plan_file(tmp_path, monkeypatch, capsys):
-    code, out, err = _inspect(monkeypatch, capsys, "model=pixart_sigma", f"plan={tmp_path / 'nope.json'}")
+def test_missing_plan_file(tmp_path, inspect_cli):
+    code, out, err = inspect_cli("model=pixart_sigma", f"plan={tmp_path / 'nope.json'}")
     assert code == 2 and err.strip() == f"error: plan file not found: {tmp_path / 'nope.json'}"
 
 
@@ -123,8 +112,8 @@ def test_unknown_model_in_a_fresh_process(tmp_path):
     ("lumina2", 50, 2_536_473_600, "the 1 layer(s) after it and the final norm (77,868,288 parameters; 2,614,341,888 with"),
     ("qwen_image", 56, 7_070_619_136, "language tower only"),
 ])
-def test_decoder_only_pipelines_offline(monkeypatch, capsys, model, sub_blocks, params, note):
-    code, out, err = _inspect(monkeypatch, capsys, f"model={model}")
+def test_decoder_only_pipelines_offline(inspect_cli, model, sub_blocks, params, note):
+    code, out, err = inspect_cli(f"model={model}")
     assert code == 0, err
     assert len(_table_rows(out)) == sub_blocks and f"encoder parameters: {params:,}" in out
     assert note is None or note in out

@@ -1,10 +1,8 @@
 """The paper's plans as presets (`paper:pixart_sigma/skrr@0.40`), plan comparison in
 skrr-inspect, and `method=preset` cutting a saved order per target."""
-import sys
 
 import pytest
 
-from experiments import inspect as inspect_app
 from skrr import Plan, PlanError
 from skrr.prune import prune
 
@@ -13,15 +11,6 @@ SHORTGPT_BLOCKS = [10, 11, 8, 9, 12, 13, 5, 14, 6, 4]
 CALIB = {"source": "builtin", "pool": 50, "size": 4, "seed": 0, "min_tokens": None, "max_tokens": None}
 
 
-def _inspect(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["skrr-inspect", *args])
-    code = 0
-    try:
-        inspect_app.main()
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_paper_presets_reach_the_published_sparsities():
@@ -57,10 +46,10 @@ def test_bad_presets_are_clear_errors(spec, message):
         Plan.load(spec)
 
 
-def test_inspect_prints_the_presets_sparsity(monkeypatch, capsys):
-    code, out, _ = _inspect(monkeypatch, capsys, "model=pixart_sigma", "plan=paper:pixart_sigma/skrr@0.40")
+def test_inspect_prints_the_presets_sparsity(inspect_cli):
+    code, out, _ = inspect_cli("model=pixart_sigma", "plan=paper:pixart_sigma/skrr@0.40")
     assert code == 0 and "sparsity: 41.92%" in out
-    code, out, _ = _inspect(monkeypatch, capsys, "model=pixart_sigma", "plan=paper:pixart_sigma/shortgpt@0.40",
+    code, out, _ = inspect_cli("model=pixart_sigma", "plan=paper:pixart_sigma/shortgpt@0.40",
                             "compare=paper:pixart_sigma/skrr@0.40")
     assert code == 0 and "sparsity: 40.52%" in out
     shared = sorted(set(Plan.load("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
@@ -68,10 +57,10 @@ def test_inspect_prints_the_presets_sparsity(monkeypatch, capsys):
     assert f"jaccard: {len(shared) / (20 + 21 - len(shared)):.3f}" in out
 
 
-def test_inspect_compare_with_calibration_prints_d_of_both(monkeypatch, capsys, tmp_path):
+def test_inspect_compare_with_calibration_prints_d_of_both(inspect_cli, tmp_path):
     Plan(skip=[1, 2]).save(tmp_path / "a.json")
     Plan(skip=[2, 3, 5]).save(tmp_path / "b.json")
-    code, out, err = _inspect(monkeypatch, capsys, "model=tiny_pixart", f"plan={tmp_path / 'a.json'}",
+    code, out, err = inspect_cli("model=tiny_pixart", f"plan={tmp_path / 'a.json'}",
                               f"compare={tmp_path / 'b.json'}", "calibration=builtin", "calibration.size=4",
                               "calibration.pool=50")
     assert code == 0, err
