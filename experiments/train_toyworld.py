@@ -82,6 +82,25 @@ def tokenize(tokenizer, texts):
     return enc.input_ids, enc.attention_mask
 
 
+def optimizer_step(opt, params, loss, lr: float) -> None:
+    """One step at learning rate `lr`, gradients clipped to norm 1 (the stages differ in their
+    schedules, not in the step)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+@torch.no_grad()
+def ema_update(ema, model, step: int, ema_max: float) -> None:
+    """The EMA copy moves towards `model` with decay min(ema_max, (1 + step) / (10 + step)): fast at first."""
+    decay = min(ema_max, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1 - decay)
+
+
 def train_text_encoder(cfg, tokenizer, rng, gen):
     config = T5Config(vocab_size=len(tokenizer), d_model=cfg["d_model"], d_kv=cfg["d_kv"], d_ff=cfg["d_ff"],
                       num_layers=cfg["num_layers"], num_heads=cfg["num_heads"], feed_forward_proj="gated-gelu",
@@ -105,12 +124,7 @@ def train_text_encoder(cfg, tokenizer, rng, gen):
         loss = (loss_tok * weight).sum() / weight.sum()
         progress = max(step / cfg["steps"], (time.time() - t0) / (cfg["minutes"] * 60))  # ends on time
         lr = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss, lr)
         if step % 50 == 0:
             acc = (logits.argmax(-1) == ids)[masked].float().mean().item()
             bar.set_postfix(loss=f"{loss.item():.3f}", masked_acc=f"{acc:.3f}")
@@ -175,16 +189,8 @@ def train_denoiser(cfg, encoder, tokenizer, rng, gen, save_fn, init=None):
         loss = F.mse_loss(pred, target)
         progress = max(step / cfg["steps"], (time.time() - t0) / (cfg["minutes"] * 60))  # ends on time
         lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"]) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg["ema"], (1 + step) / (10 + step))
-            for pe, p in zip(ema.parameters(), transformer.parameters()):
-                pe.lerp_(p, 1 - decay)
+        optimizer_step(opt, transformer.parameters(), loss, lr)
+        ema_update(ema, transformer, step, cfg["ema"])
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
         stats = {"steps_done": step + 1, "final_loss": loss.item()}

@@ -38,6 +38,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, PixArtTransfor
 from tqdm import tqdm
 from transformers import T5Config, T5EncoderModel
 
+from experiments.train_toyworld import ema_update, optimizer_step
 from experiments.toyworld.captions import PREFIXES, sample_example
 from experiments.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
 from experiments.toyworld.scenes import render
@@ -145,12 +146,7 @@ def train_encoder(args):
                   for h, head in heads.items()}
         loss = sum(losses.values())
         lr = lr_at(cfg, step, max(elapsed / budget, step / cfg["steps"]))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss, lr)
         step += 1
         elapsed += time.time() - t0
         bar.update()
@@ -262,16 +258,8 @@ def train_denoiser(args):
         pred = model(xt, encoder_hidden_states=cond, encoder_attention_mask=attn, timestep=t, **extra)[0]
         loss = F.mse_loss(pred, target)
         lr = lr_at(cfg, step, progress)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg["ema"], (1 + step) / (10 + step))
-            for pe, p in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(p, 1 - decay)
+        optimizer_step(opt, model.parameters(), loss, lr)
+        ema_update(ema, model, step, cfg["ema"])
         step += 1
         elapsed += time.time() - t0
         bar.update()
