@@ -112,8 +112,10 @@ def plan_summary(plan, plan_dir: Path) -> dict:
             **{k: plan.info[k] for k in keep if k in plan.info}}
 
 
-def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
-    """Run (or resume) one job; returns one result row per sparsity target."""
+def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) -> list[dict]:
+    """Run (or resume) one job; returns one result row per sparsity target. The dense job with
+    eval.noise_floor=true also scores the dense model on disjoint seeds (base_seed + the number of
+    prompts), in a row marked seed_offset: how far every metric moves with the seeds alone."""
     import torch
 
     from eval.generate import local_device, resolve_rank
@@ -172,6 +174,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         row = {"run_key": digest("run", plans.key, target, images.key, metric_keys), "experiment": experiment,
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model["name"],
                "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
+               **({"seed_offset": seed_offset} if seed_offset else {}),
                "plan": plan_summary(plan, plan_dir),
                "timings": {k: r["seconds"] for k, r in records.items()},
                "ran": sorted(k for k, r in records.items() if r["ran"]),
@@ -186,6 +189,10 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
         rows.append(row)
         if pipe is not dense_pipe:
             pipe.release()
+    if cfg.method.name == "dense" and cfg.eval.get("noise_floor") and not seed_offset:
+        shift = max(len(prompts) for prompts in sets.values())
+        twin = OmegaConf.merge(cfg, {"eval": {"sampler": {"base_seed": int(sampler["base_seed"]) + shift}}})
+        rows += run_job(twin, experiment, seed_offset=shift)
     return rows
 
 

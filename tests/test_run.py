@@ -127,3 +127,17 @@ def test_cli_multirun_experiment_with_command_line_overrides(tmp_path):
     assert sorted(r["method"] for r in rows) == ["dense", "finercut"]
     assert all(r["experiment"] == "tiny_table1_pixart" and r["model"] == "tiny_pixart" for r in rows)
     assert next(r for r in rows if r["method"] == "finercut")["sparsity"] >= 0.3
+
+
+def test_dense_noise_floor_scores_the_dense_model_again_on_disjoint_seeds(tmp_path):
+    rows = run_job(compose_run(tmp_path, "method=dense", "eval.noise_floor=true"), "t")
+    stored = load_results(tmp_path / "results" / "t.jsonl")
+    assert [r["run_key"] for r in stored] == [r["run_key"] for r in rows] and len(rows) == 2
+    base, floor = rows
+    shift = floor["seed_offset"]  # past every prompt set's seeds (smoke's GenEval set is the largest)
+    assert "seed_offset" not in base and shift >= 3
+    assert floor["config"]["eval"]["sampler"]["base_seed"] == base["config"]["eval"]["sampler"]["base_seed"] + shift
+    a, b = (Path(r["artifacts"]["images"]) / "text" for r in rows)
+    assert a != b and (a / "00000.png").read_bytes() != (b / "00000.png").read_bytes()
+    assert base["metrics"]["clip"]["value"] != floor["metrics"]["clip"]["value"]
+    assert all(r["metrics"]["dreamsim"]["value"] == pytest.approx(1.0, abs=1e-5) for r in rows)  # each its own dense
