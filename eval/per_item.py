@@ -115,8 +115,9 @@ def from_metric(metric, prompts: list) -> Items | None:
     index = [str(i) for i in range(len(texts))]
     if hasattr(metric, "results"):  # GenEval: correctness per image, resampled within each task
         res = metric.results
-        return Items.mean([float(r["correct"]) for r in res], index[:len(res)], [r["prompt"] for r in res],
-                          [r["tag"] for r in res])
+        by_prompt = getattr(metric, "resample", "prompt") == "prompt"  # or each image on its own
+        return Items.mean([float(r["correct"]) for r in res], index[:len(res)],
+                          [r["prompt"] for r in res] if by_prompt else None, [r["tag"] for r in res])
     values = getattr(metric, "values", None)
     if values is None:
         values = getattr(metric, "scores", None)

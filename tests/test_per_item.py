@@ -52,3 +52,26 @@ def test_bad_items_fail_fast(tmp_path):
         Items("fid", np.array(["a"]), np.zeros((1, 2)), np.array(["a"]))
     with pytest.raises(FileNotFoundError, match="no per-item scores"):
         Items.load(tmp_path / "missing.npz")
+
+
+def test_geneval_resample_unit_prompt_or_image():
+    """Few distinct prompts (as in the toy language): resampling whole prompts measures prompt-to-prompt
+    spread; resampling images (the prompts as the population) gives the Bernoulli closed form."""
+    from eval.geneval.evaluate import GenEval
+    from eval.intervals import normal_half_width
+    from eval.per_item import from_metric
+
+    rng = np.random.default_rng(0)
+    prompts = [f"prompt {i % 4}" for i in range(1600)]
+    accuracy = {f"prompt {i}": p for i, p in enumerate([0.2, 0.5, 0.8, 0.95])}
+    results = [{"tag": "t", "prompt": p, "correct": bool(rng.random() < accuracy[p]), "reason": ""} for p in prompts]
+    widths = {}
+    for unit in ("prompt", "image"):
+        metric = GenEval(detector=lambda image: [], color_classifier=None, resample=unit)
+        metric.results = results
+        widths[unit] = from_metric(metric, prompts).interval(seed=0).half_width
+    p = np.mean([r["correct"] for r in results])
+    assert widths["image"] == pytest.approx(normal_half_width(p, 1600), rel=0.1)
+    assert widths["prompt"] > 3 * widths["image"]  # four clusters: the spread between prompts dominates
+    with pytest.raises(ValueError, match="resample"):
+        GenEval(detector=lambda image: [], color_classifier=None, resample="seed")

@@ -21,19 +21,24 @@ class GenEval(Metric):
     """update(images, metadata) with one GenEval metadata dict per image; compute() -> task accuracies + overall.
 
     `detector`: any callable image -> detections (default Mask2Former); color_classifier=None when the
-    detector sets Detection.color itself (the toy world's exact one). The rule thresholds are RuleConfig's."""
+    detector sets Detection.color itself (the toy world's exact one). The rule thresholds are RuleConfig's.
+    `resample`: the unit of the bootstrap interval: "prompt" (a prompt's images resample together: how
+    far the score would move on other prompts) or "image" (the prompts are the population, as when a
+    set enumerates its whole prompt language: only the seeds vary)."""
     prompt_set = "geneval"
 
     def __init__(self, detector=None, color_classifier="auto", device: str | torch.device = "cpu", tiny: bool = False,
                  detector_name: str | None = None, clip_model: str = "ViT-L-14-quickgelu",
-                 clip_pretrained: str | None = "openai", batch_size: int = 1, **rules):
+                 clip_pretrained: str | None = "openai", batch_size: int = 1, resample: str = "prompt", **rules):
         from eval.geneval.detector import MASK2FORMER, CLIPColorClassifier, Mask2FormerDetector
 
         self.detector = detector or Mask2FormerDetector(detector_name or MASK2FORMER, device=device, tiny=tiny)
         self.color_classifier = color_classifier
         if color_classifier == "auto":
             self.color_classifier = CLIPColorClassifier(clip_model, clip_pretrained, device=device, tiny=tiny)
-        self.rules, self.batch_size = RuleConfig(**rules), batch_size
+        if resample not in ("prompt", "image"):
+            raise ValueError(f"GenEval resample must be 'prompt' or 'image', got {resample!r}")
+        self.rules, self.batch_size, self.resample = RuleConfig(**rules), batch_size, resample
         self.results: list[dict] = []
 
     def update(self, images, metadata: list[dict], dense=None) -> None:
