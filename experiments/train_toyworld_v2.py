@@ -208,8 +208,24 @@ class EncoderCache:
         return cond, attn
 
 
+def with_settings(cfg: dict, settings: list[str]) -> dict:
+    """cfg with KEY=VALUE settings applied (mix.TASK=share for the caption mix); unknown keys fail."""
+    for item in settings:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node.get(part), dict) else None
+            if node is None:
+                break
+        if not value or node is None or leaf not in node:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(cfg)} or mix.<task>")
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "true"
+    return {**cfg, "settings": list(settings)}
+
+
 def train_denoiser(args):
-    cfg = {**DENOISER, "minutes": args.minutes, "seed": args.seed + 1, "mix": MIX}
+    cfg = with_settings({**DENOISER, "minutes": args.minutes, "seed": args.seed + 1, "mix": dict(MIX)}, args.set)
     tokenizer = build_tokenizer()
     encoder = T5EncoderModel.from_pretrained(args.work / "text_encoder").eval().requires_grad_(False)
     model = build_denoiser(cfg, encoder.config.d_model)
@@ -293,7 +309,8 @@ def export(work: Path, out: Path):
     record = {"commands": [f"{run} encoder --work runs/toyworld_v2 --minutes {enc['config']['minutes']:g} "
                            f"--steps {enc['config']['steps']} --seed {enc['config']['seed']} --threads 1",
                            f"{run} denoiser --work runs/toyworld_v2 --minutes {cfg['minutes']:g} "
-                           f"--seed {cfg['seed'] - 1} --threads 1",
+                           f"--seed {cfg['seed'] - 1} --threads 1"
+                           + "".join(f" --set {k}" for k in cfg.get("settings", [])),
                            f"{run} export --work runs/toyworld_v2 --out experiments/toyworld/weights_v2",
                            f"{run} evaluate --out experiments/toyworld/weights_v2"],
               "note": "each stage stops on its own training clock (wall time), so a rerun on another machine "
@@ -357,6 +374,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=100000, help="encoder: stop after this many steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="denoiser: change a DENOISER setting or a caption share (mix.position=0.3); recorded")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

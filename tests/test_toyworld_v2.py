@@ -88,3 +88,14 @@ def test_trainer_stages_refuse_missing_inputs_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="evaluate needs --out"):
         main(["evaluate", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_denoiser_settings_override_and_are_recorded():
+    from experiments.train_toyworld_v2 import DENOISER, MIX, with_settings
+
+    cfg = with_settings({**DENOISER, "mix": dict(MIX)}, ["lr=0.0006", "mix.position=0.36"])
+    assert cfg["lr"] == 0.0006 and cfg["mix"]["position"] == 0.36 and MIX["position"] != 0.36
+    assert cfg["settings"] == ["lr=0.0006", "mix.position=0.36"]
+    for bad in ["lr", "learning_rate=1", "mix.poetry=0.1"]:
+        with pytest.raises(SystemExit, match="--set"):
+            with_settings({**DENOISER, "mix": dict(MIX)}, [bad])
