@@ -221,11 +221,12 @@ def with_settings(cfg: dict, settings: list[str]) -> dict:
         if not value or node is None or leaf not in node:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(cfg)} or mix.<task>")
         node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "true"
-    return {**cfg, "settings": list(settings)}
+    return cfg
 
 
 def train_denoiser(args):
     cfg = with_settings({**DENOISER, "minutes": args.minutes, "seed": args.seed + 1, "mix": dict(MIX)}, args.set)
+    cfg["runs"] = [{"from_step": 0, "minutes": args.minutes, "settings": list(args.set)}]
     tokenizer = build_tokenizer()
     encoder = T5EncoderModel.from_pretrained(args.work / "text_encoder").eval().requires_grad_(False)
     model = build_denoiser(cfg, encoder.config.d_model)
@@ -242,7 +243,11 @@ def train_denoiser(args):
         model.load_state_dict(state["model"]), ema.load_state_dict(state["ema"]), opt.load_state_dict(state["opt"])
         rng.bit_generator.state, step, elapsed, log = state["rng"], state["step"], state["elapsed"], state["log"]
         gen.set_state(state["gen"])
-        cfg = {**state["cfg"], "minutes": args.minutes}  # a resume may extend the budget
+        # a resume may extend the budget and change settings; each (re)start is recorded to replay it
+        runs = state["cfg"].get("runs") or [{"from_step": 0, "minutes": state["cfg"]["minutes"],
+                                             "settings": state["cfg"].get("settings", [])}]
+        cfg = with_settings({**state["cfg"], "minutes": args.minutes}, args.set)
+        cfg["runs"] = [*runs, {"from_step": step, "minutes": args.minutes, "settings": list(args.set)}]
         print(f"resuming the denoiser at step {step} ({elapsed / 60:.1f} of {cfg['minutes']} min)")
     with torch.no_grad():
         null_ids, null_attn = tokenize(tokenizer, [""])
@@ -290,6 +295,11 @@ def train_denoiser(args):
             export(args.work, args.work / "pipeline")
 
 
+def denoiser_runs(cfg: dict) -> list[dict]:
+    """The denoiser's (re)starts in order: each one's budget and settings (one run if never resumed)."""
+    return cfg.get("runs") or [{"from_step": 0, "minutes": cfg["minutes"], "settings": cfg.get("settings", [])}]
+
+
 def export(work: Path, out: Path):
     """The diffusers layout (EMA denoiser) + training.json, swapped in whole."""
     state = torch.load(work / "denoiser.pt", weights_only=False)
@@ -308,13 +318,13 @@ def export(work: Path, out: Path):
     run = "python -m experiments.train_toyworld_v2"
     record = {"commands": [f"{run} encoder --work runs/toyworld_v2 --minutes {enc['config']['minutes']:g} "
                            f"--steps {enc['config']['steps']} --seed {enc['config']['seed']} --threads 1",
-                           f"{run} denoiser --work runs/toyworld_v2 --minutes {cfg['minutes']:g} "
-                           f"--seed {cfg['seed'] - 1} --threads 1"
-                           + "".join(f" --set {k}" for k in cfg.get("settings", [])),
+                           *(f"{run} denoiser --work runs/toyworld_v2 --minutes {r['minutes']:g} --seed {cfg['seed'] - 1} "
+                             "--threads 1" + "".join(f" --set {k}" for k in r["settings"]) for r in denoiser_runs(cfg)),
                            f"{run} export --work runs/toyworld_v2 --out experiments/toyworld/weights_v2",
                            f"{run} evaluate --out experiments/toyworld/weights_v2"],
               "note": "each stage stops on its own training clock (wall time), so a rerun on another machine "
-                      "reaches a similar, not an identical, model",
+                      "reaches a similar, not an identical, model; a second denoiser command resumes the first "
+                      "with a longer budget (its LR schedule follows the new budget from there)",
               "encoder": enc,
               "denoiser": {"config": cfg, "steps": state["step"], "minutes": state["elapsed"] / 60,
                            "last": state["log"][-1] if state["log"] else None}}
