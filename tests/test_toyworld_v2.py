@@ -1,16 +1,20 @@
 """Toy world v2: a T5-XXL-shaped encoder, the caption-structure targets it is trained on, and the
 full-size GenEval set on which the true scenes score perfectly."""
+import json
+
 import numpy as np
 import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from experiments.toyworld import TASKS
+from experiments.toyworld import TASKS, WEIGHTS
 from experiments.toyworld.captions import RELATIONS, prompt_scenes, sample_example
 from experiments.toyworld.metrics import geneval_scores
 from experiments.toyworld.scenes import COLORS, SHAPES, relation, render
 from experiments.toyworld.structure import IGNORE, caption_targets
 from experiments.train_toyworld_v2 import ENCODER, FULL_GENEVAL, build_encoder
+
+WEIGHTS_V2 = WEIGHTS.with_name("weights_v2")
 
 
 def _sub_block_shares(encoder: T5EncoderModel) -> tuple[float, float]:
@@ -98,3 +102,41 @@ def test_denoiser_settings_override_and_are_recorded():
     for bad in ["lr", "learning_rate=1", "mix.poetry=0.1"]:
         with pytest.raises(SystemExit, match="--set"):
             with_settings({**DENOISER, "mix": dict(MIX)}, [bad])
+
+
+def test_v2_weights_are_small_and_carry_their_commands():
+    files = [p for p in WEIGHTS_V2.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 50 * 2**20
+    record = json.loads((WEIGHTS_V2 / "training.json").read_text())
+    assert all(c.startswith("python -m experiments.train_toyworld_v2 ") for c in record["commands"])
+    config = json.loads((WEIGHTS_V2 / "text_encoder" / "config.json").read_text())
+    assert (config["num_layers"], config["d_ff"], config["d_model"]) == (24, 160, 64)
+
+
+def test_registry_loads_v2_with_48_sub_blocks():
+    from skrr.models import load_text_side
+
+    side = load_text_side("toyworld_v2")
+    assert len(side.encoder.encoder.block) == 24 and side.projection is not None
+    t = side.tokenize(["a photo of a green triangle"])
+    with torch.no_grad():
+        out = side.encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"])[0]
+    assert out.shape[-1] == 64 and torch.isfinite(out).all()
+
+
+def test_v2_dense_model_follows_relational_prompts(tmp_path):
+    """On held-out prompts and seeds (not the evaluation set), the shipped v2 pipeline draws what it
+    is told, relations included: v1 scored 0.22 on position and 0.16 on colour attribution."""
+    from PIL import Image
+
+    from eval.generate import SamplerConfig, generate
+    from experiments.toyworld.captions import prompts
+    from experiments.toyworld.pipeline import ToyWorldPipeline
+
+    meta = prompts("geneval", 96, seed=11)
+    generate(ToyWorldPipeline.from_pretrained(WEIGHTS_V2), [m["prompt"] for m in meta], tmp_path,
+             SamplerConfig(32, 32, 20, 4.5, 5000, 48))
+    scores = geneval_scores([Image.open(tmp_path / f"{i:05d}.png") for i in range(96)], meta)
+    # floors below the measured level (full set: see weights_v2/training.json) by about the noise of 16 prompts a task
+    assert scores["overall"] >= 0.65, scores
+    assert (scores["position"] + scores["color_attr"]) / 2 >= 0.45, scores
