@@ -244,10 +244,8 @@ def train_denoiser(args):
         rng.bit_generator.state, step, elapsed, log = state["rng"], state["step"], state["elapsed"], state["log"]
         gen.set_state(state["gen"])
         # a resume may extend the budget and change settings; each (re)start is recorded to replay it
-        runs = state["cfg"].get("runs") or [{"from_step": 0, "minutes": state["cfg"]["minutes"],
-                                             "settings": state["cfg"].get("settings", [])}]
         cfg = with_settings({**state["cfg"], "minutes": args.minutes}, args.set)
-        cfg["runs"] = [*runs, {"from_step": step, "minutes": args.minutes, "settings": list(args.set)}]
+        cfg["runs"] = [*denoiser_runs(state["cfg"]), {"from_step": step, "minutes": args.minutes, "settings": list(args.set)}]
         print(f"resuming the denoiser at step {step} ({elapsed / 60:.1f} of {cfg['minutes']} min)")
     with torch.no_grad():
         null_ids, null_attn = tokenize(tokenizer, [""])
@@ -297,7 +295,7 @@ def train_denoiser(args):
 
 def denoiser_runs(cfg: dict) -> list[dict]:
     """The denoiser's (re)starts in order: each one's budget and settings (one run if never resumed)."""
-    return cfg.get("runs") or [{"from_step": 0, "minutes": cfg["minutes"], "settings": cfg.get("settings", [])}]
+    return cfg.get("runs") or [{"from_step": 0, "minutes": cfg["minutes"], "settings": []}]  # before runs were kept
 
 
 def export(work: Path, out: Path):

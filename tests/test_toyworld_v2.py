@@ -140,3 +140,18 @@ def test_v2_dense_model_follows_relational_prompts(tmp_path):
     # floors below the measured level (full set: see weights_v2/training.json) by about the noise of 16 prompts a task
     assert scores["overall"] >= 0.65, scores
     assert (scores["position"] + scores["color_attr"]) / 2 >= 0.45, scores
+
+
+def test_a_resumed_denoiser_replays_as_one_command_per_run(tmp_path):
+    from experiments.train_toyworld_v2 import main
+
+    work, out = str(tmp_path / "work"), tmp_path / "weights"
+    main(["encoder", "--work", work, "--steps", "2", "--minutes", "1"])
+    main(["denoiser", "--work", work, "--minutes", "0.01"])
+    main(["denoiser", "--work", work, "--minutes", "0.02", "--set", "mix.position=0.5"])
+    main(["export", "--work", work, "--out", str(out)])
+    record = json.loads((out / "training.json").read_text())
+    runs = [c for c in record["commands"] if " denoiser " in c]
+    assert len(runs) == 2 and "--minutes 0.01 " in runs[0] and runs[0].endswith("--threads 1")
+    assert "--minutes 0.02 " in runs[1] and runs[1].endswith("--set mix.position=0.5")
+    assert record["denoiser"]["config"]["mix"]["position"] == 0.5
