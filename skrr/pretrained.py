@@ -28,6 +28,10 @@ class _SkrrConfigMixin:
 
     dense_class: type
 
+    def __init__(self, skrr: dict | None = None, **kwargs):
+        self.skrr = skrr  # {format, skip, reuse}: the plan the kept weights were saved under
+        super().__init__(**kwargs)
+
     def plan(self) -> Plan:
         s = self.skrr or {}
         return Plan(skip=[int(i) for i in s.get("skip", [])], reuse={int(k): int(v) for k, v in s.get("reuse", {}).items()})
@@ -42,18 +46,10 @@ class SkrrT5Config(_SkrrConfigMixin, T5Config):
     model_type = "skrr_t5"
     dense_class = T5Config
 
-    def __init__(self, skrr: dict | None = None, **kwargs):
-        self.skrr = skrr
-        super().__init__(**kwargs)
-
 
 class SkrrCLIPTextConfig(_SkrrConfigMixin, CLIPTextConfig):
     model_type = "skrr_clip_text"
     dense_class = CLIPTextConfig
-
-    def __init__(self, skrr: dict | None = None, **kwargs):
-        self.skrr = skrr
-        super().__init__(**kwargs)
 
 
 def _build_pruned(model, init_dense) -> None:
