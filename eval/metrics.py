@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.utils import get_class, instantiate
 
 from eval.images import list_images, load_images
+from skrr.finite import check_finite
 
 
 class Metric:
@@ -62,13 +63,21 @@ def load_folder(image_dir, expected: int) -> list[Path]:
     return files
 
 
-def score_folder(metric: Metric, image_dir, prompts: list, dense_dir=None):
+def computed(metric: Metric, name: str | None = None):
+    """metric.compute(), refused (NotFinite, one line) if any number in it is NaN or inf."""
+    name = name or type(metric).__name__
+    return check_finite(metric.compute(), f"metric {name}",
+                        f"the metrics.{name} settings (a backbone in the wrong dtype, a zero-variance reference) "
+                        "or blank/NaN images from the sampler (eval.dtype, eval.sampler)")
+
+
+def score_folder(metric: Metric, image_dir, prompts: list, dense_dir=None, name: str | None = None):
     """Feed a folder of images (and the dense images of the same prompts, if given) to a metric in
-    batches of metric.batch_size; returns metric.compute()."""
+    batches of metric.batch_size; returns its finite value (see `computed`)."""
     files = load_folder(image_dir, len(prompts))
     dense = load_folder(dense_dir, len(prompts)) if dense_dir is not None else None
     for start in range(0, len(files), metric.batch_size):
         end = start + metric.batch_size
         metric.update(load_images(files[start:end]), prompts[start:end],
                       dense=load_images(dense[start:end]) if dense is not None else None)
-    return metric.compute()
+    return computed(metric, name)

@@ -12,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiments.checks import check_numbers
 from experiments.cli import CONF_DIR, fail_fast
 from skrr.calibration import check_calibration
 from skrr.models import check_device
@@ -47,6 +48,7 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
 
 def run(cfg: DictConfig) -> None:
     validate_method(cfg.method)
+    check_numbers(cfg)
     check_device(cfg.device)
     if cfg.method.name != "dense":
         check_calibration(cfg.calibration)

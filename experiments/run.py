@@ -34,15 +34,16 @@ def job_targets(cfg: DictConfig) -> list[float]:
     """Sparsity targets of this job: dense has one (0); `sparsity` (the sweep's list) overrides method.sparsity."""
     from skrr.prune import targets_of
 
-    source = cfg.method if cfg.get("sparsity") is None else {"sparsity": cfg.sparsity}
-    targets = sorted(set(targets_of(OmegaConf.create(source))))  # checked for dense too: a sweep's bad list fails every job
+    source, key = (cfg.method, "method.sparsity") if cfg.get("sparsity") is None else ({"sparsity": cfg.sparsity}, "sparsity")
+    targets = sorted(set(targets_of(OmegaConf.create(source), key)))  # checked for dense too: a sweep's bad list fails every job
     return [0.0] if cfg.method.name == "dense" else targets
 
 
-def validate(cfg: DictConfig) -> tuple[dict, dict]:
-    """Check everything cheap before anything heavy loads; returns the eval prompt sets and the
-    chosen metrics' configs."""
+def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
+    """Check everything cheap before anything heavy loads; returns the eval prompt sets, the
+    chosen metrics' configs and cfg with its sampler resolved (experiments.checks.with_sampler)."""
     from eval.generate import local_device
+    from experiments.checks import check_numbers, with_sampler
     from eval.metrics import metric_class
     from eval.prompts import prompt_sets
     from skrr.calibration import check_calibration
@@ -53,6 +54,8 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
 
     validate_quantize(*settings(cfg.model), cfg.eval.device)
     validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
+    cfg = with_sampler(cfg)
+    check_numbers(cfg)
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")
     if cfg.method.name != "dense":  # dense needs no calibration
@@ -74,7 +77,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
                              "(geneval prompts/evaluation_metadata.jsonl)")
     if cfg.logger.name not in LOGGERS:
         raise ValueError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
-    return sets, metrics
+    return sets, metrics, cfg
 
 
 def provenance() -> dict:
@@ -122,7 +125,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
     from eval.metrics import metric_class
     from skrr.plan import Plan
 
-    sets, metrics = validate(cfg)
+    sets, metrics, cfg = validate(cfg)
     if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
         torch.set_num_threads(int(cfg.threads))
     rank, world = resolve_rank()
@@ -175,7 +178,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model["name"],
                "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
                **({"seed_offset": seed_offset} if seed_offset else {}),
-               "plan": plan_summary(plan, plan_dir),
+               "plan": plan_summary(plan, plan_dir), "sampler": sampler,
                "timings": {k: r["seconds"] for k, r in records.items()},
                "ran": sorted(k for k, r in records.items() if r["ran"]),
                "peak_memory": peak_memory(device), **provenance(),

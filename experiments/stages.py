@@ -348,15 +348,15 @@ class Score:
     def compute(self, out: Path, pipeline: Pipeline | None) -> dict:
         import torch
 
-        from eval.metrics import build_metric, metric_class, score_folder
+        from eval.metrics import build_metric, computed, metric_class, score_folder
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # same RNG state in every run and process: tiny evals build random backbones
             extra = {"pipeline": pipeline.get()} if metric_class(self.config).needs_pipeline else {}
             metric = build_metric(self.config, **extra)
             if self.images is None:
-                return {"value": metric.compute()}
-            value = score_folder(metric, self.images, list(self.prompts), self.dense)
+                return {"value": computed(metric, self.name)}
+            value = score_folder(metric, self.images, list(self.prompts), self.dense, self.name)
         # per-image scores keyed by prompt and seed: the value's 95% interval, and pairing in skrr-report
         from eval.per_item import from_metric, summary, with_seeds
 

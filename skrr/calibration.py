@@ -22,12 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 from skrr.atomic import atomic_path
 from skrr.compute import Forward
 from skrr.encoder import to_sub_blocks
+from skrr.finite import check_finite
 from skrr.prompts import check_nonempty, load_prompt_file
+from skrr.ranges import AT_LEAST_ONE, OPTIONAL_COUNT, WHOLE, check_ranges
 from skrr.tiny import _corpus, cache_root
 
 SOURCES = ("file", "hf", "builtin")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 MIN_TOKEN_ROWS = 8
+RANGES = {"size": AT_LEAST_ONE, "pool": AT_LEAST_ONE, "seed": WHOLE,
+          "min_tokens": OPTIONAL_COUNT, "max_tokens": OPTIONAL_COUNT}
+TARGETS_LIKELY = ("NaN/inf in the model's encoder or projection weights, or method.compute_dtype / model.dtype "
+                  "(float16/bfloat16 overflow: try float32)")
 
 
 def source_prompts(cfg: DictConfig) -> list[str]:
@@ -51,10 +57,18 @@ def source_prompts(cfg: DictConfig) -> list[str]:
 
 
 def check_calibration(cfg: DictConfig) -> None:
-    """Cheap checks before any model loads: the sample size, the source, and that a prompt file has a prompt."""
-    size = cfg.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"calibration.size must be a whole number >= 1, got {size!r}")
+    """Cheap checks before any model loads: every number in range, the source, and that a prompt
+    file holds at least `size` prompts (filters by token length are checked once the tokenizer is
+    loaded, in `select_prompts`)."""
+    if cfg.get("size") is None:
+        raise ValueError("calibration.size must be a whole number >= 1, got None")
+    check_ranges(cfg, RANGES, "calibration")
+    lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
+    if str(cfg.get("source")) == "builtin" and cfg.size > cfg.pool:
+        raise ValueError(f"calibration.size={cfg.size} is more than calibration.pool={cfg.pool} prompts; "
+                         "lower calibration.size or raise calibration.pool")
     src = str(cfg.get("source"))
     if src not in SOURCES and "." not in src:
         raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
@@ -62,9 +76,17 @@ def check_calibration(cfg: DictConfig) -> None:
         path = Path(str(cfg.path))
         if not path.exists():
             raise FileNotFoundError(f"calibration file {path} not found (calibration.path)")
-        with open(path, errors="replace") as f:  # the first non-blank line is enough: never reads a big file whole
-            if not any(line.strip() for line in f):
-                raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
+        with open(path, errors="replace") as f:  # counted line by line: never holds a big file whole
+            lines = sum(1 for line in f if line.strip())
+        if not lines:
+            raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
+        if lines < cfg.size:
+            raise ValueError(too_few(lines, cfg.size, f"calibration file {path}"))
+
+
+def too_few(have: int, size: int, source: str) -> str:
+    return (f"calibration.size={size} but {source} holds only {have} prompt{'s' * (have != 1)}; "
+            f"set calibration.size={have} or give more prompts")
 
 
 def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> list[str]:
@@ -74,8 +96,10 @@ def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> li
         prompts = [p for p in prompts if (lo is None or token_length(p) >= lo) and (hi is None or token_length(p) <= hi)]
     if not prompts:
         raise ValueError("no calibration prompts left after filtering; widen calibration.min_tokens/max_tokens")
-    size = min(int(cfg.size), len(prompts))
-    return random.Random(int(cfg.seed)).sample(prompts, size)
+    if len(prompts) < int(cfg.size):  # never a silently smaller calibration set
+        filtered = " within calibration.min_tokens/max_tokens" if lo is not None or hi is not None else ""
+        raise ValueError(too_few(len(prompts), int(cfg.size), f"calibration.source={cfg.source}{filtered}"))
+    return random.Random(int(cfg.seed)).sample(prompts, int(cfg.size))
 
 
 @dataclass
@@ -191,6 +215,7 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection, **feed)
     target = embed(text_side, tokens, projection, batch_size, device, length_buckets, compute_dtype)
     null_target = embed(text_side, null_tokens, projection, 1, device, length_buckets, compute_dtype)
+    check_finite([target, null_target], "the calibration targets f_dense(C), f_dense(null)", TARGETS_LIKELY)
     _save_cache({"target": target, "null_target": null_target, "prompts": prompts}, path)
     return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection, **feed)
 

@@ -16,8 +16,11 @@ import torch
 
 from skrr.calibration import Calibration, encoder_batches
 from skrr.compute import Forward
+from skrr.finite import check_finite
 
 METRICS = ("mse", "cosine")
+D_LIKELY = ("method.compute_dtype (float16/bfloat16 overflow: try float32), NaN/inf in the encoder's weights, "
+            "or no calibration tokens (method.batch_size, calibration.size)")
 
 
 def apply_variant(parent: list, variant: dict) -> list:
@@ -77,7 +80,7 @@ class Discrepancy:
         d = sums["C"] / counts["C"]
         if self.null_term:
             d = d + sums["null"] / counts["null"]
-        return d.tolist()
+        return check_finite(d, "the search's discrepancy D", D_LIKELY).tolist()
 
     def _final_states(self, bi, h0, ctx, parent, variants, schedules) -> list[torch.Tensor]:
         """The last hidden state of batch `bi` under each schedule: a full forward each."""

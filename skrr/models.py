@@ -38,6 +38,19 @@ def model_config(name_or_cfg) -> DictConfig:
         return compose(config_name="model_only", overrides=[f"model={name_or_cfg}"]).model
 
 
+# The multiple of which each pipeline class needs height and width (its check_inputs: the VAE's
+# downsampling, times the denoiser's patch size where it checks that too), known without loading it.
+# Tiny twins take their real model's (stricter than their tiny VAEs need: a tiny run fails where the real one would).
+PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
+                  "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "ToyWorldPipeline": 1}
+
+
+def pixel_multiple(cfg) -> tuple[int, str]:
+    """(multiple, pipeline class name) for a model config; a pipeline not listed gets 8 (the usual VAE factor)."""
+    cls = str(cfg.get("pipeline_class", "")).rpartition(".")[2]
+    return PIXEL_MULTIPLE.get(cls, 8), cls
+
+
 def check_device(device, setting: str = "device") -> None:
     """Fail fast on a device this machine does not have, before any weights load."""
     import torch

@@ -20,6 +20,7 @@ from skrr.prefix_cache import PrefixCachedDiscrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
 from skrr.models import TextSide, load_text_side
 from skrr.plan import Plan, config_hash, sparsity
+from skrr.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 
 log = logging.getLogger(__name__)
 METHODS = {
@@ -29,6 +30,13 @@ METHODS = {
     "laco": "baselines.laco:run",
     "finercut": "baselines.finercut:run",
     "preset": "skrr.presets:run",
+}
+# every numeric method setting, by key (a method without the key does not read it)
+METHOD_RANGES = {
+    "batch_size": AT_LEAST_ONE, "beam_width": AT_LEAST_ONE, "cache_budget_mb": POSITIVE,
+    # LaCo: layers per merge, lowest and highest layer, interval after a merge, similarity threshold
+    "C": Range(2, whole=True), "L": Range(0, whole=True), "H": AT_LEAST_ONE, "I": AT_LEAST_ONE, "T": Range(-1, 1),
+    "num_sim_prompts": AT_LEAST_ONE,
 }
 
 
@@ -65,15 +73,16 @@ class PruneContext:
         return plan
 
 
-def targets_of(cfg: DictConfig) -> list[float]:
+def targets_of(cfg: DictConfig, key: str = "method.sparsity") -> list[float]:
+    """The sparsity targets; `key` names the setting in messages."""
     s = cfg.get("sparsity", 0.0)
-    targets = [float(x) for x in s] if isinstance(s, (list, tuple, ListConfig)) else [float(s)]
-    if not targets:
-        raise ValueError("the sparsity list is empty; give at least one target, e.g. sparsity=[0.3]")
-    for t in targets:
-        if not 0.0 <= t < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {t}")
-    return targets
+    items = list(s) if isinstance(s, (list, tuple, ListConfig)) else [s]
+    if not items:
+        raise ValueError(f"the sparsity list is empty; give at least one target, e.g. {key}=[0.3]")
+    for t in items:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < 1.0:  # NaN fails too
+            raise ValueError(f"{key} must be in [0, 1), got {t}")
+    return [float(t) for t in items]
 
 
 def validate_method(cfg: DictConfig) -> None:
@@ -81,8 +90,9 @@ def validate_method(cfg: DictConfig) -> None:
     if cfg.get("name") not in METHODS:
         raise ValueError(f"unknown method {cfg.get('name')!r}; choose from {sorted(METHODS)}")
     targets_of(cfg)
-    if "beam_width" in cfg and int(cfg.beam_width) < 1:
-        raise ValueError(f"beam width must be >= 1, got {cfg.beam_width}")
+    check_ranges(cfg, METHOD_RANGES, "method")
+    if cfg.get("depth", "auto") not in (None, "auto") and not AT_LEAST_ONE.ok(cfg.depth):
+        raise ValueError(f"method.depth must be auto or a whole number >= 1, got {cfg.depth!r}")
     if cfg.get("metric", "mse") not in METRICS:
         raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
     if cfg.get("select", "prefix") not in ("prefix", "per_target"):

@@ -300,7 +300,7 @@ def test_cli_writes_a_plan_that_applies(tmp_path, skrr_cache):
     assert encoder(input_ids=ids).last_hidden_state.shape == (2, 8, 32)
 
 
-@pytest.mark.parametrize("override,message", [("method.beam_width=0", "beam width"),
+@pytest.mark.parametrize("override,message", [("method.beam_width=0", "method.beam_width must be a whole number >= 1"),
                                                ("method.sparsity=1.0", "sparsity"),
                                                ("method.compute_dtype=float64", "compute_dtype")])
 def test_cli_rejects_bad_input(tmp_path, skrr_cache, override, message):
