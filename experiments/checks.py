@@ -62,6 +62,23 @@ class _writable:
         OmegaConf.set_struct(self.cfg, self.struct)
 
 
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
+    nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
+    from skrr.calibration import check_calibration_numbers
+    from skrr.prune import targets_of, validate_method
+
+    validate_method(cfg.method)
+    if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
+        targets_of(OmegaConf.create({"sparsity": cfg.sparsity}), "sparsity")
+    if "calibration" in cfg:  # checked for dense too: one bad number fails every job of a sweep alike
+        check_calibration_numbers(cfg.calibration)
+    if "eval" in cfg:
+        cfg = with_sampler(cfg)
+    check_numbers(cfg)
+    return cfg
+
+
 def check_numbers(cfg: DictConfig) -> None:
     """The ranges of every group the config holds (skrr-prune's has no eval, metrics or logger);
     the method's and calibration's are checked by validate_method and check_calibration."""

@@ -12,11 +12,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.checks import check_numbers
+from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from skrr.calibration import check_calibration
 from skrr.models import check_device
-from skrr.prune import prune, validate_method
+from skrr.prune import prune
 
 log = logging.getLogger("skrr-prune")
 
@@ -47,8 +47,7 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
 
 
 def run(cfg: DictConfig) -> None:
-    validate_method(cfg.method)
-    check_numbers(cfg)
+    check_config(cfg)
     check_device(cfg.device)
     if cfg.method.name != "dense":
         check_calibration(cfg.calibration)

@@ -43,7 +43,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     """Check everything cheap before anything heavy loads; returns the eval prompt sets, the
     chosen metrics' configs and cfg with its sampler resolved (experiments.checks.with_sampler)."""
     from eval.generate import local_device
-    from experiments.checks import check_numbers, with_sampler
+    from experiments.checks import check_config
     from eval.metrics import metric_class
     from eval.prompts import prompt_sets
     from skrr.calibration import check_calibration
@@ -54,8 +54,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
 
     validate_quantize(*settings(cfg.model), cfg.eval.device)
     validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
-    cfg = with_sampler(cfg)
-    check_numbers(cfg)
+    cfg = check_config(cfg)
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")
     if cfg.method.name != "dense":  # dense needs no calibration

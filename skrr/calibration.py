@@ -60,15 +60,7 @@ def check_calibration(cfg: DictConfig) -> None:
     """Cheap checks before any model loads: every number in range, the source, and that a prompt
     file holds at least `size` prompts (filters by token length are checked once the tokenizer is
     loaded, in `select_prompts`)."""
-    if cfg.get("size") is None:
-        raise ValueError("calibration.size must be a whole number >= 1, got None")
-    check_ranges(cfg, RANGES, "calibration")
-    lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
-    if lo is not None and hi is not None and lo > hi:
-        raise ValueError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
-    if str(cfg.get("source")) == "builtin" and cfg.size > cfg.pool:
-        raise ValueError(f"calibration.size={cfg.size} is more than calibration.pool={cfg.pool} prompts; "
-                         "lower calibration.size or raise calibration.pool")
+    check_calibration_numbers(cfg)
     src = str(cfg.get("source"))
     if src not in SOURCES and "." not in src:
         raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
@@ -82,6 +74,19 @@ def check_calibration(cfg: DictConfig) -> None:
             raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
         if lines < cfg.size:
             raise ValueError(too_few(lines, cfg.size, f"calibration file {path}"))
+
+
+def check_calibration_numbers(cfg: DictConfig) -> None:
+    """The numeric settings in range (reads no file)."""
+    if cfg.get("size") is None:
+        raise ValueError("calibration.size must be a whole number >= 1, got None")
+    check_ranges(cfg, RANGES, "calibration")
+    lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
+    if str(cfg.get("source")) == "builtin" and cfg.size > cfg.pool:
+        raise ValueError(f"calibration.size={cfg.size} is more than calibration.pool={cfg.pool} prompts; "
+                         "lower calibration.size or raise calibration.pool")
 
 
 def too_few(have: int, size: int, source: str) -> str:
