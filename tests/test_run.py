@@ -115,7 +115,7 @@ def test_bad_input_fails_fast_with_one_line_and_no_artifacts(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and words in err and err.count("\n") == 1
     p = cli(f"paths.root={tmp_path}", "method.beam_width=0")  # the console entry point itself
-    assert p.returncode == 2 and "beam width" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "method.beam_width must be" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "plans").exists() and not (tmp_path / "results").exists()
 
 
