@@ -131,6 +131,9 @@ def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, devi
     for plan in plans:
         plan.info.setdefault("calibration", {"key": ctx.calib.key, "size": len(ctx.calib.prompts)})
         plan.info.setdefault("compute_dtype", str(ctx.compute_dtype).removeprefix("torch."))
+        # where the decisions were computed: near-ties may go the other way elsewhere (docs/exactness.md)
+        plan.info.setdefault("machine", {"device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                         "torch": torch.__version__})
     return plans
 
 
