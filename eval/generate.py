@@ -2,12 +2,13 @@
 
 Seed policy: image i uses torch.Generator().manual_seed(base_seed + i), so the dense and a pruned
 pipeline draw the same initial noise for the same prompt and their images pair up (DreamSim).
-Sharding: rank r of world w takes the indices i with i % w == r (RANK/WORLD_SIZE as set by
-torchrun / accelerate launch); `merge` then checks completeness and writes metadata.jsonl.
-Batching: a rank's share is cut into fixed chunks, chunk c = share[c*B:(c+1)*B], whatever is
-already on disk. CPU and GPU kernels may round differently for different batch shapes, so an image
-is only reproducible inside the batch it was made in: a resume or a heal regenerates the whole chunk
-of a missing image and writes only the missing files, byte-identical to an uninterrupted run.
+Batching and sharding: the prompts are cut into fixed chunks of B = batch_size, chunk c = indices
+[c*B, (c+1)*B), and rank r of world w takes the chunks c with c % w == r (RANK/WORLD_SIZE as set by
+torchrun / accelerate launch); `merge` then checks completeness and writes metadata.jsonl. CPU and
+GPU kernels may round differently for different batch shapes, so an image is reproducible only
+inside its own batch: every image is made inside its chunk whatever the rank count and whatever is
+already on disk. A resume or a heal regenerates the whole chunk of a missing image and writes only
+the missing files, so the bytes equal those of an uninterrupted run with any number of ranks.
 """
 from __future__ import annotations
 
@@ -73,9 +74,15 @@ def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
 
 
 def chunks(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[list[int]]:
-    """The fixed batches of a rank's share: chunk c is share[c*B:(c+1)*B] (independent of what exists)."""
-    share = list(range(rank, num_prompts, world_size))
-    return [share[c:c + batch_size] for c in range(0, len(share), batch_size)]
+    """This rank's fixed batches: chunk c = [c*B, (c+1)*B) for every c with c % world_size == rank
+    (independent of what exists, and of the rank count)."""
+    starts = range(0, num_prompts, batch_size)
+    return [list(range(s, min(s + batch_size, num_prompts))) for c, s in enumerate(starts) if c % world_size == rank]
+
+
+def share(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[int]:
+    """The prompt indices this rank generates."""
+    return [i for chunk in chunks(rank, world_size, num_prompts, batch_size) for i in chunk]
 
 
 def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig = SamplerConfig(),

@@ -27,12 +27,12 @@ def test_generate_shards_resume_merge(pipe, tmp_path):
     with pytest.raises(ValueError, match="empty prompt set"):
         gen.generate(pipe, [], tmp_path, CFG)
     done0 = gen.generate(pipe, PROMPTS, tmp_path, CFG, rank=0, world_size=2)
-    assert done0 == [0, 2, 4]
+    assert done0 == [0, 1, 4]  # chunks [0, 1], [2, 3], [4] of batch_size 2, dealt round-robin
     with pytest.raises(RuntimeError, match="incomplete"):
         gen.merge(tmp_path, len(PROMPTS))
     assert not (tmp_path / gen.METADATA).exists()
     assert gen.generate(pipe, PROMPTS, tmp_path, CFG, rank=0, world_size=2) == []  # resumes: nothing left
-    assert gen.generate(pipe, PROMPTS, tmp_path, CFG, rank=1, world_size=2) == [1, 3]
+    assert gen.generate(pipe, PROMPTS, tmp_path, CFG, rank=1, world_size=2) == [2, 3]
     rows = [json.loads(line) for line in gen.merge(tmp_path, len(PROMPTS)).read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(5)) and rows[3]["seed"] == 7 + 3
     assert rows[1]["prompt"] == PROMPTS[1]
@@ -55,7 +55,7 @@ def test_a_resume_remakes_whole_chunks_and_writes_only_the_missing_files(pipe, t
     reproducible only inside its own batch: a resume regenerates the fixed chunk and the result is
     byte-identical to the uninterrupted run."""
     cfg = gen.SamplerConfig(**{**CFG.__dict__, "batch_size": 3})
-    assert gen.chunks(0, 1, 5, 3) == [[0, 1, 2], [3, 4]] and gen.chunks(1, 2, 5, 2) == [[1, 3]]
+    assert gen.chunks(0, 1, 5, 3) == [[0, 1, 2], [3, 4]] and gen.chunks(1, 2, 5, 2) == [[2, 3]]
     assert gen.generate(pipe, PROMPTS, tmp_path, cfg) == [0, 1, 2, 3, 4]
     original = {i: (tmp_path / gen.image_name(i)).read_bytes() for i in range(5)}
     kept = {i: (tmp_path / gen.image_name(i)).stat().st_mtime_ns for i in (0, 2, 3)}
