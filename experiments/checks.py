@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eval import sampler as sampling
 from skrr.models import pixel_multiple
@@ -41,7 +41,7 @@ def with_sampler(cfg: DictConfig) -> DictConfig:
     resolved = sampling.resolve(model_sampler, cfg.eval.sampler)
     sampling.check(resolved, multiple, pipeline, "eval.sampler")  # a default may not suit this pipeline
     cfg = cfg.copy()
-    with _writable(cfg):
+    with open_dict(cfg):
         cfg.eval.sampler = resolved
     return cfg
 
@@ -49,17 +49,6 @@ def with_sampler(cfg: DictConfig) -> DictConfig:
 def check_model_sampler(model: DictConfig) -> None:
     multiple, pipeline = pixel_multiple(model)
     sampling.check(model.get("sampler") or {}, multiple, pipeline, "model.sampler", allowed=sampling.MODEL_KEYS)
-
-
-class _writable:
-    def __init__(self, cfg):
-        self.cfg, self.struct = cfg, OmegaConf.is_struct(cfg)
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, self.struct)
 
 
 def check_config(cfg: DictConfig) -> DictConfig:
