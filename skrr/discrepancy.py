@@ -16,7 +16,7 @@ import torch
 
 from skrr import distributed
 from skrr.calibration import Calibration, encoder_batches
-from skrr.compute import Forward
+from skrr.compute import TOLERANCE, Forward
 
 METRICS = ("mse", "cosine")
 
@@ -56,6 +56,11 @@ class Discrepancy:
         self.tokens = sum(b["input_ids"].numel() for b in self.batches)  # fed per full pass
         self._my_tokens = sum(self.batches[bi]["input_ids"].numel() for bi in self.mine)
         self._tick = self._share = None
+
+    @property
+    def tolerance(self) -> float:
+        """Relative gap within which two correct evaluations of D may differ (skrr.compute.TOLERANCE)."""
+        return TOLERANCE.get(self.forward.dtype, TOLERANCE[torch.float32])
 
     def __call__(self, schedule) -> float:
         return self.evaluate(list(schedule), [{}])[0]
