@@ -377,6 +377,28 @@ def _rank_entry(rank, world, port, name, p, args, out_dir):
     rank_search(rank, world, port, name, p, args, out_dir)
 
 
+def _busy(rank, work, out_dir):
+    torch.set_num_threads(1)
+    a = torch.randn(192, 192)
+    t0 = time.perf_counter()
+    for _ in range(work):
+        a = torch.tanh(a @ a)
+    (Path(out_dir) / f"busy{rank}").write_text(str(time.perf_counter() - t0))
+
+
+def parallel_ceiling(n: int, work: int = 300) -> float:
+    """The speedup this machine gives n single-thread processes right now: the same fixed matmul
+    work timed alone, then in each of n at once (n x t1 / tn; n on idle cores, less when shared)."""
+    import torch.multiprocessing as mp
+
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for procs in (1, n):
+            mp.start_processes(_busy, args=(work, tmp), nprocs=procs, start_method="spawn")
+            times.append(max(float((Path(tmp) / f"busy{r}").read_text()) for r in range(procs)))
+    return n * times[0] / times[1]
+
+
 def bench_ranks(name, args) -> None:
     p = {**PRESETS[name], **RANK_PRESETS[name]}
     for key in ("layers", "prompts", "max_length", "depth"):
@@ -393,6 +415,7 @@ def bench_ranks(name, args) -> None:
     for r, res in enumerate(many):
         print(f"rank {r}: batches {res['batches']}, search {res['seconds']:.2f} s, prefix cache peak "
               f"{res['cache'] / 2**20:.2f} MiB, dense targets held {res['targets'] / 2**20:.2f} MiB")
+    ceiling = parallel_ceiling(args.ranks)
     wall = max(r["seconds"] for r in many)
     mem_one = one[0]["cache"] + one[0]["targets"]
     mem_rank = max(r["cache"] + r["targets"] for r in many)
@@ -400,6 +423,8 @@ def bench_ranks(name, args) -> None:
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 12}|{'-' * 9}|")
     print(f"| {'Skrr search wall time (s)':34} | {one[0]['seconds']:>10.2f} | {wall:>10.2f} | "
           f"{ratio(one[0]['seconds'], wall):>7} |  (speedup, goal >= 1.7x at 2 ranks)")
+    print(f"| {'machine ceiling now (fixed work)':34} | {'':>10} | {'':>10} | {ceiling:>6.2f}x |  (a matmul loop in "
+          f"1 vs {args.ranks} processes: what this machine's free cores allow)")
     print(f"| {'cache per rank (MiB, largest rank)':34} | {mem_one / 2**20:>10.2f} | {mem_rank / 2**20:>10.2f} | "
           f"{ratio(mem_rank, mem_one):>7} |  (rank / 1 rank, goal about 1/{args.ranks})")
     print("identical plans, D per depth, beams, re-use and baseline decisions (1 rank vs "
