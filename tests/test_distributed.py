@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -80,9 +79,11 @@ from skrr import distributed
 distributed.init_from_env("cpu", timeout_s=float(sys.argv[1]))
 if distributed.rank() == 1:
     os._exit(3) if sys.argv[2] == "die" else time.sleep(120)
+t0 = time.monotonic()
 try:
     distributed.gather_batches(torch.zeros(4, 2, dtype=torch.float64))
 except distributed.RankLost as e:
+    print(time.monotonic() - t0)  # how long the survivor waited
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 """
@@ -101,14 +102,12 @@ def test_a_lost_rank_fails_the_others_with_one_line(how):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**ENV, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in (0, 1)]
-    t0 = time.monotonic()
     try:
-        _, err = procs[0].communicate(timeout=120)
-        elapsed = time.monotonic() - t0
+        out, err = procs[0].communicate(timeout=300)
     finally:
         procs[1].kill()
         procs[1].communicate()
     assert procs[0].returncode == 1
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: rank 0 of 2 lost the other ranks during the per-batch all-gather"), err
-    assert elapsed < 60  # never waits past the timeout (plus start-up)
+    assert float(out) < timeout + 20  # never waits (much) past the timeout
