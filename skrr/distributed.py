@@ -58,9 +58,10 @@ def init_from_env(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> 
         _slurm_master()
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
     cuda = str(device).startswith("cuda")
-    if cuda:
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
+    if cuda:  # one GPU per local rank; under `srun --gpus-per-task 1` each task sees just its own
+        gpu = local % max(torch.cuda.device_count(), 1)
+        torch.cuda.set_device(gpu)
+        device = f"cuda:{gpu}"
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
