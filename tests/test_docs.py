@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 GROUPS = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*") if p.is_dir()}
-MAKE_TARGETS = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.M))
-OTHER_TOOLS = {"pip", "wandb", "git", "cd", "export", "nohup", "nice", "cat", "ls"}  # not this project's to check
+MAKE_TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M))
+OTHER_TOOLS = {"pip", "wandb", "git", "cd", "export", "nohup", "nice", "cat", "ls", "apt-get"}  # not this project's to check
+LAUNCHERS = {"srun"}  # run the command after their own options: that command is checked
 
 
 def bash_blocks(path: Path) -> list[str]:
@@ -50,6 +51,8 @@ def check_command(line: str) -> list[str]:
     if "=" in tokens[0] and not tokens[0].startswith(("-", "+")):  # VAR="overrides ...": check the overrides inside
         tokens = [t for tok in tokens for t in shlex.split(tok.partition("=")[2] if tok == tokens[0] else tok)]
         return [f"{g}={o}: no conf/{g}/{o}.yaml" for g, o in overrides(tokens) if not (ROOT / "conf" / g / f"{o}.yaml").is_file()]
+    if tokens[0] in LAUNCHERS:  # `srun -n 8 --gpus-per-task 1 python -m ...`: check from the python command on
+        tokens = tokens[next((i for i, t in enumerate(tokens) if t in ("python", "python3", "torchrun")), 0):]
     head = tokens[0]
     if head.startswith(".venv/bin/") or head.startswith("$(") or head in OTHER_TOOLS:
         head = head.removeprefix(".venv/bin/")
