@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eval import sampler as sampling
 from skrr.models import pixel_multiple
-from skrr.ranges import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, OPTIONAL_COUNT, WHOLE, Range, check_ranges
+from skrr.ranges import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, OPTIONAL_COUNT, POSITIVE, WHOLE, Range, check_ranges
 
 MODEL_RANGES = {"max_length": AT_LEAST_ONE, "hidden_state": WHOLE}  # hidden_state: a layer index, -1 = last
 PROMPT_RANGES = {"coco_num": OPTIONAL_COUNT, "coco_seed": WHOLE, "geneval_images_per_prompt": AT_LEAST_ONE,
@@ -27,7 +27,7 @@ METRIC_RANGES = {"batch_size": AT_LEAST_ONE,
                  "height": AT_LEAST_ONE, "width": AT_LEAST_ONE, "num_inference_steps": AT_LEAST_ONE,
                  "guidance_scale": Range(0, none=True)}
 LOGGER_RANGES = {"num_samples": Range(0, whole=True)}
-TOP_RANGES = {"threads": OPTIONAL_COUNT}
+TOP_RANGES = {"threads": OPTIONAL_COUNT, "distributed_timeout_s": POSITIVE}
 
 
 def with_sampler(cfg: DictConfig) -> DictConfig:
