@@ -97,7 +97,7 @@ def test_a_config_naming_another_architecture_is_a_clear_error(tiny_t5, tmp_path
         load_pruned(tmp_path / "dense")
 
 
-def test_saved_pipeline_loads_with_the_plain_diffusers_class_and_generates(tmp_path):
+def test_saved_pipeline_loads_with_its_pruned_encoder_and_generates(tmp_path):
     from diffusers import PixArtSigmaPipeline
 
     from skrr.models import load_pipeline
@@ -107,9 +107,10 @@ def test_saved_pipeline_loads_with_the_plain_diffusers_class_and_generates(tmp_p
     plan = Plan(skip=[1, 2, 5])
     apply_plan(pipe.text_encoder, plan)
     directory = save_pruned_pipeline(pipe, "text_encoder", plan, tmp_path / "pipeline")
-    assert json.loads((directory / "model_index.json").read_text())["text_encoder"] == ["skrr.pretrained", "SkrrT5EncoderModel"]
+    assert json.loads((directory / "model_index.json").read_text())["text_encoder"] == ["modeling_skrr", "SkrrT5EncoderModel"]
     assert type(pipe.text_encoder) is transformers.T5EncoderModel  # the caller's pipeline is left as it was
-    loaded = PixArtSigmaPipeline.from_pretrained(directory)
+    # with skrr: the registered class, passed as the component (no remote code runs)
+    loaded = PixArtSigmaPipeline.from_pretrained(directory, text_encoder=load_pruned(directory / "text_encoder"))
     assert type(loaded.text_encoder) is skrr.SkrrT5EncoderModel
     kwargs = dict(num_inference_steps=2, height=16, width=16, use_resolution_binning=False, output_type="np")
     with torch.no_grad():
@@ -128,6 +129,6 @@ def test_skrr_prune_save_pipeline_writes_a_loadable_pipeline_folder(tmp_path):
     write_plans([plan], tmp_path, save_encoder=False, model_name="tiny_pixart", device="cpu", save_pipeline=True)
     weights = tmp_path / "pipeline" / "text_encoder" / "model.safetensors"
     assert (weights.stat().st_mode & 0o777) == 0o666 & ~current_umask()  # readable like any file the user writes
-    loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline")
+    loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline", text_encoder=load_pruned(tmp_path / "pipeline" / "text_encoder"))
     assert sorted(int(k) for k in loaded.text_encoder.encoder.branches) == [0, 1, *range(4, 12)]
     assert Plan.load(tmp_path / "pipeline" / "text_encoder" / "plan.json").skip == [2, 3]
