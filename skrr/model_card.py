@@ -69,11 +69,11 @@ def render_card(folder: str | os.PathLike, load_from: str | None = None) -> str:
             f"pipeline_tag: {'text-to-image' if pipeline else 'feature-extraction'}"]
     if is_hub_id(base):  # (the Hub's base_model_relation has no value for a pruned model: left out)
         meta += ["base_model:", f"- {base}"]
-    meta += ["tags:", "- skrr", "- pruning", "- text-encoder", "- text-to-image", f"- skrr-{name}", "---", ""]
+    meta += ["tags:", "- skrr", "- pruning", "- text-encoder", "- text-to-image", f"- pruning-method-{name}", "---", ""]
 
     sparsity = plan.get("sparsity")
     target = info.get("target")
-    lines = [f"# {card.get('model') or base or 'encoder'}: text encoder pruned with skrr ({name})", "",
+    lines = [f"# {card.get('model') or base or 'encoder'}: text encoder pruned with skrr (method `{name}`)", "",
              f"{'A diffusers pipeline whose' if pipeline else 'The'} text encoder "
              f"(`{component}`, {cls}) is pruned at sub-block level with "
              f"[skrr](https://arxiv.org/abs/2502.08690) {__version__}: skipped sub-blocks are removed "
