@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from experiments.cli import CONF_DIR, fail_fast
 from skrr.calibration import check_calibration
 from skrr.models import check_device
+from skrr.real_prompts import check_prompts_fit_model
 from skrr.prune import prune, validate_method
 
 log = logging.getLogger("skrr-prune")
@@ -60,6 +61,7 @@ def run(cfg: DictConfig) -> None:
     validate_method(cfg.method)
     check_device(cfg.device)
     if cfg.method.name != "dense":
+        check_prompts_fit_model(cfg.calibration, cfg.model)
         check_calibration(cfg.calibration)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     plans = prune(cfg.model, cfg.method, cfg.calibration, device=cfg.device, progress=cfg.progress)

@@ -48,6 +48,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
     from skrr.calibration import check_calibration
     from skrr.models import check_device
     from skrr.prune import validate_method
+    from skrr.real_prompts import check_prompts_fit_model
 
     from skrr.quantize import settings, validate as validate_quantize
 
@@ -56,6 +57,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict]:
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")
     if cfg.method.name != "dense":  # dense needs no calibration
+        check_prompts_fit_model(cfg.calibration, cfg.model)
         check_calibration(cfg.calibration)
     unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:
