@@ -132,3 +132,16 @@ def test_skrr_prune_save_pipeline_writes_a_loadable_pipeline_folder(tmp_path):
     loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline", text_encoder=load_pruned(tmp_path / "pipeline" / "text_encoder"))
     assert sorted(int(k) for k in loaded.text_encoder.encoder.branches) == [0, 1, *range(4, 12)]
     assert Plan.load(tmp_path / "pipeline" / "text_encoder" / "plan.json").skip == [2, 3]
+
+
+def test_a_decoder_only_folder_of_the_first_format_still_loads():
+    """tests/data/pruned_format1_gemma2: Lumina 2's tiny Gemma-2 (read at hidden state -2), pruned
+    and saved in the pruned.json format decoder-only encoders had before they got Skrr classes."""
+    folder = Path(__file__).parent / "data" / "pruned_format1_gemma2"
+    expected = torch.load(folder / "expected_output.pt")
+    model = load_pruned(folder)
+    assert type(model).__name__ == "SkrrGemma2Model"
+    assert model.layers.schedule == [0, None, None, 5, 4, 5]
+    with torch.no_grad():
+        out = model(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"], output_hidden_states=True)
+    assert torch.allclose(out.hidden_states[-2], expected["hidden_state"], atol=1e-5)
