@@ -142,3 +142,19 @@ def test_console_script_is_declared():
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["skrr-push"] == "experiments.push:main"
     assert torch  # (imported for the fixtures' models)
+
+
+def test_skrr_run_save_encoder_writes_a_folder_whose_card_has_the_measured_metrics(tmp_path):
+    from test_run import compose_run
+
+    from experiments.run import run_job
+
+    cfg = compose_run(tmp_path, "method=skrr", "method.beam_width=1", "sparsity=[0.3]", "save_encoder=true",
+                      "eval.metrics=[efficiency]")
+    (row,) = run_job(cfg, "t")
+    folder = tmp_path / "encoders" / row["run_key"]
+    assert row["artifacts"]["encoder"] == str(folder)
+    card = (folder / "README.md").read_text()
+    assert "## Measured by skrr-run" in card and row["run_key"] in card
+    assert f"- efficiency: `{json.dumps(row['metrics']['efficiency'])}`" in card
+    assert Plan.load(folder / "plan.json").skip == row["plan"]["skip"]
