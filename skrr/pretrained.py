@@ -17,9 +17,9 @@ import torch
 from transformers import (AutoConfig, AutoModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
                           Gemma2Config, Gemma2Model, LlamaConfig, LlamaModel, Qwen2_5_VLConfig,
                           Qwen2_5_VLForConditionalGeneration, Qwen2Config, Qwen2Model, T5Config, T5EncoderModel)
-# diffusers loads a pipeline component of a library it does not know (model_index.json:
-# ["skrr.pretrained", "SkrrT5EncoderModel"]) by looking up its loadable base classes by name in
-# that module: this import is how it finds PreTrainedModel's from_pretrained.
+# A pipeline folder names its pruned component ["modeling_skrr", "Skrr..."]; with skrr imported,
+# `modeling_skrr` is this module (skrr/__init__.py), and diffusers checks a component passed in
+# against the loadable base classes it looks up by name here: this import is how it finds PreTrainedModel.
 from transformers import PreTrainedModel  # noqa: F401
 
 from skrr.encoder import to_sub_blocks

@@ -140,3 +140,10 @@ def test_offline_and_not_cached_says_so(tmp_path, monkeypatch):
         load_text_side("pixart_sigma")
     msg = str(e.value)
     assert "not in the local Hugging Face cache" in msg and "HF_HUB_OFFLINE" in msg and "model_index.json" not in msg
+
+
+def test_a_pretrained_that_is_neither_folder_nor_hub_id_says_so():
+    cfg = model_config("pixart_sigma")
+    cfg.pretrained = "/no/such/folder"
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor a Hub model id"):
+        load_text_side(cfg)
