@@ -34,7 +34,7 @@ def card_source(model) -> dict:
 def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str,
                 save_pipeline: bool = False) -> list[Path]:
     paths = []
-    source = card_source(model_name)
+    source = card_source(model_name) if save_encoder or save_pipeline else None
     for plan in plans:
         name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
         paths.append(plan.save(out_dir / name))  # with LaCo's merged weights beside it

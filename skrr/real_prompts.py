@@ -21,7 +21,7 @@ def check_prompts_fit_model(calibration: DictConfig, model: DictConfig) -> None:
     """Fail before any weight loads when a real model would be calibrated on random captions."""
     if str(calibration.get("source")) != "builtin" or model.get("tiny") or model.get("builtin_calibration"):
         return
-    raise ValueError(f"calibration=builtin is random captions for the tiny twins and the toy world; model "
+    raise ValueError(f"calibration=builtin is random captions for tiny and toy models; model "
                      f"{model.get('name')} needs real prompts: {CHOICES}")
 
 
