@@ -3,16 +3,21 @@
 For each model: beam search + re-use with `fast=False` (a full forward per candidate) and with
 `fast=True` (prefix-state cache + candidates stacked along the batch); prints the ratios
 (straightforward / fast) of sub-block forward evaluations, wall time and peak memory, and
-asserts that the plans and every D value are identical.
+asserts the exactness contract (docs/exactness.md): identical plans, every D value within the compute
+dtype's relative tolerance (skrr.compute.TOLERANCE), and prints the smallest decision margins.
+`--save F` writes the fast search's plans and D values; `--against F` checks another run's (another
+CPU, `ATEN_CPU_CAPABILITY=avx2 ...`, a GPU) against this one by the same contract.
 Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 1000 prompts x
 300 tokens, k=3, depth 24) from per-sub-block costs.
 
     python benchmarks/search.py                       # tiny T5 (24 sub-blocks) + T5-XXL-width slice
     python benchmarks/search.py --models tiny --depth 12 --beam 3
+    python benchmarks/search.py --only fast --dtype bfloat16           # the contract for a bf16 search
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import threading
@@ -26,11 +31,12 @@ from omegaconf import OmegaConf  # noqa: E402
 from transformers import T5Config, T5EncoderModel  # noqa: E402
 
 from skrr.calibration import build_calibration  # noqa: E402
+from skrr.compute import DTYPES, TOLERANCE  # noqa: E402
 from skrr.discrepancy import Discrepancy  # noqa: E402
 from skrr.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
 from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
 from skrr.models import TextSide  # noqa: E402
-from skrr.search import beam_search, reuse_phase  # noqa: E402
+from skrr.search import beam_search, near_ties, reuse_phase  # noqa: E402
 from skrr.tiny import _corpus, t5_tokenizer  # noqa: E402
 
 # T5-XXL's width (t5-v1_1-xxl): what one sub-block costs on the real model
@@ -41,15 +47,15 @@ PRESETS = {
 }
 
 
-def build_side(d_model, d_ff, num_heads, d_kv, layers, max_length, caption, device, seed=0):
+def build_side(d_model, d_ff, num_heads, d_kv, layers, max_length, caption, device, seed=0, dtype=torch.float32):
     """A T5 encoder with random weights and a PixArt-style caption projection, as a TextSide."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         config = T5Config(vocab_size=300, d_model=d_model, d_ff=d_ff, num_heads=num_heads, d_kv=d_kv, num_layers=layers,
                           feed_forward_proj="gated-gelu", dropout_rate=0.0, relative_attention_num_buckets=32,
                           relative_attention_max_distance=128, pad_token_id=0, eos_token_id=1)
-        encoder = T5EncoderModel(config).eval().to(device)
-        projection = PixArtAlphaTextProjection(d_model, caption).eval().to(device)
+        encoder = T5EncoderModel(config).eval().to(device, dtype)
+        projection = PixArtAlphaTextProjection(d_model, caption).eval().to(device, dtype)
     cfg = OmegaConf.create({"name": f"bench-t5-{d_model}-{layers}", "max_length": max_length, "attention_mask": True,
                             "clean_caption": False})
     return TextSide(cfg, encoder, t5_tokenizer(max_length), projection)
@@ -99,12 +105,46 @@ def search(side, calib, sub_blocks, total, args, fast):
     with PeakMemory(args.device) as mem:
         t0 = time.perf_counter()
         result = beam_search(disc, sub_blocks, total, args.beam, depth=args.depth, progress=False)
-        reuse, trace = reuse_phase(disc, sub_blocks, result.order, progress=False)
+        reuse_margins = []
+        reuse, trace = reuse_phase(disc, sub_blocks, result.order, progress=False, margins=reuse_margins)
         if str(args.device).startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
     plan = (result.order, result.depth_d, result.beams, reuse, trace)
-    return dict(plan=plan, evals=disc.sub_block_evals, seconds=seconds, memory=mem.bytes)
+    margins = {"skip": result.margins, "reuse": reuse_margins}
+    return dict(plan=plan, evals=disc.sub_block_evals, seconds=seconds, memory=mem.bytes, margins=margins,
+                tolerance=disc.tolerance)
+
+
+def decisions(plan) -> tuple:
+    """What a search decided: S*, the beams' sets per depth, the re-use map."""
+    order, _, beams, reuse, _ = plan
+    return order, [[sorted(seq) for seq, _ in depth] for depth in beams], {int(k): v for k, v in reuse.items()}
+
+
+def values(plan) -> list[float]:
+    """Every D a search reported: best per depth, each beam's, each re-use step's."""
+    _, depth_d, beams, _, trace = plan
+    return [*depth_d, *(d for depth in beams for _, d in depth), *trace]
+
+
+def check_contract(a, b, tolerance, what) -> float:
+    """Identical decisions and every D within `tolerance` (relative); returns the largest relative gap."""
+    assert decisions(a) == decisions(b), f"{what}: the plans differ"
+    gaps = [abs(x - y) / max(abs(x), abs(y)) for x, y in zip(values(a), values(b)) if x != y]
+    worst = max(gaps, default=0.0)
+    assert len(values(a)) == len(values(b)) and worst <= tolerance, \
+        f"{what}: D differs by {worst:.2e} relative, above the tolerance {tolerance:.0e}"
+    return worst
+
+
+def margin_report(margins, tolerance) -> str:
+    keep = [m["keep"] for m in margins["skip"] if m["keep"] is not None]
+    reuse = [m["margin"] for m in margins["reuse"] if m["margin"] is not None]
+    ties = near_ties(margins, tolerance)
+    return (f"smallest decision margins: skip {min(keep, default=float('nan')):.2e} (k-th kept vs best dropped), "
+            f"re-use {min(reuse, default=float('nan')):.2e}; tolerance {tolerance:.0e}; "
+            f"near-ties: {', '.join(ties) if ties else 'none'}")
 
 
 def sub_block_cost(side, rows, length, device, repeats=3) -> tuple[float, float]:
@@ -138,17 +178,18 @@ def bench_model(name, args):
             p[key] = getattr(args, key)
     args.depth = p["depth"]
     side = build_side(p["d_model"], p["d_ff"], p["num_heads"], p["d_kv"], p["layers"], p["max_length"], p["caption"],
-                      args.device)
+                      args.device, dtype=DTYPES[args.dtype])
     enc = to_sub_blocks(side.encoder)
     prompts = _corpus(p["prompts"], seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         calib = build_calibration(side, prompts, batch_size=args.batch_size, device=args.device, cache_dir=tmp)
     subs, total = enc.sub_blocks, total_params(side.encoder)
     print(f"\n## {name}: d_model={p['d_model']} d_ff={p['d_ff']} heads={p['num_heads']} sub-blocks={len(enc)} "
-          f"prompts={p['prompts']}x{p['max_length']} tokens, k={args.beam}, depth={p['depth']}, device={args.device}")
+          f"prompts={p['prompts']}x{p['max_length']} tokens, k={args.beam}, depth={p['depth']}, device={args.device}, "
+          f"compute dtype {args.dtype}")
     slow = search(side, calib, subs, total, args, fast=False)
     fast = search(side, calib, subs, total, args, fast=True)
-    assert slow["plan"] == fast["plan"], "fast search changed the plan or a D value"
+    worst = check_contract(slow["plan"], fast["plan"], fast["tolerance"], f"{name}: fast vs straightforward")
     print(f"| {'':26} | {'straightforward':>15} | {'fast':>12} | {'ratio':>7} |")
     print(f"|{'-' * 28}|{'-' * 17}|{'-' * 14}|{'-' * 9}|")
     print(f"| {'sub-block evals (x prompt)':26} | {slow['evals']:>15,} | {fast['evals']:>12,} | "
@@ -157,7 +198,9 @@ def bench_model(name, args):
           f"{ratio(slow['seconds'], fast['seconds']):>7} |")
     print(f"| {'peak memory (MiB)':26} | {slow['memory'] / 2**20:>15.1f} | {fast['memory'] / 2**20:>12.1f} | "
           f"{ratio(slow['memory'], fast['memory']):>7} |")
-    print(f"plans identical: yes (skip order {fast['plan'][0]}, re-use {fast['plan'][3]})")
+    print(f"plans identical: yes (skip order {fast['plan'][0]}, re-use {fast['plan'][3]}); largest relative D "
+          f"difference {worst:.2e} (tolerance {fast['tolerance']:.0e}, {args.dtype})")
+    print(margin_report(fast["margins"], fast["tolerance"]))
     return side, slow, fast
 
 
@@ -273,6 +316,9 @@ def main():
     ap.add_argument("--max-length", type=int, dest="max_length", help="tokens per prompt; default per model")
     ap.add_argument("--depth", type=int, help="search depth; default per model")
     ap.add_argument("--beam", type=int, default=3, help="beam width k")
+    ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights and compute dtype")
+    ap.add_argument("--save", help="write the fast searches' plans and D values (JSON) to this file")
+    ap.add_argument("--against", help="check the fast searches against a file written by --save (another CPU/GPU)")
     ap.add_argument("--batch-size", type=int, default=8, dest="batch_size")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is shared)")
@@ -292,11 +338,24 @@ def main():
         bench_compute_dtype(args)
     if args.only not in (None, "fast"):
         return
-    ratios = []
+    ratios, saved = [], {}
     for name in args.models:
         args.depth = depth_arg
         _, slow, fast = bench_model(name, args)
         ratios.append(slow["evals"] / fast["evals"])
+        saved[name] = fast["plan"]
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump({"dtype": args.dtype, "capability": torch.backends.cpu.get_cpu_capability(), "plans": saved}, f)
+    if args.against:
+        with open(args.against) as f:
+            other = json.load(f)
+        for name, plan in saved.items():
+            theirs = json.loads(json.dumps(plan))  # the same JSON round trip as the saved side
+            worst = check_contract(other["plans"][name], theirs, TOLERANCE[DTYPES[args.dtype]],
+                                   f"{name}: {other['capability']} vs {torch.backends.cpu.get_cpu_capability()}")
+            print(f"{name}: this run ({torch.backends.cpu.get_cpu_capability()}) vs {args.against} "
+                  f"({other['capability']}): plans identical, largest relative D difference {worst:.2e}")
     full = build_side(**XXL, layers=1, max_length=args.cost_tokens, caption=1152, device=args.device)
     cost_attn, cost_ffn = sub_block_cost(full, rows=4, length=args.cost_tokens, device=args.device)
     paper_estimate(args, cost_attn, cost_ffn, min(ratios))

@@ -2,8 +2,13 @@
 
 Seed policy: image i uses torch.Generator().manual_seed(base_seed + i), so the dense and a pruned
 pipeline draw the same initial noise for the same prompt and their images pair up (DreamSim).
-Sharding: rank r of world w takes the indices i with i % w == r (RANK/WORLD_SIZE as set by
-torchrun / accelerate launch); `merge` then checks completeness and writes metadata.jsonl.
+Batching and sharding: the prompts are cut into fixed chunks of B = batch_size, chunk c = indices
+[c*B, (c+1)*B), and rank r of world w takes the chunks c with c % w == r (RANK/WORLD_SIZE as set by
+torchrun / accelerate launch); `merge` then checks completeness and writes metadata.jsonl. CPU and
+GPU kernels may round differently for different batch shapes, so an image is reproducible only
+inside its own batch: every image is made inside its chunk whatever the rank count and whatever is
+already on disk. A resume or a heal regenerates the whole chunk of a missing image and writes only
+the missing files, so the bytes equal those of an uninterrupted run with any number of ranks.
 """
 from __future__ import annotations
 
@@ -68,40 +73,60 @@ def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
     return {**kwargs, **call_options(pipe)}
 
 
+def chunks(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[list[int]]:
+    """This rank's fixed batches: chunk c = [c*B, (c+1)*B) for every c with c % world_size == rank
+    (independent of what exists, and of the rank count)."""
+    starts = range(0, num_prompts, batch_size)
+    return [list(range(s, min(s + batch_size, num_prompts))) for c, s in enumerate(starts) if c % world_size == rank]
+
+
+def share(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[int]:
+    """The prompt indices this rank generates."""
+    return [i for chunk in chunks(rank, world_size, num_prompts, batch_size) for i in chunk]
+
+
 def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig = SamplerConfig(),
              rank: int | None = None, world_size: int | None = None, extra: dict | None = None) -> list[int]:
-    """Generate this rank's missing images. Returns the indices generated in this call."""
+    """Generate this rank's missing images, each inside its fixed chunk. Returns the indices written."""
     if not prompts:
         raise ValueError("empty prompt set; pass at least one prompt (check the prompt file path)")
+    if cfg.batch_size < 1:
+        raise ValueError(f"sampler batch_size must be >= 1, got {cfg.batch_size}")
     rank, world_size = resolve_rank(rank, world_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(rank, len(prompts), world_size) if not (out_dir / image_name(i)).exists()]
+    missing = lambda batch: [i for i in batch if not (out_dir / image_name(i)).exists()]  # noqa: E731
+    todo = [batch for batch in chunks(rank, world_size, len(prompts), cfg.batch_size) if missing(batch)]
     if not todo:  # resumed and complete: nothing to load or show
-        return todo
+        return []
     kwargs = pipeline_kwargs(pipe, cfg)
     settings = {**asdict(cfg), "dtype": str(getattr(pipe, "dtype", None)), "pipeline": type(pipe).__name__,
                 **(extra or {})}
     meta_path = out_dir / f"metadata.rank{rank}.jsonl"
-    bar = tqdm(total=len(todo), desc=f"generate rank {rank}/{world_size}", unit="img")
+    written = []
+    bar = tqdm(total=sum(len(missing(b)) for b in todo), desc=f"generate rank {rank}/{world_size}", unit="img")
     if hasattr(pipe, "set_progress_bar_config"):  # one bar over images, not one per batch of steps
         pipe.set_progress_bar_config(disable=True)
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start:start + cfg.batch_size]
+    for batch in todo:
+        wanted = set(missing(batch))
         generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
         images = pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs).images
         # metadata first: a crash before the PNG lands re-generates it and merge keeps the last row
         with open(meta_path, "a") as f:
             for i in batch:
-                f.write(json.dumps({"index": i, "prompt": prompts[i], "seed": cfg.base_seed + i,
-                                    "file": image_name(i), **settings}) + "\n")
+                if i in wanted:
+                    f.write(json.dumps({"index": i, "prompt": prompts[i], "seed": cfg.base_seed + i,
+                                        "file": image_name(i), **settings}) + "\n")
         for i, image in zip(batch, images):
+            if i not in wanted:  # already there: the chunk ran only to reproduce its neighbours exactly
+                continue
             tmp = out_dir / (image_name(i) + ".tmp")
             image.save(tmp, format="PNG")
             os.replace(tmp, out_dir / image_name(i))
-        bar.update(len(batch))
+            written.append(i)
+        bar.update(len(wanted))
     bar.close()
-    return todo
+    return written
 
 
 def merge(out_dir: str | os.PathLike, num_prompts: int) -> Path:

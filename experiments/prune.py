@@ -65,13 +65,18 @@ def run(cfg: DictConfig) -> None:
         check_calibration(cfg.calibration)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     plans = prune(cfg.model, cfg.method, cfg.calibration, device=cfg.device, progress=cfg.progress)
-    for plan in plans:
-        for depth, d in enumerate(plan.info.get("depth_d", []), 1):
-            log.info("depth %d: D=%.6g", depth, d)
+    skip_margins = plans[0].info.get("margins", {}).get("skip", [])  # one search serves every target
+    for depth, d in enumerate(plans[0].info.get("depth_d", []), 1):
+        m = skip_margins[depth - 1] if depth <= len(skip_margins) else {}
+        log.info("depth %d: D=%.6g%s", depth, d, "".join(f", {k} margin {m[k]:.2e}" for k in ("keep", "lead")
+                                                         if m.get(k) is not None))
     paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, cfg.device, cfg.save_pipeline)
     for plan, path in zip(plans, paths):
         print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
               f"skip={plan.skip} reuse={plan.reuse} -> {path}")
+        if plan.info.get("near_ties"):
+            print(f"  near-ties (closer than the {plan.info['margins']['tolerance']:.0e} tolerance; another machine "
+                  f"could decide them differently): {'; '.join(plan.info['near_ties'])}")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)

@@ -240,6 +240,24 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
     return path
 
 
+def near_tie_notes(rows: list[dict]) -> str | None:
+    """The rows whose search made a decision closer than the compute dtype's tolerance (a near-tie
+    that another machine's rounding could decide the other way), naming the depth or position."""
+    lines = [f"- {r['label']} at {r['sparsity']:.2%}: {'; '.join(r['plan']['near_ties'])}"
+             for r in rows if r.get("plan", {}).get("near_ties")]
+    if not lines:
+        return None
+    return ("### Near-ties in the searches
+
+These decisions were closer than the tolerance within which two "
+            "correct evaluations of D may differ (docs/exactness.md); on another CPU or GPU the plan may differ "
+            "from here on.
+
+" + "
+".join(lines) + "
+")
+
+
 # --- entry point ---------------------------------------------------------------------------------
 def report(results: str | Path, out: str | Path | None = None) -> dict:
     """Write tables and plots for every model in the results file; returns {model: {name: path}}."""
@@ -285,6 +303,11 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
             print(text)
         for p in plot_metrics(pts, d, title):
             files[p.stem] = p
+        ties = near_tie_notes(pts)
+        if ties:
+            (d / "near_ties.md").write_text(ties)
+            files["near_ties"] = d / "near_ties.md"
+            print(ties)
         depth = plot_depth(pts, d, title)
         if depth:
             files["d_vs_depth"] = depth

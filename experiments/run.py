@@ -108,7 +108,7 @@ def peak_memory(device: str) -> dict:
 
 
 def plan_summary(plan, plan_dir: Path) -> dict:
-    keep = ("target", "depth_d", "d_skip", "d_final", "order", "candidates_scored")
+    keep = ("target", "depth_d", "d_skip", "d_final", "order", "candidates_scored", "near_ties", "compute_dtype", "machine")
     return {"skip": plan.skip, "reuse": {str(k): v for k, v in plan.reuse.items()}, "weights": plan.weights,
             "num_sub_blocks": (plan.encoder or {}).get("num_sub_blocks"), "path": str(plan_dir),
             **{k: plan.info[k] for k in keep if k in plan.info}}

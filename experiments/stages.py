@@ -306,16 +306,18 @@ def generate_shard(out: Path, rank: int, world_size: int, pipeline: Pipeline, sa
     """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing."""
     from eval import generate as gen
 
+    cfg = gen.SamplerConfig(**sampler)
+    mine = gen.share(rank, world_size, len(prompts), cfg.batch_size)
     if twin is not None:
         rows = [json.loads(line) for line in (twin / gen.METADATA).read_text().splitlines()]
         with open(out / f"metadata.rank{rank}.jsonl", "w") as f:
-            for i in range(rank, len(prompts), world_size):
+            for i in mine:
                 f.write(json.dumps(rows[i]) + "\n")
                 if not (out / gen.image_name(i)).exists():
                     os.link(twin / gen.image_name(i), out / gen.image_name(i))
         return
-    if any(not (out / gen.image_name(i)).exists() for i in range(rank, len(prompts), world_size)):
-        gen.generate(pipeline.get(), prompts, out, gen.SamplerConfig(**sampler), rank=rank, world_size=world_size)
+    if any(not (out / gen.image_name(i)).exists() for i in mine):
+        gen.generate(pipeline.get(), prompts, out, cfg, rank=rank, world_size=world_size)
 
 
 def merge_set(out: Path, num_prompts: int) -> dict:

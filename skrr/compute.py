@@ -1,5 +1,8 @@
-"""The forward pass the search scores (prepare -> sub-blocks -> finish -> projection), and the
-dtype it computes in.
+"""The forward pass the search scores (prepare -> sub-blocks -> finish -> projection), the dtype it
+computes in, and how far two correct computations of D may differ in that dtype.
+
+The search computes in float32 by default, whatever the weights are stored in: D's differences
+between candidates can fall below bf16's resolution, and a plan is a decision made once.
 
 A CPU without native bf16 runs a bf16 matmul several times slower than fp32 (this project's
 2-core machine: 5.6x on a 4096x4096 Linear over 512 rows). There the search computes in fp32
@@ -18,8 +21,16 @@ from torch import nn
 from skrr.encoder import find_sub_block_encoder, to_sub_blocks
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHOICES = ("auto", *DTYPES)
+CHOICES = (*DTYPES, "auto")
+DEFAULT = "float32"
 SLOW = 1.5  # `auto` computes in fp32 where the model's dtype is this many times slower
+
+# The exactness contract: two correct evaluations of D in this compute dtype (the prefix-cached and
+# the reference evaluator, another batch shape, another CPU's or GPU's kernels) agree within this
+# relative tolerance. A search decision whose relative margin is below it is a near-tie that another
+# machine could decide the other way. Measured with benchmarks/search.py (docs/exactness.md): float32
+# prefix-cached vs reference up to 1.1e-7 (T5-XXL width), AVX2 vs AVX-512/AMX kernels up to 1.0e-6.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 
 
 @functools.cache
@@ -41,7 +52,8 @@ def cpu_slowdown(dtype: torch.dtype) -> float:
 
 
 def choose_compute_dtype(name: str, model_dtype: torch.dtype, device) -> tuple[torch.dtype, str | None]:
-    """The dtype the search computes in, and a line for the log when it is not the model's."""
+    """The dtype the search computes in, and a line for the log when it is not the model's.
+    `auto` (opt-in, for speed): the model's dtype unless this CPU lacks native support for it."""
     if name not in CHOICES:
         raise ValueError(f"unknown compute_dtype {name!r}; choose from {CHOICES}")
     if name != "auto":

@@ -15,7 +15,7 @@ import time
 import torch
 
 from skrr.calibration import Calibration, encoder_batches
-from skrr.compute import Forward
+from skrr.compute import TOLERANCE, Forward
 
 METRICS = ("mse", "cosine")
 
@@ -53,6 +53,11 @@ class Discrepancy:
     def _batches(tokens, target, batch_size, length_buckets, group):
         return [{"group": group, "target": target[b["rows"], :b["input_ids"].shape[1]], **b}
                 for b in encoder_batches(tokens, batch_size, length_buckets)]
+
+    @property
+    def tolerance(self) -> float:
+        """Relative gap within which two correct evaluations of D may differ (skrr.compute.TOLERANCE)."""
+        return TOLERANCE.get(self.forward.dtype, TOLERANCE[torch.float32])
 
     def __call__(self, schedule) -> float:
         return self.evaluate(list(schedule), [{}])[0]

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from skrr.calibration import Calibration, build_calibration, select_prompts, source_prompts
 from skrr.compute import CHOICES as COMPUTE_DTYPES
+from skrr.compute import DEFAULT as COMPUTE_DEFAULT
 from skrr.compute import choose_compute_dtype
 from skrr.discrepancy import METRICS, Discrepancy
 from skrr.prefix_cache import PrefixCachedDiscrepancy
@@ -41,6 +42,7 @@ class PruneContext:
     total: int  # dense encoder parameters (sparsity denominator)
     device: str
     progress: bool = True
+    compute_dtype: torch.dtype = torch.float32  # what every forward of the method computes in
 
     def discrepancy(self, cfg: DictConfig, **overrides) -> Discrepancy:
         """The D evaluator with the method's settings (metric, projection, null term; it feeds the
@@ -88,7 +90,7 @@ def validate_method(cfg: DictConfig) -> None:
         raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
     if cfg.get("select", "prefix") not in ("prefix", "per_target"):
         raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
-    if cfg.get("compute_dtype", "auto") not in COMPUTE_DTYPES:
+    if cfg.get("compute_dtype", COMPUTE_DEFAULT) not in COMPUTE_DTYPES:
         raise ValueError(f"unknown compute_dtype {cfg.get('compute_dtype')!r}; choose from {COMPUTE_DTYPES}")
     if cfg.name == "preset":
         from skrr.presets import validate_spec
@@ -102,7 +104,7 @@ def method_fn(name: str):
 
 
 def make_context(model, calibration: DictConfig, device: str = "cpu", projection: bool = True,
-                 batch_size: int = 8, progress: bool = True, compute_dtype: str = "auto") -> PruneContext:
+                 batch_size: int = 8, progress: bool = True, compute_dtype: str = COMPUTE_DEFAULT) -> PruneContext:
     text_side = model if isinstance(model, TextSide) else load_text_side(model, device=device)
     enc = to_sub_blocks(text_side.encoder)
     tok = text_side.tokenizer
@@ -114,7 +116,7 @@ def make_context(model, calibration: DictConfig, device: str = "cpu", projection
         log.info(why)
     calib = build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device,
                               compute_dtype=None if dtype == model_dtype else dtype)
-    return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device, progress)
+    return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device, progress, dtype)
 
 
 def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, device: str = "cpu",
@@ -125,12 +127,16 @@ def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, devi
     check_prompts_fit_model(calibration, model.cfg if isinstance(model, TextSide) else model_config(model))
     ctx = make_context(model, calibration, device, projection=bool(method.get("projection", True)),
                        batch_size=int(method.get("batch_size", 8)), progress=progress,
-                       compute_dtype=str(method.get("compute_dtype", "auto")))
+                       compute_dtype=str(method.get("compute_dtype", COMPUTE_DEFAULT)))
     with torch.no_grad():
         plans = method_fn(method.name)(ctx, method, targets_of(method))
     record = calibration_record(calibration, ctx.calib.prompts, ctx.calib.key)
     for plan in plans:
         plan.info.setdefault("calibration", record)
+        plan.info.setdefault("compute_dtype", str(ctx.compute_dtype).removeprefix("torch."))
+        # where the decisions were computed: near-ties may go the other way elsewhere (docs/exactness.md)
+        plan.info.setdefault("machine", {"device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                         "torch": torch.__version__})
     return plans
 
 
@@ -141,7 +147,7 @@ def run_dense(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[
 
 def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[Plan]:
     from skrr.plan import make_schedule
-    from skrr.search import beam_search, per_target, prefix_for, reuse_phase
+    from skrr.search import beam_search, near_ties, per_target, prefix_for, reuse_phase
 
     disc = ctx.discrepancy(cfg)
     depth = None if cfg.get("depth", "auto") in (None, "auto") else int(cfg.depth)
@@ -154,9 +160,13 @@ def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[P
         else:
             skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
         d_skip = disc(make_schedule(len(ctx.sub_blocks), skip))
-        reuse, reuse_trace = reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress) if cfg.get("reuse", True) else ({}, [])
+        reuse_margins: list[dict] = []
+        reuse, reuse_trace = (reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress, reuse_margins)
+                              if cfg.get("reuse", True) else ({}, []))
+        margins = {"tolerance": disc.tolerance, "skip": result.margins, "reuse": reuse_margins}
         plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
                               d_skip=d_skip, d_final=reuse_trace[-1] if reuse_trace else d_skip,
                               reuse_d=reuse_trace, candidates_scored=result.evaluated,
-                              sub_block_evals=disc.sub_block_evals))
+                              sub_block_evals=disc.sub_block_evals, margins=margins,
+                              near_ties=near_ties(margins, disc.tolerance)))
     return plans

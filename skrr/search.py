@@ -5,6 +5,12 @@ Skip:   beams = [(0, [])]; each depth, extend every beam by every unskipped sub-
         indices). S* = best sequence at the last depth.
 Re-use: for each skipped i in S* order, try running the nearest kept same-type sub-block on
         the left or right at position i; keep the strictly best improvement.
+
+Every decision records its relative margin: at each depth the gap between the k-th kept and the best
+dropped candidate (`keep`) and between the best and the second (`lead`, which picks S* at the last
+depth); at each Re-use step the gap between the chosen option and the best other one. A margin below
+the evaluator's tolerance (skrr.compute.TOLERANCE) is a near-tie that another machine's rounding
+could decide the other way; it is logged and listed, naming the depth or position.
 """
 from __future__ import annotations
 
@@ -26,6 +32,23 @@ class SearchResult:
     depth_d: list[float]  # D of the best beam at each depth
     beams: list[list[tuple[list[int], float]]] = field(default_factory=list)  # per depth, k best
     evaluated: int = 0  # distinct candidate sets scored
+    margins: list[dict] = field(default_factory=list)  # per depth: {"depth", "keep", "lead"} (relative)
+
+
+def relative_gap(chosen: float, other: float) -> float:
+    """(other - chosen) / max(|chosen|, |other|): how far the runner-up is behind, relatively (0 for a tie)."""
+    scale = max(abs(chosen), abs(other))
+    return 0.0 if scale == 0 else (other - chosen) / scale
+
+
+def near_ties(margins: dict, tolerance: float) -> list[str]:
+    """The decisions of a search (`margins` as stored in plan.info) closer than `tolerance`, in words."""
+    out = [f"depth {m['depth']} ({name} margin {m[name]:.2e})" for m in margins.get("skip", [])
+           for name in ("keep", "lead") if m.get(name) is not None and m[name] < tolerance
+           and (name == "keep" or m["depth"] == len(margins["skip"]))]  # lead decides S* only at the last depth
+    out += [f"re-use at position {m['position']} (margin {m['margin']:.2e})" for m in margins.get("reuse", [])
+            if m["margin"] is not None and m["margin"] < tolerance]
+    return out
 
 
 def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, depth: int | None = None,
@@ -52,6 +75,7 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
             scored = _score(disc, cands, n, bar.update)
         scored.sort(key=lambda c: (c[1], sorted(c[0])))
         beams = scored[:beam_width]
+        result.margins.append(_depth_margin(d + 1, scored, beam_width, disc))
         result.beams.append(beams)
         result.depth_d.append(beams[0][1])
         result.evaluated += len(cands)
@@ -59,6 +83,18 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
             break
     result.order = list(beams[0][0])
     return result
+
+
+def _depth_margin(depth: int, scored, beam_width: int, disc) -> dict:
+    ds = [c[1] for c in scored]
+    keep = relative_gap(ds[beam_width - 1], ds[beam_width]) if len(ds) > beam_width else None
+    lead = relative_gap(ds[0], ds[1]) if len(ds) > 1 else None
+    tol = getattr(disc, "tolerance", 0.0)
+    for name, m in (("keep", keep), ("lead", lead)):
+        if m is not None and m < tol:
+            log.warning(f"depth {depth}: near-tie ({name} margin {m:.2e} < tolerance {tol:.0e}); "
+                        "another machine's rounding could choose differently here")
+    return {"depth": depth, "keep": keep, "lead": lead}
 
 
 def cost_estimate(disc, n: int, beam_width: int, depth: int, estimated_depth: bool = False) -> str:
@@ -127,8 +163,10 @@ def nearest_kept(sub_blocks: list[SubBlock], skipped: set, i: int) -> tuple[int 
     return left, right
 
 
-def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True) -> tuple[dict[int, int], list[float]]:
-    """Greedy Re-use over the skipped positions in skip order. Returns the re-use map and D after each step."""
+def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True,
+                margins: list | None = None) -> tuple[dict[int, int], list[float]]:
+    """Greedy Re-use over the skipped positions in skip order. Returns the re-use map and D after each
+    step; appends each decision's {"position", "chosen", "margin"} to `margins` if given."""
     n, skipped, reuse = len(sub_blocks), set(skip), {}
     trace = []
     for i in tqdm(skip, desc="re-use", disable=not progress, leave=False):
@@ -136,9 +174,14 @@ def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: boo
         options = [s for s in nearest_kept(sub_blocks, skipped, i) if s is not None]
         ds = disc.evaluate(sched, [{}] + [{i: s} for s in options])
         best = min(range(1, len(ds)), key=lambda j: (ds[j], options[j - 1]), default=None)
-        if best is not None and ds[best] < ds[0]:
-            reuse[i] = options[best - 1]
-            trace.append(ds[best])
-        else:
-            trace.append(ds[0])
+        chosen = best if best is not None and ds[best] < ds[0] else 0
+        if chosen:
+            reuse[i] = options[chosen - 1]
+        trace.append(ds[chosen])
+        others = [d for j, d in enumerate(ds) if j != chosen]
+        margin = relative_gap(ds[chosen], min(others)) if others else None
+        if margin is not None and margin < getattr(disc, "tolerance", 0.0):
+            log.warning(f"re-use at position {i}: near-tie (margin {margin:.2e} < tolerance {disc.tolerance:.0e})")
+        if margins is not None:
+            margins.append({"position": i, "chosen": reuse.get(i), "margin": margin})
     return reuse, trace
