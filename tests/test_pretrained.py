@@ -145,3 +145,23 @@ def test_a_decoder_only_folder_of_the_first_format_still_loads():
     with torch.no_grad():
         out = model(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"], output_hidden_states=True)
     assert torch.allclose(out.hidden_states[-2], expected["hidden_state"], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_llama_and_qwen2_encoders_save_as_their_skrr_class(family, tmp_path):
+    from transformers import LlamaConfig, LlamaModel, Qwen2Config, Qwen2Model
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaModel), "qwen2": (Qwen2Config, Qwen2Model)}[family]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = model_cls(config_cls(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                     num_attention_heads=4, num_key_value_heads=2)).eval()
+    ids = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    plan = Plan(skip=[1, 2, 5], reuse={2: 0})
+    apply_plan(model, plan)
+    directory = save_pruned(model, plan, tmp_path / family)
+    auto = transformers.AutoModel.from_pretrained(directory)
+    assert type(auto).__name__ == f"Skrr{model_cls.__name__}"
+    assert json.loads((directory / "config.json").read_text())["model_type"] == f"skrr_{family}"
+    with torch.no_grad():
+        assert torch.equal(auto(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
