@@ -247,15 +247,9 @@ def near_tie_notes(rows: list[dict]) -> str | None:
              for r in rows if r.get("plan", {}).get("near_ties")]
     if not lines:
         return None
-    return ("### Near-ties in the searches
-
-These decisions were closer than the tolerance within which two "
+    return ("### Near-ties in the searches\n\nThese decisions were closer than the tolerance within which two "
             "correct evaluations of D may differ (docs/exactness.md); on another CPU or GPU the plan may differ "
-            "from here on.
-
-" + "
-".join(lines) + "
-")
+            "from here on.\n\n" + "\n".join(lines) + "\n")
 
 
 # --- entry point ---------------------------------------------------------------------------------

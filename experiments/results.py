@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,3 +117,33 @@ def append_result(path: str | os.PathLike, row: dict) -> bool:
         finally:
             os.close(fd)
     return True
+
+
+def find_row(path: str | os.PathLike, run_key: str) -> dict:
+    """The stored row with this run_key (FileNotFoundError / KeyError with the path if there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    for row in load_results(path):
+        if row.get("run_key") == run_key:
+            return row
+    raise KeyError(f"no row with run_key {run_key!r} in {path}")
+
+
+def update_row(path: str | os.PathLike, run_key: str, change) -> dict:
+    """Apply `change(row)` to the stored row with this run_key, under the store's lock, and rewrite the
+    file atomically (a reader sees the old file or the new one, never half of it). Returns the row."""
+    path = Path(path)
+    find_row(path, run_key)  # fail before taking the lock
+    with file_lock(path):
+        lines = path.read_text().splitlines()
+        for n, line in enumerate(lines):
+            if line.strip() and json.loads(line).get("run_key") == run_key:
+                row = json.loads(line)
+                change(row)
+                lines[n] = json.dumps(row, default=str)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    return row

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from eval.geneval import official as O
+from experiments import geneval_official as G
 
 META = [{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
         {"tag": "counting", "include": [{"class": "dog", "count": 2}], "exclude": [{"class": "dog", "count": 3}],
@@ -85,7 +86,7 @@ def test_import_writes_geneval_official_into_the_row_only(tmp_path):
                                               {"run_key": "b", "metrics": {}}])
     official = _write(tmp_path / "results.jsonl", [_official_row(0, 0, META[0], True), _official_row(1, 0, META[1], False)])
     ours = _write(tmp_path / O.OURS, [_official_row(0, 0, META[0], True), _official_row(1, 0, META[1], True)])
-    assert O.main(["import", "--results", str(results), "--run-key", "a", "--official", str(official)]) == 0
+    assert G.main(["import", "--results", str(results), "--run-key", "a", "--official", str(official)]) == 0
     a, b = [json.loads(line) for line in results.read_text().splitlines()]
     assert a["metrics"]["geneval_official"]["overall"] == 0.5 and a["metrics"]["geneval"] == {"overall": 0.5}
     assert a["geneval_agreement"]["counting"]["agreement"] == 0.0 and a["geneval_agreement"]["overall"]["agreement"] == 0.5
@@ -97,7 +98,7 @@ def test_import_of_an_unknown_run_fails_in_one_line_and_changes_nothing(tmp_path
     results = _write(tmp_path / "exp.jsonl", [{"run_key": "a", "metrics": {}}])
     before = results.read_text()
     official = _write(tmp_path / "results.jsonl", [_official_row(0, 0, META[0], True)])
-    assert O.main(["import", "--results", str(results), "--run-key", "zzz", "--official", str(official)]) == 2
+    assert G.main(["import", "--results", str(results), "--run-key", "zzz", "--official", str(official)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "zzz" in err and err.count("\n") == 1
     assert results.read_text() == before
@@ -123,14 +124,14 @@ def test_export_of_a_run_scores_its_images_with_this_projects_detector(tmp_path)
            "artifacts": {"images": str(tmp_path / "run")}}
     results = _write(tmp_path / "exp.jsonl", [row])
     out = tmp_path / "official"
-    assert O.main(["export", "--results", str(results), "--run-key", "k", "--out", str(out)]) == 0
+    assert G.main(["export", "--results", str(results), "--run-key", "k", "--out", str(out)]) == 0
     ours = O.read_results(out / O.OURS)
     assert len(ours) == 6 and all(r["correct"] for r in ours.values())
     metas = [json.loads((out / f"{i:05}" / "metadata.jsonl").read_text()) for i in range(6)]
     assert [m["prompt"] for m in metas] == [m["prompt"] for _, m in scenes]
     official = [_official_row(i, 0, m, i != 3) for i, m in enumerate(metas)]
     _write(out / "results.jsonl", official)
-    assert O.main(["import", "--results", str(results), "--run-key", "k", "--official", str(out / "results.jsonl")]) == 0
+    assert G.main(["import", "--results", str(results), "--run-key", "k", "--official", str(out / "results.jsonl")]) == 0
     agree = json.loads(results.read_text())["geneval_agreement"]
     assert agree["overall"] == {"agreement": 5 / 6, "images": 6}
     assert agree[metas[3]["tag"]]["ours_only"] == 1

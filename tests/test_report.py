@@ -75,3 +75,22 @@ def test_cli_missing_file_is_one_line_error(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("error: no results file") and "Traceback" not in p.stderr
     with pytest.raises(SystemExit):
         main([str(tmp_path / "none.jsonl")])
+
+
+def test_near_ties_are_named_per_row_and_depth(tmp_path, capsys):
+    rows = table1_rows()
+    tied = next(r for r in rows if r["method"] == "skrr" and r["target"] == 0.32)
+    tied["plan"]["near_ties"] = ["depth 7 (keep margin 3.10e-06)"]
+    store = tmp_path / "results" / "t.jsonl"
+    for r in rows:
+        append_result(store, r)
+    written = report(store, tmp_path / "rep")["tiny_pixart"]
+    text = written["near_ties"].read_text()
+    assert "depth 7 (keep margin 3.10e-06)" in text and "33.00%" in text
+    assert text.count("\n- ") == 1 and "Near-ties" in capsys.readouterr().out
+    for r in rows:
+        r["plan"].pop("near_ties", None)
+    clean = tmp_path / "results" / "clean.jsonl"
+    for r in rows:
+        append_result(clean, r)
+    assert "near_ties" not in report(clean, tmp_path / "rep2")["tiny_pixart"]

@@ -1,8 +1,10 @@
-"""Round trip through the official GenEval evaluator (djghosh13/geneval), run in its own environment.
+"""The official GenEval evaluator's (djghosh13/geneval) formats: its folder layout, its results
+file, its rules. The round trip through a run's row lives in `experiments/geneval_official.py`
+(the results store is the experiments layer's):
 
-    python -m eval.geneval.official export --results runs/results/adhoc.jsonl --run-key KEY --out geneval_dir
+    python -m experiments.geneval_official export --results runs/results/adhoc.jsonl --run-key KEY --out geneval_dir
     # elsewhere: python evaluation/evaluate_images.py geneval_dir --outfile results.jsonl --model-path ...
-    python -m eval.geneval.official import --results runs/results/adhoc.jsonl --run-key KEY --official results.jsonl
+    python -m experiments.geneval_official import --results runs/results/adhoc.jsonl --run-key KEY --official results.jsonl
 
 `export` writes the official layout (as generation/diffusers_generate.py does): one folder per
 prompt, `<dir>/<prompt:05>/metadata.jsonl` (the prompt's metadata, one JSON object) and
@@ -14,14 +16,10 @@ export left this project's verdicts, the per-task agreement of the two detectors
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -121,103 +119,3 @@ def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prom
                      "prompt": result["prompt"], "correct": bool(result["correct"]), "reason": result.get("reason", ""),
                      "metadata": json.dumps(_official_metadata(meta))})
     return rows
-
-
-# --- a run's row ----------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(str(path) + ".lock", "a") as f:  # the results store's own lock file
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _find_row(results: Path, run_key: str) -> dict:
-    if not results.is_file():
-        raise FileNotFoundError(f"no results file at {results}")
-    for line in results.read_text().splitlines():
-        if line.strip() and json.loads(line).get("run_key") == run_key:
-            return json.loads(line)
-    raise KeyError(f"no row with run_key {run_key!r} in {results}")
-
-
-def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
-    """A run's GenEval images, per-image metadata, images per prompt and its GenEval metric (as the run built it)."""
-    from omegaconf import OmegaConf
-
-    from eval.metrics import build_metric, load_folder
-    from eval.prompts import prompt_sets
-
-    config = row["config"]
-    prompts = OmegaConf.create(config["eval"]["prompts"])
-    metadata = prompt_sets(prompts).get("geneval")
-    if metadata is None or "geneval" not in config.get("metrics", {}):
-        raise ValueError(f"run {row['run_key']} has no GenEval prompt set or metric")
-    images = load_folder(Path(row["artifacts"]["images"]) / "geneval", len(metadata))
-    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]))
-    return images, metadata, int(prompts.get("geneval_images_per_prompt", 4)), metric
-
-
-def import_into_row(results: Path, run_key: str, official_path: Path, ours_path: Path | None = None) -> dict:
-    """Write metrics.geneval_official (and geneval_agreement) into the row, atomically under the store's lock."""
-    official = read_results(official_path)
-    ours = read_results(ours_path) if ours_path is not None and Path(ours_path).is_file() else None
-    summary = summarize_official(official)
-    agree = agreement(official, ours) if ours is not None else None
-    _find_row(results, run_key)  # fail before taking the lock
-    with _locked(results):
-        lines = results.read_text().splitlines()
-        for n, line in enumerate(lines):
-            if line.strip() and json.loads(line).get("run_key") == run_key:
-                row = json.loads(line)
-                row["metrics"]["geneval_official"] = summary
-                if agree is not None:
-                    row["geneval_agreement"] = agree
-                lines[n] = json.dumps(row, default=str)
-        fd, tmp = tempfile.mkstemp(dir=results.parent, prefix=f".{results.name}.")
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, results)
-    return {"geneval_official": summary, "geneval_agreement": agree}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.geneval.official", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("export", help="a run's GenEval images -> the official folder layout")
-    e.add_argument("--results", required=True, type=Path, help="runs/results/<experiment>.jsonl")
-    e.add_argument("--run-key", required=True)
-    e.add_argument("--out", required=True, type=Path)
-    e.add_argument("--no-ours", action="store_true", help="skip scoring with this project's detector")
-    i = sub.add_parser("import", help="official results.jsonl -> the run's row (geneval_official, agreement)")
-    i.add_argument("--results", required=True, type=Path)
-    i.add_argument("--run-key", required=True)
-    i.add_argument("--official", required=True, type=Path, help="results.jsonl of evaluation/evaluate_images.py")
-    i.add_argument("--ours", type=Path, default=None, help=f"default: {OURS} beside the official file, if any")
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "export":
-            row = _find_row(args.results, args.run_key)
-            images, metadata, n, metric = run_geneval_set(row)
-            out = export_official(images, metadata, n, args.out)
-            if not args.no_ours:
-                rows = score_ours(images, metadata, metric, n)
-                (out / OURS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-            print(f"exported {len(images)} images of {len(images) // n} prompts to {out}")
-        else:
-            ours = args.ours or args.official.parent / OURS
-            out = import_into_row(args.results, args.run_key, args.official, ours)
-            s = out["geneval_official"]
-            print("geneval_official: " + " ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float)))
-            for tag, a in (out["geneval_agreement"] or {}).items():
-                print(f"agreement {tag}: {a['agreement']:.3f} over {a['images']} images")
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
