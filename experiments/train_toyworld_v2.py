@@ -254,6 +254,7 @@ def train_denoiser(args):
     budget, last_save = cfg["minutes"] * 60, elapsed
     extra = {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}, "return_dict": False}
     bar = tqdm(desc="denoiser (x0 prediction)", initial=step)
+    started_at = step
     while elapsed < budget:
         t0 = time.time()
         progress = elapsed / budget
@@ -291,6 +292,8 @@ def train_denoiser(args):
                       gen=gen.get_state(), step=step, elapsed=elapsed, log=log, cfg=cfg)
             last_save = elapsed
             export(args.work, args.work / "pipeline")
+    if step == started_at and state is not None:  # a resume whose budget was already spent: still record the run
+        ckpt.save(**{**state, "cfg": cfg})
 
 
 def denoiser_runs(cfg: dict) -> list[dict]:

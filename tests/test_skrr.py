@@ -289,7 +289,7 @@ def test_margins_are_the_gaps_between_independently_scored_candidates(tokenizer,
     assert [m["chosen"] for m in margins] == [reuse.get(i) for i in result.order]
 
 
-def test_an_exact_tie_is_reported_as_a_near_tie(tokenizer, tmp_path, caplog):
+def test_an_exact_tie_is_reported_as_a_near_tie(tokenizer, tmp_path, caplog, monkeypatch):
     """Two sub-blocks that write nothing: removing either leaves D at exactly 0, so which one a
     search drops first is decided by the index rule alone, and it must say so."""
     from skrr.search import near_ties
@@ -299,6 +299,8 @@ def test_an_exact_tie_is_reported_as_a_near_tie(tokenizer, tmp_path, caplog):
         for i in (3, 8):
             output_weight(model, i).zero_()
     enc, fast, _ = setup(model, proj, tokenizer, tmp_path)
+    import logging
+    monkeypatch.setattr(logging.getLogger("skrr.search"), "disabled", False)  # a Hydra app in this worker may have disabled it
     with caplog.at_level("WARNING", logger="skrr.search"):
         result = beam_search(fast, enc.sub_blocks, 1, 1, depth=2, progress=False)
     assert result.order == [3, 8] and result.depth_d == [0.0, 0.0]
