@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slurm install clean
 
 install: $(STAMP)
 
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 tests -m "not slurm"
+
+# a real single-node SLURM cluster (root; apt-get install slurm-wlm munge): the tiny Table 1 sweep
+# through submitit with a cancelled job and a resume, and the search shared out by srun (~4 min)
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -p no:xdist tests/test_slurm.py -m slurm
 
 demo: $(STAMP)
 	$(BIN)/skrr-run -m experiment=demo

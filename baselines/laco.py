@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from baselines.common import blocks_skip, maybe_reuse
+from skrr import distributed
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
 from skrr.plan import Plan, make_schedule, sparsity
@@ -72,15 +73,29 @@ def loaded(enc, weights: dict[str, torch.Tensor]):
 
 
 @torch.no_grad()
-def embeddings(enc, tokens: dict, schedule, device="cpu", batch_size: int = 8) -> torch.Tensor:
-    """Flattened final embeddings (encoder output, padding zeroed), one row per prompt, fp32."""
-    out = []
-    for b in token_batches(tokens, batch_size, device):
+def embeddings(enc, batches: list[dict], schedule, device="cpu") -> dict[int, torch.Tensor]:
+    """Flattened final embeddings (encoder output, padding zeroed), one row per prompt, fp32, of
+    this rank's batches (all of them in one process): batch index -> rows."""
+    out = {}
+    for i in distributed.mine(len(batches)):
+        b = {k: None if v is None else v.to(device) for k, v in batches[i].items()}
         h, c = enc.prepare(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         f = enc.finish(enc.run(h, c, schedule=schedule), c).float()
         f = f * b["attend"].unsqueeze(-1)
-        out.append(f.flatten(1).cpu())
-    return torch.cat(out)
+        out[i] = f.flatten(1).cpu()
+    return out
+
+
+def similarity(emb: dict[int, torch.Tensor], dense: dict[int, torch.Tensor], batches: list[dict]) -> float:
+    """Mean over prompts of cos(flat E_dense(c), flat E_merged(c)): cosines per batch on its rank,
+    gathered, then averaged in prompt order (the same number for any number of ranks)."""
+    width = max(b["input_ids"].shape[0] for b in batches)
+    cos = torch.zeros(len(batches), width, dtype=torch.float64)  # fp32 values, held exactly
+    for i, e in emb.items():
+        cos[i, :e.shape[0]] = torch.nn.functional.cosine_similarity(e, dense[i], dim=-1).double()
+    cos = distributed.gather_batches(cos)
+    rows = torch.cat([cos[i, :b["input_ids"].shape[0]] for i, b in enumerate(batches)])
+    return float(rows.float().mean())
 
 
 def check(cfg: DictConfig) -> None:
@@ -100,8 +115,8 @@ def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
     H = min(int(cfg.H), num_blocks)
     n = min(int(cfg.get("num_sim_prompts", 8)), ctx.calib.tokens["input_ids"].shape[0])
     tokens = {k: None if v is None else v[:n] for k, v in ctx.calib.tokens.items()}
-    bs = int(cfg.get("batch_size", 8))
-    dense = embeddings(enc, tokens, list(range(n_sub)), ctx.device, bs)
+    batches = list(token_batches(tokens, int(cfg.get("batch_size", 8))))  # under torchrun/srun: shared out
+    dense = embeddings(enc, batches, list(range(n_sub)), ctx.device)
 
     layers = list(range(num_blocks))  # original block index of each layer of the current model
     changed: dict[int, dict[str, torch.Tensor]] = {}  # merged blocks -> their new weights (others: live)
@@ -123,8 +138,8 @@ def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
         new = merge([_retarget(w, b, tgt) for w, b in zip(thetas, run_blocks)], cfg.get("merge", "rdsc"))
         schedule = make_schedule(n_sub, blocks_skip(removed + run_blocks[1:]))
         with loaded(enc, {**{k: v for w in changed.values() for k, v in w.items()}, **new}):
-            emb = embeddings(enc, tokens, schedule, ctx.device, bs)
-        sim = float(torch.nn.functional.cosine_similarity(emb, dense, dim=-1).mean())
+            emb = embeddings(enc, batches, schedule, ctx.device)
+        sim = similarity(emb, dense, batches)
         accept = sim > T
         trace.append({"layer": l, "blocks": run_blocks, "sim": sim, "accepted": accept})
         log.info("LaCo merge blocks %s into %d: sim %.4f %s", run_blocks, tgt, sim, "accepted" if accept else "rejected")

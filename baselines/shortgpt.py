@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from baselines.common import blocks_skip, maybe_reuse
+from skrr import distributed
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
 from skrr.plan import Plan, sparsity
@@ -21,19 +22,26 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def block_influence(enc, tokens: dict, batch_size: int = 8, device="cpu") -> list[float]:
-    """BI per block of a dense SubBlockEncoder over tokenized prompts (padding excluded via `attend`)."""
+    """BI per block of a dense SubBlockEncoder over tokenized prompts (padding excluded via `attend`).
+    Under torchrun/srun each rank runs its share of the batches; the per-batch sums are gathered
+    and added in batch order, so BI is the same for any number of ranks."""
     num_blocks = len(enc) // 2
-    cos_sum = torch.zeros(num_blocks, dtype=torch.float64)
-    count = 0.0
-    for b in token_batches(tokens, batch_size, device):
+    batches = list(token_batches(tokens, batch_size))
+    per_batch = torch.zeros(len(batches), num_blocks + 1, dtype=torch.float64)  # cos sum per block, tokens
+    for i in distributed.mine(len(batches)):
+        b = {k: None if v is None else v.to(device) for k, v in batches[i].items()}
         attend = b["attend"].double()
         h, c = enc.prepare(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-        for b in range(num_blocks):
-            x_out = enc.run(h, c, 2 * b, 2 * b + 2)
+        for blk in range(num_blocks):
+            x_out = enc.run(h, c, 2 * blk, 2 * blk + 2)
             cos = torch.nn.functional.cosine_similarity(h.float(), x_out.float(), dim=-1)
-            cos_sum[b] += (cos.double() * attend).sum()
+            per_batch[i, blk] = (cos.double() * attend).sum()
             h = x_out
-        count += float(attend.sum())
+        per_batch[i, -1] = attend.sum()
+    cos_sum, count = torch.zeros(num_blocks, dtype=torch.float64), 0.0
+    for row in distributed.gather_batches(per_batch):  # in batch order
+        cos_sum += row[:-1]
+        count += float(row[-1])
     return (1 - cos_sum / count).tolist()
 
 

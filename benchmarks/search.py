@@ -13,15 +13,24 @@ Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 100
     python benchmarks/search.py                       # tiny T5 (24 sub-blocks) + T5-XXL-width slice
     python benchmarks/search.py --models tiny --depth 12 --beam 3
     python benchmarks/search.py --only fast --dtype bfloat16           # the contract for a bf16 search
+
+With `--ranks N`: the data-parallel search instead (skrr.distributed). For each model, the fast
+search in 1 process and in N gloo ranks (one thread each, as separate processes), asserting that
+plans and D per depth are identical, also for ShortGPT, LaCo and FinerCut; prints the wall-time
+ratio (1 rank / N ranks) and the per-rank cache memory ratio (prefix states + dense targets held).
+
+    python benchmarks/search.py --ranks 2
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,12 +39,14 @@ from diffusers.models.embeddings import PixArtAlphaTextProjection  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import T5Config, T5EncoderModel  # noqa: E402
 
+from skrr import distributed  # noqa: E402
 from skrr.calibration import build_calibration  # noqa: E402
 from skrr.compute import DTYPES, TOLERANCE  # noqa: E402
 from skrr.discrepancy import Discrepancy  # noqa: E402
 from skrr.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
 from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
 from skrr.models import TextSide  # noqa: E402
+from skrr.prune import make_context, method_fn  # noqa: E402
 from skrr.search import beam_search, near_ties, reuse_phase  # noqa: E402
 from skrr.tiny import _corpus, t5_tokenizer  # noqa: E402
 
@@ -305,6 +316,155 @@ def paper_estimate(args, cost_attn, cost_ffn, measured_ratio):
               f"(measured ratio) .. {within_call * per / 3600:7.1f} h (per-call sharing only)")
 
 
+# --- the data-parallel search (--ranks N) ----------------------------------------------------
+RANK_PRESETS = {  # batches to share out (>= 2 per rank where the model allows); the XXL slice at 2 blocks
+    "tiny": dict(prompts=48, batch_size=8),  # 6 batches + the null prompt
+    "xxl-slice": dict(layers=2, prompts=8, batch_size=2, depth=3),  # 4 batches + null; ~1.5 GB of weights a rank
+}
+BASELINES = {"shortgpt": {"reuse": True}, "laco": {"T": 0.5, "C": 2, "L": 0, "H": 24, "I": 1, "reuse": True},
+             "finercut": {"null_term": True}}
+
+
+def rank_search(rank, world, port, name, p, args, out_dir):
+    """One rank (or the single process, world 1): the Skrr search, timed, then each baseline."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    distributed.init_from_env("cpu", timeout_s=1800)
+    with torch.no_grad():
+        side = build_side(p["d_model"], p["d_ff"], p["num_heads"], p["d_kv"], p["layers"], p["max_length"],
+                          p["caption"], "cpu")
+        calibration = OmegaConf.create({"source": "builtin", "pool": 4 * p["prompts"], "size": p["prompts"], "seed": 1})
+        ctx = make_context(side, calibration, batch_size=p["batch_size"], progress=False)
+        cfg = OmegaConf.create({"name": "skrr", "beam_width": args.beam, "batch_size": p["batch_size"]})
+        disc = ctx.discrepancy(cfg)
+        distributed.barrier("the start")
+        t0 = time.perf_counter()
+        result = beam_search(disc, ctx.sub_blocks, ctx.total, args.beam, depth=p["depth"], progress=False)
+        reuse, trace = reuse_phase(disc, ctx.sub_blocks, result.order, progress=False)
+        seconds = time.perf_counter() - t0
+        targets = sum(b["target"].numel() * b["target"].element_size() for b in disc.batches if b["target"] is not None)
+        out = {"seconds": seconds, "cache": disc.peak_cache_bytes, "targets": targets, "batches": disc.mine,
+               "skrr": [result.order, result.depth_d, [[list(s), d] for beams in result.beams for s, d in beams],
+                        {str(k): v for k, v in reuse.items()}, trace]}
+        del disc
+        for method, extra in BASELINES.items():
+            mcfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf" / "method" / f"{method}.yaml"),
+                                   {"batch_size": p["batch_size"], "projection": True, **extra})
+            plans = method_fn(method)(ctx, mcfg, [0.2])
+            out[method] = [{"skip": pl.skip, "reuse": {str(k): v for k, v in pl.reuse.items()},
+                            "info": {k: v for k, v in pl.info.items() if not k.startswith("_")}} for pl in plans]
+    distributed.close()
+    (Path(out_dir) / f"{world}-{rank}.json").write_text(json.dumps(out))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(world, name, p, args, out_dir) -> list[dict]:
+    """`world` processes (spawned, so each has its own interpreter and one thread) -> their results."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_rank_entry, args=(world, free_port(), name, p, args, out_dir), nprocs=world,
+                       start_method="spawn")
+    return [json.loads((Path(out_dir) / f"{world}-{r}.json").read_text()) for r in range(world)]
+
+
+def _rank_entry(rank, world, port, name, p, args, out_dir):
+    rank_search(rank, world, port, name, p, args, out_dir)
+
+
+def _busy(rank, work, out_dir):
+    torch.set_num_threads(1)
+    a = torch.randn(192, 192)
+    t0 = time.perf_counter()
+    for _ in range(work):
+        a = torch.tanh(a @ a)
+    (Path(out_dir) / f"busy{rank}").write_text(str(time.perf_counter() - t0))
+
+
+def parallel_ceiling(n: int, work: int = 300) -> float:
+    """The speedup this machine gives n single-thread processes right now: the same fixed matmul
+    work timed alone, then in each of n at once (n x t1 / tn; n on idle cores, less when shared)."""
+    import torch.multiprocessing as mp
+
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for procs in (1, n):
+            mp.start_processes(_busy, args=(work, tmp), nprocs=procs, start_method="spawn")
+            times.append(max(float((Path(tmp) / f"busy{r}").read_text()) for r in range(procs)))
+    return n * times[0] / times[1]
+
+
+def bench_ranks(name, args) -> None:
+    p = {**PRESETS[name], **RANK_PRESETS[name]}
+    for key in ("layers", "prompts", "max_length", "depth"):
+        if getattr(args, key) is not None:
+            p[key] = getattr(args, key)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SKRR_CACHE"] = tmp  # the calibration targets: rank 0 writes them, the others map them
+        one = launch(1, name, p, args, tmp)
+        many = launch(args.ranks, name, p, args, tmp)
+    print(f"\n## {args.ranks} ranks vs 1: {name}, d_model={p['d_model']} d_ff={p['d_ff']} sub-blocks={2 * p['layers']} "
+          f"prompts={p['prompts']}x{p['max_length']} tokens in batches of {p['batch_size']}, k={args.beam}, "
+          f"depth={p['depth']}, one thread per rank, CPU")
+    same = {m: all(r[m] == one[0][m] for r in many) for m in ("skrr", *BASELINES)}
+    for r, res in enumerate(many):
+        print(f"rank {r}: batches {res['batches']}, search {res['seconds']:.2f} s, prefix cache peak "
+              f"{res['cache'] / 2**20:.2f} MiB, dense targets held {res['targets'] / 2**20:.2f} MiB")
+    ceiling = parallel_ceiling(args.ranks)
+    wall = max(r["seconds"] for r in many)
+    mem_one = one[0]["cache"] + one[0]["targets"]
+    mem_rank = max(r["cache"] + r["targets"] for r in many)
+    print(f"| {'':34} | {'1 rank':>10} | {f'{args.ranks} ranks':>10} | {'ratio':>7} |")
+    print(f"|{'-' * 36}|{'-' * 12}|{'-' * 12}|{'-' * 9}|")
+    print(f"| {'Skrr search wall time (s)':34} | {one[0]['seconds']:>10.2f} | {wall:>10.2f} | "
+          f"{ratio(one[0]['seconds'], wall):>7} |  (speedup, goal >= 1.7x at 2 ranks)")
+    print(f"| {'machine ceiling now (fixed work)':34} | {'':>10} | {'':>10} | {ceiling:>6.2f}x |  (a matmul loop in "
+          f"1 vs {args.ranks} processes: what this machine's free cores allow)")
+    print(f"| {'cache per rank (MiB, largest rank)':34} | {mem_one / 2**20:>10.2f} | {mem_rank / 2**20:>10.2f} | "
+          f"{ratio(mem_rank, mem_one):>7} |  (rank / 1 rank, goal about 1/{args.ranks})")
+    print("identical plans, D per depth, beams, re-use and baseline decisions (1 rank vs "
+          f"{args.ranks}): " + ", ".join(f"{m} {'yes' if ok else 'NO'}" for m, ok in same.items()))
+    for m, ok in same.items():
+        if not ok:
+            print(f"{m}: first difference: {first_difference(one[0][m], next(r[m] for r in many if r[m] != one[0][m]))}")
+    assert all(same.values()), "sharding changed a plan or a D value"
+
+
+def first_difference(a, b, path="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return first_difference(x, y, f"{path}[{i}]")
+    return f"{path}: {str(a)[:200]} vs {str(b)[:200]}"
+
+
+def rank_estimate(args) -> None:
+    """Paper-scale cache and time with N GPUs, from sizes alone (ESTIMATE)."""
+    n, k, prompts, tokens, d = 48, 3, 1000, 300, XXL["d_model"]
+    per_position = prompts * tokens * d * 2  # bf16 hidden states of every prompt at one position
+    weights = 4_762_310_656 * 2  # T5-XXL encoder in bf16
+    chain = k * n * per_position  # the k beams' states at every position (what the prefix cache wants)
+    print("\n## ESTIMATE (not measured): paper-scale data-parallel search (T5-XXL, 1000 prompts x 300 tokens, "
+          f"k={k}, 48 sub-blocks), 80 GB GPUs")
+    print(f"hidden states per position, all prompts: {per_position / 1e9:.2f} GB; the k beams' states at all "
+          f"48 positions: {chain / 1e9:.0f} GB; weights {weights / 1e9:.1f} GB per GPU")
+    for gpus in (1, 8):
+        room = 80e9 - weights - 4e9  # minus weights and ~4 GB of activations/workspace
+        fits = room / (per_position / gpus)
+        print(f"  {gpus} GPU(s): {per_position / gpus / 1e9:.2f} GB per position per GPU -> room for ~{fits:.0f} "
+              f"positions' states ({'all beams cached' if fits >= k * n else 'cache-bound: states recomputed'}); "
+              f"time ~{'the 1-GPU time' if gpus == 1 else f'1/{gpus} of it plus one small all-gather per call'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["tiny", "xxl-slice"], choices=sorted(PRESETS))
@@ -324,12 +484,20 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is shared)")
     ap.add_argument("--gpu-tflops", type=float, default=400.0, dest="gpu_tflops",
                     help="assumed effective bf16 throughput for the paper-scale estimate")
+    ap.add_argument("--ranks", type=int, help="compare the search in N data-parallel ranks with 1 (see above)")
     ap.add_argument("--cost-tokens", type=int, default=64, dest="cost_tokens",
                     help="tokens per prompt when measuring the full-width per-sub-block cost")
     args = ap.parse_args()
     if args.beam < 1 or (args.depth is not None and args.depth < 1):
         ap.error("--beam and --depth must be >= 1")
     torch.set_num_threads(args.threads)
+    if args.ranks is not None:
+        if args.ranks < 2:
+            ap.error("--ranks must be >= 2")
+        for name in args.models:
+            bench_ranks(name, args)
+        rank_estimate(args)
+        return
     depth_arg = args.depth
     if args.only in (None, "buckets"):
         args.depth = depth_arg or 4

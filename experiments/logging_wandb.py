@@ -75,3 +75,32 @@ def log_run(logger_cfg: DictConfig | dict, row: dict, prompts: list | None = Non
     except Exception as e:  # noqa: BLE001 - logging must never cost the results
         warnings.warn(f"W&B logging failed ({type(e).__name__}: {e}); the results store has the run", stacklevel=2)
         return False
+
+
+def log_grids(logger_cfg: dict, drawn: dict, name: str) -> bool:
+    """Log skrr-report's grids as one W&B run: each grid as an image and as a table (prompt, task,
+    then one image with its caption per column). Returns False (with a warning) if anything failed."""
+    cfg = OmegaConf.create(logger_cfg) if isinstance(logger_cfg, dict) else logger_cfg
+    try:
+        import numpy as np
+        import wandb
+
+        os.makedirs(cfg.dir, exist_ok=True)
+        run = wandb.init(project=cfg.project, entity=cfg.get("entity"), mode=cfg.get("mode", "offline"),
+                         dir=str(cfg.dir), name=f"{name}-grids", job_type="report", reinit="finish_previous")
+        try:
+            for grid, (path, rows) in drawn.items():
+                titles = [cell[0] for cell in rows[0][2:]]
+                table = wandb.Table(columns=["prompt", "task", *titles])
+                for prompt, task, *cells in rows:
+                    table.add_data(prompt, task, *[None if image is None else
+                                                   wandb.Image(np.asarray(image), caption=text)
+                                                   for _, image, text in cells])
+                run.log({f"{grid}/image": wandb.Image(str(path)), f"{grid}/table": table})
+        finally:
+            run.finish()
+        return True
+    except Exception as e:  # noqa: BLE001 - logging must never cost the report
+        warnings.warn(f"W&B logging of the grids failed ({type(e).__name__}: {e}); the PNGs are written",
+                      stacklevel=2)
+        return False

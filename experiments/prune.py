@@ -2,10 +2,15 @@
 
 Writes plan.json (plan_<sparsity>.json for several targets) into the run directory, logs D
 per depth, and prints the achieved sparsity. `-m` sweeps work (calibration targets are cached).
+
+Data-parallel (docs/cluster.md): `torchrun --nproc_per_node N -m experiments.prune ...` or
+`srun -n N python -m experiments.prune ...` shares the calibration batches out across N ranks
+(gloo on CPU, nccl on CUDA); the plan is the one a single process finds, and rank 0 writes it.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.cli import CONF_DIR, fail_fast
+from skrr import distributed
 from skrr.calibration import check_calibration
 from skrr.models import check_device
 from skrr.real_prompts import check_prompts_fit_model
@@ -64,13 +70,19 @@ def run(cfg: DictConfig) -> None:
         check_prompts_fit_model(cfg.calibration, cfg.model)
         check_calibration(cfg.calibration)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    plans = prune(cfg.model, cfg.method, cfg.calibration, device=cfg.device, progress=cfg.progress)
+    device = distributed.init_from_env(cfg.device, float(cfg.distributed_timeout_s))
+    try:
+        plans = prune(cfg.model, cfg.method, cfg.calibration, device=device, progress=cfg.progress)
+    finally:
+        distributed.close()
+    if distributed.env_world()[0] != 0:  # every rank holds the same plans; rank 0 writes them
+        return
     skip_margins = plans[0].info.get("margins", {}).get("skip", [])  # one search serves every target
     for depth, d in enumerate(plans[0].info.get("depth_d", []), 1):
         m = skip_margins[depth - 1] if depth <= len(skip_margins) else {}
         log.info("depth %d: D=%.6g%s", depth, d, "".join(f", {k} margin {m[k]:.2e}" for k in ("keep", "lead")
                                                          if m.get(k) is not None))
-    paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, cfg.device, cfg.save_pipeline)
+    paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, device, cfg.save_pipeline)
     for plan, path in zip(plans, paths):
         print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
               f"skip={plan.skip} reuse={plan.reuse} -> {path}")
@@ -80,9 +92,19 @@ def run(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with fail_fast("nothing is resumed: run the same command again (the calibration targets stay cached)"):
-        run(cfg)
+        try:
+            run(cfg)
+        except distributed.RankLost as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+
+def main() -> None:
+    if distributed.env_world()[0] != 0:  # ranks > 0 write no Hydra files or logs into rank 0's run dir
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    _main()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ than their noise, and the paper's claims (a)-(d) as measured (experiments.claims
 Table 2: pipeline parameters, memory (resident weights) and TFLOPs of one generation.
 Plots: each metric vs achieved sparsity with 95% error bars (one line per method) and the search's
 D vs depth for each beam width k. One table set per model when a results file holds several.
+Grids (experiments.grids): grid_<level>.png of dense and each method at each paper level, grid.png of
+one method across its sparsities. D vs quality (experiments.d_predicts): d_predicts.md and
+d_vs_metrics.png, Spearman's rho of every plan's D against each metric with its interval.
+`--wandb` also logs the grids to W&B (offline unless --wandb-mode online), as images and tables.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from experiments.claims import claims, differences, differences_markdown, noise_floor
 from experiments.compare import LEVELS, Estimate, estimate, matched
+from experiments.grids import grids
 from experiments.results import read_results
 
 METHOD_ORDER = ["dense", "shortgpt", "laco", "finercut", "skrr"]
@@ -240,6 +245,23 @@ def plot_depth(rows: list[dict], out: Path, title: str) -> Path | None:
     return path
 
 
+def d_quality(rows: list[dict], out: Path, title: str) -> dict:
+    """d_predicts.md and d_vs_metrics.png when the rows carry every plan's D."""
+    from experiments import d_predicts
+
+    found = d_predicts.ranks(rows)
+    if not found:
+        return {}
+    text = d_predicts.markdown(found, title)
+    (out / "d_predicts.md").write_text(text)
+    print(text)
+    files = {"d_predicts": out / "d_predicts.md"}
+    path = d_predicts.plot(rows, found, out / "d_vs_metrics.png", title)
+    if path:
+        files["d_vs_metrics"] = path
+    return files
+
+
 def near_tie_notes(rows: list[dict]) -> str | None:
     """The rows whose search made a decision closer than the compute dtype's tolerance (a near-tie
     that another machine's rounding could decide the other way), naming the depth or position."""
@@ -253,8 +275,10 @@ def near_tie_notes(rows: list[dict]) -> str | None:
 
 
 # --- entry point ---------------------------------------------------------------------------------
-def report(results: str | Path, out: str | Path | None = None) -> dict:
-    """Write tables and plots for every model in the results file; returns {model: {name: path}}."""
+def report(results: str | Path, out: str | Path | None = None, grid_method: str = "skrr", grid_prompts: int = 6,
+           grid_seed: int = 0, wandb: dict | None = None) -> dict:
+    """Write tables, plots and grids for every model in the results file; returns {model: {name: path}}.
+    `wandb`: a logger config (experiments.logging_wandb.log_grids) to log the grids to."""
     results = Path(results)
     found = read_results(results)
     if not found.rows:
@@ -305,6 +329,13 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         depth = plot_depth(pts, d, title)
         if depth:
             files["d_vs_depth"] = depth
+        files |= d_quality(pts, d, title)
+        drawn = grids(pts, d, title, grid_method, grid_prompts, grid_seed)
+        files |= {name: path for name, (path, _) in drawn.items()}
+        if drawn and wandb is not None:
+            from experiments.logging_wandb import log_grids
+
+            log_grids(wandb, drawn, f"{results.stem}-{model}")
         written[model] = files
     print(f"wrote tables and plots to {out}")
     return written
@@ -314,9 +345,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="paper tables and plots from a skrr results store")
     parser.add_argument("results", help="results file, e.g. runs/results/table1_pixart.jsonl")
     parser.add_argument("--out", default=None, help="output folder (default: <root>/reports/<experiment>)")
+    parser.add_argument("--grid-method", default="skrr", help="the method grid.png shows across its sparsities")
+    parser.add_argument("--grid-prompts", type=int, default=6, help="rows of each grid (prompts)")
+    parser.add_argument("--grid-seed", type=int, default=0, help="seed of the prompt choice")
+    parser.add_argument("--wandb", action="store_true", help="also log the grids to W&B (images and tables)")
+    parser.add_argument("--wandb-mode", default="offline", choices=("offline", "online", "disabled"))
+    parser.add_argument("--wandb-project", default="skrr")
+    parser.add_argument("--wandb-dir", default=None, help="default: <root>/wandb")
     args = parser.parse_args(argv)
+    if args.grid_prompts < 1:
+        parser.error(f"--grid-prompts must be >= 1, got {args.grid_prompts}")
+    wandb = None
+    if args.wandb:
+        root = Path(args.results).parent.parent
+        wandb = {"project": args.wandb_project, "mode": args.wandb_mode, "dir": args.wandb_dir or str(root / "wandb")}
     try:
-        report(args.results, args.out)
+        report(args.results, args.out, args.grid_method, args.grid_prompts, args.grid_seed, wandb)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

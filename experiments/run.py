@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.cli import CONF_DIR, fail_fast
 from experiments.results import append_result, results_path
 from eval.prompts import texts_of
-from experiments.stages import DENSE, Images, Pipeline, Plans, Score, Store, digest, plain, plan_identity
+from experiments.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, Store, digest, plain, plan_identity
 
 log = logging.getLogger("skrr-run")
 LOGGERS = ("none", "wandb")
@@ -114,6 +114,20 @@ def plan_summary(plan, plan_dir: Path) -> dict:
             **{k: plan.info[k] for k in keep if k in plan.info}}
 
 
+def discrepancy(plan_d: dict | None, target: float, identity: dict, calibration) -> dict | None:
+    """The row's D on Skrr's default yardstick (experiments.plan_d) and what it was computed with."""
+    from experiments.plan_d import SETTINGS
+
+    if identity == DENSE:
+        value = 0.0
+    elif plan_d is None:
+        return None
+    else:
+        value = plan_d["output"]["d"][f"{target:.4f}"]
+    return {"value": value, **{k: SETTINGS[k] for k in ("metric", "projection", "null_term")},
+            "calibration": plain(calibration)}
+
+
 def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) -> list[dict]:
     """Run (or resume) one job; returns one result row per sparsity target. The dense job with
     eval.noise_floor=true also scores the dense model on disjoint seeds (base_seed + the number of
@@ -133,6 +147,10 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
     plans = Plans(model, plain(cfg.method), plain(cfg.calibration), tuple(job_targets(cfg)))
     plan_rec = plans.run(store, local_device(cfg.device), cfg.progress)
     plan_dir = store.dir("plans", plans.key)
+    plan_d = None  # every plan's D on Skrr's default yardstick (dense: 0 by definition, nothing to load)
+    if cfg.method.name != "dense" and cfg.eval.get("plan_d", True) and rank == 0:
+        plan_d = PlanD(model, plain(cfg.calibration), plans.key).run(store, Plans.files(store, plans.key, plan_rec),
+                                                                     local_device(cfg.device))
     classes = {m: metric_class(c) for m, c in metrics.items()}
     needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
     needs_dense = any(c.needs_dense(metrics[m]) for m, c in classes.items())
@@ -146,7 +164,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
         identity = plan_identity(plan, plan_dir)
         pipe = dense_pipe if identity == DENSE else Pipeline(model, device, dtype, plan, plan_dir)
         images = Images(model, identity, sampler, dtype, sets)
-        records = {"plan": plan_rec}
+        records = {"plan": plan_rec, **({"discrepancy": plan_d} if plan_d else {})}
         if needs_dense:  # shared by every run of the sweep
             records["dense_images"] = dense_images.run(store, "text", dense_pipe, rank, world)
             if pipe is not dense_pipe:
@@ -178,6 +196,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
                "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
                **({"seed_offset": seed_offset} if seed_offset else {}),
                "plan": plan_summary(plan, plan_dir),
+               "discrepancy": discrepancy(plan_d, target, identity, cfg.calibration),
                "timings": {k: r["seconds"] for k, r in records.items()},
                "ran": sorted(k for k, r in records.items() if r["ran"]),
                "peak_memory": peak_memory(device), **provenance(),

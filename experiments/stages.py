@@ -2,6 +2,7 @@
 content-addressed artifacts under one root (`paths.root`, default runs/):
 
     plans/<key>/plan_<target>.json     Plans:  model + method cfg (all targets) + calibration cfg
+    discrepancy/<key>/                 PlanD:  the plans' D on Skrr's default yardstick (experiments.plan_d)
     images/<key>/<set>/00000.png ...   Images: model + plan identity (skip, reuse, weights) + sampler + prompts
     metrics/<key>/                     Score:  metric cfg + the images it reads (+ the dense images)
     stage_log.jsonl                    one line each time a stage actually runs (resume audit)
@@ -227,6 +228,29 @@ class Plans:
     def files(store: Store, key: str, record: dict) -> list[tuple[float, Path]]:
         """(target, plan file) of a finished plans stage."""
         return [(float(t), store.dir("plans", key) / name) for t, name in record["output"]["plans"].items()]
+
+
+@dataclass(frozen=True)
+class PlanD:
+    """Every plan of a Plans stage scored with Skrr's default D on the run's calibration set: the
+    same yardstick for every method, so a report can ask whether D predicts image quality."""
+    model: dict
+    calibration: dict
+    plans_key: str
+
+    @property
+    def key(self) -> str:
+        from experiments.plan_d import SETTINGS
+
+        model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
+        return digest("discrepancy", model, self.calibration, self.plans_key, SETTINGS)
+
+    def run(self, store: Store, plans: list[tuple[float, Path]], device: str) -> dict:
+        from experiments.plan_d import plan_discrepancies
+
+        return store.run("discrepancy", self.key,
+                         lambda out: {"d": plan_discrepancies(self.model, self.calibration, plans, device)},
+                         {"model": self.model, "calibration": self.calibration, "plans": self.plans_key})
 
 
 class Pipeline:

@@ -182,8 +182,10 @@ def embed(text_side, tokens: dict, projection: bool, batch_size: int, device, le
 
 def build_calibration(text_side, prompts: list[str], projection: bool = True, batch_size: int = 8,
                       device="cpu", cache_dir: str | os.PathLike | None = None,
-                      length_buckets: bool = True, compute_dtype: torch.dtype | None = None) -> Calibration:
-    """Tokenize as the pipeline does and compute (or load cached) dense targets."""
+                      length_buckets: bool = True, compute_dtype: torch.dtype | None = None,
+                      mmap: bool = False) -> Calibration:
+    """Tokenize as the pipeline does and compute (or load cached) dense targets. `mmap` maps a
+    cached file instead of reading it: a search rank then reads only its own batches' rows."""
     if not prompts:
         raise ValueError("calibration prompt set is empty")
     to_sub_blocks(text_side.encoder)  # in sub-block form before the fingerprint: its names change
@@ -191,7 +193,7 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     key = _key(text_side, prompts, projection, {**feed, "compute_dtype": str(compute_dtype)})
     path = Path(cache_dir or cache_root() / "calibration") / f"{text_side.cfg.name}-{key}.pt"
     tokens, null_tokens = text_side.tokenize(prompts), text_side.tokenize([NULL_PROMPT], negative=True)
-    cached = _load_cache(path, prompts)
+    cached = _load_cache(path, prompts, mmap)
     if cached is not None:
         return Calibration(prompts, tokens, null_tokens, cached["target"], cached["null_target"], key, projection, **feed)
     target = embed(text_side, tokens, projection, batch_size, device, length_buckets, compute_dtype)
@@ -200,12 +202,12 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     return Calibration(prompts, tokens, null_tokens, target, null_target, key, projection, **feed)
 
 
-def _load_cache(path: Path, prompts: list[str]) -> dict | None:
+def _load_cache(path: Path, prompts: list[str], mmap: bool = False) -> dict | None:
     """The cached targets, or None when there are none or the file is damaged (then they are re-made)."""
     if not path.is_file():
         return None
     try:
-        cached = torch.load(path, map_location="cpu")
+        cached = torch.load(path, map_location="cpu", mmap=mmap)
         if cached["prompts"] != prompts or cached["target"].shape[0] != len(prompts):
             raise ValueError("it holds other prompts")
         return cached

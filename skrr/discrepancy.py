@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from skrr import distributed
 from skrr.calibration import Calibration, encoder_batches
 from skrr.compute import TOLERANCE, Forward
 
@@ -41,18 +42,20 @@ class Discrepancy:
         self.enc, self.n = self.forward.enc, len(self.forward.enc)
         self.text_side, self.metric, self.projection = text_side, metric, projection
         self.null_term, self.device = null_term, device
-        self.sub_block_evals = 0  # sub-block forward calls x prompts, for benchmarks
-        # the very batches the dense targets were computed in (padding cut where a mask allows)
-        self.batches = self._batches(calib.tokens, calib.target, calib.batch_size, calib.length_buckets, "C")
+        self.sub_block_evals = 0  # sub-block forward calls x prompts (this rank's), for benchmarks
+        # the very batches the dense targets were computed in (padding cut where a mask allows);
+        # under torchrun/srun this rank computes only its own (`self.mine`) and holds only their targets
+        self.batches = [dict(b, group="C") for b in encoder_batches(calib.tokens, calib.batch_size, calib.length_buckets)]
         if null_term:
-            self.batches += self._batches(calib.null_tokens, calib.null_target, 1, calib.length_buckets, "null")
+            self.batches += [dict(b, group="null") for b in encoder_batches(calib.null_tokens, 1, calib.length_buckets)]
+        self.mine = distributed.mine(len(self.batches))
+        targets = {"C": calib.target, "null": calib.null_target}
+        for bi, b in enumerate(self.batches):
+            b["count"] = self._count(calib.target.shape[-1], b["attend"])  # the batch's share of D's denominator
+            b["target"] = targets[b["group"]][b["rows"], :b["input_ids"].shape[1]] if bi in self.mine else None
         self.tokens = sum(b["input_ids"].numel() for b in self.batches)  # fed per full pass
+        self._my_tokens = sum(self.batches[bi]["input_ids"].numel() for bi in self.mine)
         self._tick = self._share = None
-
-    @staticmethod
-    def _batches(tokens, target, batch_size, length_buckets, group):
-        return [{"group": group, "target": target[b["rows"], :b["input_ids"].shape[1]], **b}
-                for b in encoder_batches(tokens, batch_size, length_buckets)]
 
     @property
     def tolerance(self) -> float:
@@ -67,22 +70,30 @@ class Discrepancy:
         """D of each variant (a dict position -> source index or None) of the parent schedule.
         `tick(k)` reports progress as it goes: k variants' worth of work done (fractions too)."""
         self._tick = tick or (lambda k: None)
-        sums = {g: torch.zeros(len(variants), dtype=torch.float64) for g in ("C", "null")}
-        counts = {"C": 0.0, "null": 0.0}
+        errors = torch.zeros(len(self.batches), len(variants), dtype=torch.float64)  # per batch, per variant
         schedules = [apply_variant(parent, v) for v in variants]
-        for bi, b in enumerate(self.batches):
-            dev = self.device
+        for bi in self.mine:
+            b, dev = self.batches[bi], self.device
             mask = None if b["attention_mask"] is None else b["attention_mask"].to(dev)
             h0, ctx = self.forward.prepare(b["input_ids"].to(dev), mask)
-            self._share = b["input_ids"].numel() / self.tokens  # of one variant's work
+            self._share = b["input_ids"].numel() / self._my_tokens  # of one variant's work
             target, attend = b["target"].to(dev), b["attend"].to(dev)
             for j, h in enumerate(self._final_states(bi, h0, ctx, parent, variants, schedules)):
-                sums[b["group"]][j] += self._error(self.forward.features(h, ctx), target, attend)
-            counts[b["group"]] += self._count(target, attend)
+                errors[bi, j] = self._error(self.forward.features(h, ctx), target, attend)
+        return self._combine(distributed.gather_batches(errors)).tolist()
+
+    def _combine(self, errors: torch.Tensor) -> torch.Tensor:
+        """D per variant from the per-batch error sums, added in batch order in float64: the same
+        numbers whichever rank computed which batch."""
+        sums = {g: torch.zeros(errors.shape[1], dtype=torch.float64) for g in ("C", "null")}
+        counts = {"C": 0.0, "null": 0.0}
+        for b, row in zip(self.batches, errors):
+            sums[b["group"]] += row
+            counts[b["group"]] += b["count"]
         d = sums["C"] / counts["C"]
         if self.null_term:
             d = d + sums["null"] / counts["null"]
-        return d.tolist()
+        return d
 
     def _final_states(self, bi, h0, ctx, parent, variants, schedules) -> list[torch.Tensor]:
         """The last hidden state of batch `bi` under each schedule: a full forward each."""
@@ -95,7 +106,7 @@ class Discrepancy:
     @torch.no_grad()
     def throughput(self) -> float:
         """Sub-block evaluations x tokens per second: a dense forward of the first batch, timed."""
-        b = self.batches[0]
+        b = self.batches[self.mine[0] if self.mine else 0]
         mask = None if b["attention_mask"] is None else b["attention_mask"].to(self.device)
         t0 = time.perf_counter()
         h, ctx = self.forward.prepare(b["input_ids"].to(self.device), mask)
@@ -115,6 +126,6 @@ class Discrepancy:
         cos = torch.nn.functional.cosine_similarity(f, target, dim=-1)
         return float(((1 - cos) * attend.float()).sum(dtype=torch.float64))
 
-    def _count(self, target, attend) -> float:
+    def _count(self, features: int, attend) -> float:
         tokens = float(attend.sum())
-        return tokens * target.shape[-1] if self.metric == "mse" else tokens
+        return tokens * features if self.metric == "mse" else tokens

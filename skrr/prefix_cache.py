@@ -33,6 +33,7 @@ class PrefixCachedDiscrepancy(Discrepancy):
         self.budget = cache_budget_mb * 2**20
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # (batch, schedule prefix) -> state
         self._cache_bytes, self._stamp = 0, None
+        self.peak_cache_bytes = 0  # the most the cache held (benchmarks: per-rank memory)
 
     @torch.no_grad()
     def evaluate(self, parent: list, variants: list[dict], tick=None) -> list[float]:
@@ -131,6 +132,7 @@ class PrefixCachedDiscrepancy(Discrepancy):
         while self._cache_bytes > self.budget:
             _, old = self._cache.popitem(last=False)
             self._cache_bytes -= old.numel() * old.element_size()
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self._cache_bytes)
 
     def _check_cache(self):
         """Drop cached states when weights changed in place (LaCo merges between calls) or the

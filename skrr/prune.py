@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from skrr import distributed
 from skrr.calibration import Calibration, build_calibration, select_prompts, source_prompts
 from skrr.compute import CHOICES as COMPUTE_DTYPES
 from skrr.compute import DEFAULT as COMPUTE_DEFAULT
@@ -114,14 +115,26 @@ def make_context(model, calibration: DictConfig, device: str = "cpu", projection
     dtype, why = choose_compute_dtype(compute_dtype, model_dtype, device)
     if why:
         log.info(why)
-    calib = build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device,
-                              compute_dtype=None if dtype == model_dtype else dtype)
-    return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device, progress, dtype)
+    def calibrate(mmap=False):
+        return build_calibration(text_side, prompts, projection=projection, batch_size=batch_size, device=device,
+                                 compute_dtype=None if dtype == model_dtype else dtype, mmap=mmap)
+
+    if distributed.world_size() == 1:
+        calib = calibrate()
+    else:  # rank 0 computes and caches the dense targets; every rank then maps the file, reading its own rows
+        if distributed.rank() == 0:
+            calibrate()
+        distributed.barrier("rank 0's dense calibration targets")
+        calib = calibrate(mmap=True)
+    return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device,
+                        progress and distributed.rank() == 0, dtype)
 
 
 def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, device: str = "cpu",
           progress: bool = True) -> list[Plan]:
-    """Plans (one per sparsity target) for `model` (a registry name, model config or TextSide)."""
+    """Plans (one per sparsity target) for `model` (a registry name, model config or TextSide).
+    Inside a process group (torchrun, srun; `skrr.distributed.init_from_env`) every rank calls
+    this and searches its share of the calibration batches; all ranks return the same plans."""
     method, calibration = OmegaConf.create(method), OmegaConf.create(calibration)
     validate_method(method)
     check_prompts_fit_model(calibration, model.cfg if isinstance(model, TextSide) else model_config(model))
@@ -133,6 +146,7 @@ def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, devi
     record = calibration_record(calibration, ctx.calib.prompts, ctx.calib.key)
     for plan in plans:
         plan.info.setdefault("calibration", record)
+        plan.info["world_size"] = distributed.world_size()
         plan.info.setdefault("compute_dtype", str(ctx.compute_dtype).removeprefix("torch."))
         # where the decisions were computed: near-ties may go the other way elsewhere (docs/exactness.md)
         plan.info.setdefault("machine", {"device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -167,6 +181,6 @@ def run_skrr(ctx: PruneContext, cfg: DictConfig, targets: list[float]) -> list[P
         plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
                               d_skip=d_skip, d_final=reuse_trace[-1] if reuse_trace else d_skip,
                               reuse_d=reuse_trace, candidates_scored=result.evaluated,
-                              sub_block_evals=disc.sub_block_evals, margins=margins,
+                              sub_block_evals=distributed.sum_int(disc.sub_block_evals), margins=margins,
                               near_ties=near_ties(margins, disc.tolerance)))
     return plans

@@ -57,6 +57,9 @@ def test_sweep_shares_dense_stores_rows_and_resumes_without_recomputing(tmp_path
         assert r["versions"]["torch"] and r["config"]["model"]["name"] == "tiny_pixart"
         assert {"plan", "images/text", "metrics/clip"} <= set(r["timings"])
     assert low["plan"]["depth_d"] and low["plan"]["path"] == high["plan"]["path"]  # one search, two targets
+    # every plan's D on Skrr's default yardstick: a default Skrr plan's is its own final D; dense's is 0
+    assert dense["discrepancy"]["value"] == 0.0 and low["discrepancy"]["calibration"]["size"] == 8
+    assert [r["discrepancy"]["value"] for r in (low, high)] == [r["plan"]["d_final"] for r in (low, high)]
 
     log = stage_log(tmp_path)
     keys = [(e["stage"], e["key"]) for e in log]
