@@ -22,14 +22,26 @@ from experiments.cli import CONF_DIR, fail_fast
 from skrr import distributed
 from skrr.calibration import check_calibration
 from skrr.models import check_device
+from skrr.real_prompts import check_prompts_fit_model
 from skrr.prune import prune
 
 log = logging.getLogger("skrr-prune")
 
 
+def card_source(model) -> dict:
+    """What a pruned folder's model card says about the model it was pruned from."""
+    from skrr.models import model_config
+
+    cfg = model_config(model)
+    pretrained = f"tiny twin of {cfg.name} (random weights, built offline)" if cfg.get("tiny") else str(cfg.pretrained)
+    return {"model": str(cfg.name), "pretrained": pretrained, "pipeline_class": str(cfg.pipeline_class),
+            "component": str(cfg.text_encoder)}
+
+
 def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str,
                 save_pipeline: bool = False) -> list[Path]:
     paths = []
+    source = card_source(model_name) if save_encoder or save_pipeline else None
     for plan in plans:
         name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
         paths.append(plan.save(out_dir / name))  # with LaCo's merged weights beside it
@@ -39,7 +51,7 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
 
             enc = load_text_side(model_name, device=device).encoder
             apply_plan(enc, plan, weights_dir=out_dir)
-            save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")))
+            save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")), source=source)
         if save_pipeline:
             from skrr import apply_plan
             from skrr.models import load_pipeline, model_config
@@ -48,7 +60,7 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
             component = model_config(model_name).text_encoder
             pipe = load_pipeline(model_name, device=device)
             apply_plan(getattr(pipe, component), plan, weights_dir=out_dir)
-            save_pruned_pipeline(pipe, component, plan, out_dir / (Path(name).stem.replace("plan", "pipeline")))
+            save_pruned_pipeline(pipe, component, plan, out_dir / (Path(name).stem.replace("plan", "pipeline")), source=source)
     return paths
 
 
@@ -56,6 +68,7 @@ def run(cfg: DictConfig) -> None:
     check_config(cfg)
     check_device(cfg.device)
     if cfg.method.name != "dense":
+        check_prompts_fit_model(cfg.calibration, cfg.model)
         check_calibration(cfg.calibration)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     device = distributed.init_from_env(cfg.device, float(cfg.distributed_timeout_s))

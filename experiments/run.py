@@ -49,6 +49,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     from skrr.calibration import check_calibration
     from skrr.models import check_device
     from skrr.prune import validate_method
+    from skrr.real_prompts import check_prompts_fit_model
 
     from skrr.quantize import settings, validate as validate_quantize
 
@@ -58,6 +59,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")
     if cfg.method.name != "dense":  # dense needs no calibration
+        check_prompts_fit_model(cfg.calibration, cfg.model)
         check_calibration(cfg.calibration)
     unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:
@@ -203,6 +205,8 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
                "artifacts": {"plan": str(plan_path), "images": str(store.dir("images", images.key)),
                              "dense_images": str(store.dir("images", dense_images.key)), "items": items},
                "config": {**OmegaConf.to_container(cfg, resolve=True), "target": target}}
+        if cfg.get("save_encoder") and identity != DENSE:
+            row["artifacts"]["encoder"] = str(save_encoder(model, plan, plan_dir, row, cfg.paths.root))
         if append_result(results_path(cfg.paths.root, experiment), row):  # results first, then W&B
             log_row(cfg.logger, row, sets.get("text"))
         print(f"{model['name']} {cfg.method.name} target {target:.2%}: sparsity {row['sparsity']:.2%} "
@@ -215,6 +219,20 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
         twin = OmegaConf.merge(cfg, {"eval": {"sampler": {"base_seed": int(sampler["base_seed"]) + shift}}})
         rows += run_job(twin, experiment, seed_offset=shift)
     return rows
+
+
+def save_encoder(model: dict, plan, plan_dir: Path, row: dict, root) -> Path:
+    """The pruned encoder of this row as a shareable folder (`<root>/encoders/<run_key>`), its model
+    card carrying the metrics this run measured."""
+    from experiments.prune import card_source
+    from skrr import apply_plan, save_pruned
+    from skrr.models import load_text_side
+
+    encoder = load_text_side(OmegaConf.create(model), device="cpu").encoder
+    apply_plan(encoder, plan, weights_dir=plan_dir)
+    measured = {"experiment": row["experiment"], "run_key": row["run_key"], **row["metrics"]}
+    return save_pruned(encoder, plan, Path(root) / "encoders" / row["run_key"],
+                       source={**card_source(model), "metrics": measured})
 
 
 def _brief(values: dict) -> str:

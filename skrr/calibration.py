@@ -25,9 +25,10 @@ from skrr.encoder import to_sub_blocks
 from skrr.finite import check_finite
 from skrr.prompts import check_nonempty, load_prompt_file
 from skrr.ranges import AT_LEAST_ONE, OPTIONAL_COUNT, WHOLE, check_ranges
+from skrr.real_prompts import check_coco, coco_captions
 from skrr.tiny import _corpus, cache_root
 
-SOURCES = ("file", "hf", "builtin")  # or a dotted callable (n, seed) -> prompts
+SOURCES = ("file", "hf", "builtin", "coco")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 MIN_TOKEN_ROWS = 8
 RANGES = {"size": AT_LEAST_ONE, "pool": AT_LEAST_ONE, "seed": WHOLE,
@@ -51,9 +52,11 @@ def source_prompts(cfg: DictConfig) -> list[str]:
         return [str(x) for x in ds[cfg.column]]
     if src == "builtin":
         return _corpus(int(cfg.pool), int(cfg.seed))
+    if src == "coco":  # MS-COCO 2014 train captions (skrr.real_prompts)
+        return coco_captions(cfg.path, exclude=cfg.get("exclude"), pool=cfg.get("pool"), seed=int(cfg.seed))
     if "." in src:
         return check_nonempty(list(get_object(src)(int(cfg.pool), int(cfg.seed))), src)
-    raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+    raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin, coco or a dotted callable (n, seed) -> prompts")
 
 
 def check_calibration(cfg: DictConfig) -> None:
@@ -63,7 +66,9 @@ def check_calibration(cfg: DictConfig) -> None:
     check_calibration_numbers(cfg)
     src = str(cfg.get("source"))
     if src not in SOURCES and "." not in src:
-        raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin or a dotted callable (n, seed) -> prompts")
+        raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin, coco or a dotted callable (n, seed) -> prompts")
+    if cfg.source == "coco":
+        check_coco(cfg)
     if cfg.source == "file":
         path = Path(str(cfg.path))
         if not path.exists():

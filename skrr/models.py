@@ -204,11 +204,20 @@ def _fetch(root: str, subfolder: str, filename: str) -> Path | None:
     if Path(root).is_dir():
         path = Path(root) / subfolder / filename
         return path if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(root, filename, subfolder=subfolder or None))
+    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(f"{root} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+                                    f"download it once online (hf download {root}) or set model.pretrained=<a local "
+                                    "folder>") from None
+        raise FileNotFoundError(f"{root}: the Hub could not be reached and the model is not in the local cache "
+                                "(check the network, or set model.pretrained=<a local folder>)") from None
+    except HFValidationError:
+        raise FileNotFoundError(f"{root} is neither a local folder nor a Hub model id (model.pretrained)") from None
     except EntryNotFoundError:
         return None
 

@@ -20,9 +20,10 @@ from skrr.compute import choose_compute_dtype
 from skrr.discrepancy import METRICS, Discrepancy
 from skrr.prefix_cache import PrefixCachedDiscrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
-from skrr.models import TextSide, load_text_side
+from skrr.models import TextSide, load_text_side, model_config
 from skrr.plan import Plan, config_hash, sparsity
 from skrr.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
+from skrr.real_prompts import calibration_record, check_prompts_fit_model
 
 log = logging.getLogger(__name__)
 METHODS = {
@@ -146,13 +147,15 @@ def prune(model, method: DictConfig | dict, calibration: DictConfig | dict, devi
     this and searches its share of the calibration batches; all ranks return the same plans."""
     method, calibration = OmegaConf.create(method), OmegaConf.create(calibration)
     validate_method(method)
+    check_prompts_fit_model(calibration, model.cfg if isinstance(model, TextSide) else model_config(model))
     ctx = make_context(model, calibration, device, projection=bool(method.get("projection", True)),
                        batch_size=int(method.get("batch_size", 8)), progress=progress,
                        compute_dtype=str(method.get("compute_dtype", COMPUTE_DEFAULT)))
     with torch.no_grad():
         plans = method_fn(method.name)(ctx, method, targets_of(method))
+    record = calibration_record(calibration, ctx.calib.prompts, ctx.calib.key)
     for plan in plans:
-        plan.info.setdefault("calibration", {"key": ctx.calib.key, "size": len(ctx.calib.prompts)})
+        plan.info.setdefault("calibration", record)
         plan.info["world_size"] = distributed.world_size()
         plan.info.setdefault("compute_dtype", str(ctx.compute_dtype).removeprefix("torch."))
         # where the decisions were computed: near-ties may go the other way elsewhere (docs/exactness.md)

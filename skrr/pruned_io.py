@@ -1,24 +1,29 @@
 """Save a pruned encoder (kept weights only) and load it back without ever materialising the
 dense weights.
 
-Format 2 (written for T5 and CLIP) is a transformers model folder: `config.json` (model_type skrr_t5 /
-skrr_clip_text, the plan's skip and re-use under `skrr`), `model.safetensors` and `plan.json`;
-`transformers.AutoModel.from_pretrained(dir)` loads it after `import skrr`. Format 1 (folders
-with `pruned.json`: earlier versions, and decoder-only encoders, which have no registered Skrr
-class yet) loads too: built on meta, pruned there, then given the saved tensors."""
+Format 2 is a transformers model folder: `config.json` (model_type skrr_t5, skrr_clip_text,
+skrr_gemma2, skrr_llama, skrr_qwen2 or skrr_qwen2_5_vl; the plan's skip and re-use under `skrr`;
+`auto_map` naming `modeling_skrr.py`), `model.safetensors`, `plan.json`, `modeling_skrr.py` (made
+from skrr's own source, skrr/hub_code.py) and a model card, `README.md`.
+`transformers.AutoModel.from_pretrained(dir)` loads it after `import skrr`, and with
+`trust_remote_code=True` where skrr is not installed. Format 1 (folders with `pruned.json`, which
+earlier versions wrote) still loads: built on meta, pruned there, then given the saved tensors."""
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import (AutoConfig, CLIPTextModel, CLIPTextModelWithProjection, Gemma2Model, LlamaModel, Qwen2Model,
                           Qwen2_5_VLForConditionalGeneration, T5EncoderModel)
 
 from skrr.atomic import atomic_path, current_umask
+from skrr.hub_code import MODULE_FILE, MODULE_NAME, auto_map, modeling_source
+from skrr.model_card import card_facts, write_card
 from skrr.plan import Plan
 from skrr.pretrained import PRUNED_CLASSES, as_pretrained, has_pretrained_class
 from skrr.surgery import apply_plan
@@ -29,44 +34,37 @@ PRUNED_BY_NAME = {c.__name__: c for c, _ in PRUNED_CLASSES.values()}
 WEIGHTS, META_V1 = "model.safetensors", "pruned.json"
 
 
-def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> Path:
-    """Write the pruned encoder as a transformers model folder plus plan.json, atomically."""
+def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike, source: dict | None = None) -> Path:
+    """Write the pruned encoder as a transformers model folder with its modelling file, plan.json
+    and model card, atomically. `source` (model, pretrained, pipeline_class, component) goes into
+    the card."""
     directory = Path(directory)
-    if not has_pretrained_class(model):  # decoder-only encoders: the self-describing folder (format 1)
-        return _save_format1(model, plan, directory)
+    if not has_pretrained_class(model):
+        raise TypeError(f"skrr has no pruned class for {type(model).__name__} ({sorted(PRUNED_BY_NAME)})")
+    card_plan = _with_card(plan, model, source)
     cls, config = type(model), model.config
     try:
         with atomic_path(directory, directory=True) as tmp:
-            as_pretrained(model, plan).save_pretrained(tmp)
-            plan.save(tmp / "plan.json")
+            _save_component(as_pretrained(model, plan), card_plan, tmp)
+            write_card(tmp, load_from=str(directory))
             _honour_umask(tmp)
     finally:  # the caller's model keeps its class and config
         model.__class__, model.config = cls, config
     return directory
 
 
-def _save_format1(model: nn.Module, plan: Plan, directory: Path) -> Path:
-    """config.json, plan.json, pruned.json and model.safetensors (kept weights): the loader builds the
-    dense class on meta, prunes it there and assigns these tensors."""
-    tensors, aliases = {}, {}
-    seen: dict[int, str] = {}
-    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-        key = t.data_ptr()
-        if key in seen:  # tied weights are stored once
-            aliases[name] = seen[key]
-            continue
-        seen[key] = name
-        tensors[name] = t.detach().contiguous().cpu()
-    persistent = set(model.state_dict())
-    meta = {"model_class": type(model).__name__, "aliases": aliases,
-            "non_persistent_buffers": sorted(n for n, _ in model.named_buffers() if n not in persistent)}
-    with atomic_path(directory, directory=True) as tmp:
-        model.config.to_json_file(tmp / "config.json")
-        plan.save(tmp / "plan.json")
-        (tmp / META_V1).write_text(json.dumps(meta, indent=2))
-        save_file(tensors, str(tmp / WEIGHTS))
-        _honour_umask(tmp)
-    return directory
+def _with_card(plan: Plan, model: nn.Module, source: dict | None) -> Plan:
+    """A copy of `plan` whose info carries what the model card says (the caller's plan is unchanged)."""
+    info = {**{k: v for k, v in plan.info.items() if not k.startswith("_")}, "card": card_facts(model, plan, source)}
+    return replace(plan, info=info)
+
+
+def _save_component(model: nn.Module, plan: Plan, directory: Path) -> None:
+    """save_pretrained with `auto_map` pointing at the modelling file written beside it."""
+    model.config.auto_map = auto_map(type(model).__name__, type(model.config).__name__)
+    model.save_pretrained(directory)
+    (directory / MODULE_FILE).write_text(modeling_source())
+    plan.save(directory / "plan.json")
 
 
 def _honour_umask(root: Path) -> None:
@@ -121,18 +119,30 @@ def _load_format1(directory: Path, device, dtype) -> nn.Module:
     return as_pretrained(model.eval(), plan) if has_pretrained_class(model) else model.eval()
 
 
-def save_pruned_pipeline(pipe, component: str, plan: Plan, directory: str | os.PathLike) -> Path:
-    """Write a complete diffusers pipeline folder whose `component` is the pruned encoder
-    (model_index.json names it ["skrr.pretrained", "Skrr..."]), atomically. The plain pipeline
-    class loads it: `PixArtSigmaPipeline.from_pretrained(directory)`."""
+def save_pruned_pipeline(pipe, component: str, plan: Plan, directory: str | os.PathLike,
+                         source: dict | None = None) -> Path:
+    """Write a complete diffusers pipeline folder whose `component` is the pruned encoder, with a
+    model card, atomically. model_index.json names the component ["modeling_skrr", "Skrr..."],
+    the modelling file in its folder: `DiffusionPipeline.from_pretrained(directory,
+    trust_remote_code=True)` loads it without skrr; with skrr, pass the component:
+    `Pipeline.from_pretrained(directory, text_encoder=skrr.load_pruned(directory / "text_encoder"))`."""
     directory = Path(directory)
     encoder = getattr(pipe, component)
+    source = {"component": component, "pipeline_class": type(pipe).__name__, **(source or {})}
+    card_plan = _with_card(plan, encoder, source)
     cls, config = type(encoder), encoder.config
     try:
         with atomic_path(directory, directory=True) as tmp:
-            setattr(pipe, component, as_pretrained(encoder, plan))  # re-registers: model_index.json names the Skrr class
+            pruned = as_pretrained(encoder, plan)
+            setattr(pipe, component, pruned)  # re-registers the component under its Skrr class
+            pruned.config.auto_map = auto_map(type(pruned).__name__, type(pruned.config).__name__)
             pipe.save_pretrained(tmp)
-            plan.save(tmp / component / "plan.json")
+            (tmp / component / MODULE_FILE).write_text(modeling_source())
+            card_plan.save(tmp / component / "plan.json")
+            index = json.loads((tmp / "model_index.json").read_text())
+            index[component] = [MODULE_NAME, type(pruned).__name__]  # diffusers' custom-component form
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            write_card(tmp, load_from=str(directory))
             _honour_umask(tmp)
     finally:
         encoder.__class__, encoder.config = cls, config

@@ -7,8 +7,8 @@ from pathlib import Path
 from safetensors.torch import load_file
 from torch import nn
 
-from skrr.encoder import to_sub_blocks, total_params
-from skrr.plan import Plan, PlanError, sparsity
+from skrr.encoder import SubBlockEncoder, to_sub_blocks, total_params
+from skrr.plan import Plan, PlanError, make_schedule, sparsity
 
 
 def apply_plan(model: nn.Module, plan: Plan, name: str | None = None, weights_dir: str | Path | None = None,
@@ -24,13 +24,19 @@ def apply_plan(model: nn.Module, plan: Plan, name: str | None = None, weights_di
     dense_total = total_params(model)
     if set(int(k) for k in enc.branches) != set(range(len(enc))):
         raise PlanError("this encoder is already pruned; apply a plan to a dense encoder")
-    enc.schedule = plan.schedule(len(enc))
-    for i in plan.skip:
-        del enc.branches[str(i)]
+    cut(enc, plan.skip, plan.reuse)
     if plan.weights and changed_weights:
         _load_changed_weights(model, plan, weights_dir)
     plan.sparsity = sparsity(enc.sub_blocks, plan.skip, dense_total)
     return model
+
+
+def cut(enc: SubBlockEncoder, skip, reuse) -> None:
+    """Set the schedule and free the skipped branches (a checked plan's skip and re-use). Also what
+    a saved pruned encoder's class runs when it is built, so it ships in the hub modelling file."""
+    enc.schedule = make_schedule(len(enc), skip, reuse)
+    for i in skip:
+        del enc.branches[str(i)]
 
 
 def _load_changed_weights(model: nn.Module, plan: Plan, weights_dir) -> None:

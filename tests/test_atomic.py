@@ -38,7 +38,7 @@ def test_pruned_dir_and_files_follow_the_umask(umask, tiny_t5, tmp_path):
     directory = save_pruned(tiny_t5, plan, tmp_path / "pruned")
     assert _mode(directory) == 0o777 & ~umask
     assert {p.name: _mode(p) for p in directory.iterdir()} == {
-        n: 0o666 & ~umask for n in ("config.json", "model.safetensors", "plan.json")}
+        n: 0o666 & ~umask for n in ("config.json", "model.safetensors", "plan.json", "modeling_skrr.py", "README.md")}
     expected = {0o022: (0o755, 0o644), 0o027: (0o750, 0o640)}[umask]
     assert (_mode(directory), _mode(directory / "plan.json")) == expected
 

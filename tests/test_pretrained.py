@@ -97,7 +97,7 @@ def test_a_config_naming_another_architecture_is_a_clear_error(tiny_t5, tmp_path
         load_pruned(tmp_path / "dense")
 
 
-def test_saved_pipeline_loads_with_the_plain_diffusers_class_and_generates(tmp_path):
+def test_saved_pipeline_loads_with_its_pruned_encoder_and_generates(tmp_path):
     from diffusers import PixArtSigmaPipeline
 
     from skrr.models import load_pipeline
@@ -107,9 +107,10 @@ def test_saved_pipeline_loads_with_the_plain_diffusers_class_and_generates(tmp_p
     plan = Plan(skip=[1, 2, 5])
     apply_plan(pipe.text_encoder, plan)
     directory = save_pruned_pipeline(pipe, "text_encoder", plan, tmp_path / "pipeline")
-    assert json.loads((directory / "model_index.json").read_text())["text_encoder"] == ["skrr.pretrained", "SkrrT5EncoderModel"]
+    assert json.loads((directory / "model_index.json").read_text())["text_encoder"] == ["modeling_skrr", "SkrrT5EncoderModel"]
     assert type(pipe.text_encoder) is transformers.T5EncoderModel  # the caller's pipeline is left as it was
-    loaded = PixArtSigmaPipeline.from_pretrained(directory)
+    # with skrr: the registered class, passed as the component (no remote code runs)
+    loaded = PixArtSigmaPipeline.from_pretrained(directory, text_encoder=load_pruned(directory / "text_encoder"))
     assert type(loaded.text_encoder) is skrr.SkrrT5EncoderModel
     kwargs = dict(num_inference_steps=2, height=16, width=16, use_resolution_binning=False, output_type="np")
     with torch.no_grad():
@@ -128,6 +129,39 @@ def test_skrr_prune_save_pipeline_writes_a_loadable_pipeline_folder(tmp_path):
     write_plans([plan], tmp_path, save_encoder=False, model_name="tiny_pixart", device="cpu", save_pipeline=True)
     weights = tmp_path / "pipeline" / "text_encoder" / "model.safetensors"
     assert (weights.stat().st_mode & 0o777) == 0o666 & ~current_umask()  # readable like any file the user writes
-    loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline")
+    loaded = PixArtSigmaPipeline.from_pretrained(tmp_path / "pipeline", text_encoder=load_pruned(tmp_path / "pipeline" / "text_encoder"))
     assert sorted(int(k) for k in loaded.text_encoder.encoder.branches) == [0, 1, *range(4, 12)]
     assert Plan.load(tmp_path / "pipeline" / "text_encoder" / "plan.json").skip == [2, 3]
+
+
+def test_a_decoder_only_folder_of_the_first_format_still_loads():
+    """tests/data/pruned_format1_gemma2: Lumina 2's tiny Gemma-2 (read at hidden state -2), pruned
+    and saved in the pruned.json format decoder-only encoders had before they got Skrr classes."""
+    folder = Path(__file__).parent / "data" / "pruned_format1_gemma2"
+    expected = torch.load(folder / "expected_output.pt")
+    model = load_pruned(folder)
+    assert type(model).__name__ == "SkrrGemma2Model"
+    assert model.layers.schedule == [0, None, None, 5, 4, 5]
+    with torch.no_grad():
+        out = model(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"], output_hidden_states=True)
+    assert torch.allclose(out.hidden_states[-2], expected["hidden_state"], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_llama_and_qwen2_encoders_save_as_their_skrr_class(family, tmp_path):
+    from transformers import LlamaConfig, LlamaModel, Qwen2Config, Qwen2Model
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaModel), "qwen2": (Qwen2Config, Qwen2Model)}[family]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = model_cls(config_cls(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                     num_attention_heads=4, num_key_value_heads=2)).eval()
+    ids = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    plan = Plan(skip=[1, 2, 5], reuse={2: 0})
+    apply_plan(model, plan)
+    directory = save_pruned(model, plan, tmp_path / family)
+    auto = transformers.AutoModel.from_pretrained(directory)
+    assert type(auto).__name__ == f"Skrr{model_cls.__name__}"
+    assert json.loads((directory / "config.json").read_text())["model_type"] == f"skrr_{family}"
+    with torch.no_grad():
+        assert torch.equal(auto(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)

@@ -48,7 +48,7 @@ def test_t5_round_trip_gives_identical_outputs(tiny_t5, t5_inputs, tmp_path):
     ids, mask = t5_inputs
     plan, directory = _pruned(tiny_t5, tmp_path)
     loaded = load_pruned(directory)
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "plan.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors", "modeling_skrr.py", "plan.json"]
     assert not any(p.is_meta for p in [*loaded.parameters(), *loaded.buffers()])
     assert loaded.encoder.schedule == tiny_t5.encoder.schedule
     assert loaded.encoder.branches[str(loaded.encoder.schedule[4])] is loaded.encoder.branches["2"]  # still shared
@@ -97,13 +97,13 @@ def test_load_pruned_builds_on_meta(tiny_t5, tmp_path, monkeypatch):
     """Every parameter the loader creates before assigning the saved tensors is on meta."""
     plan, directory = _pruned(tiny_t5, tmp_path)
     seen = []
-    real_apply = skrr.pretrained.apply_plan
+    real_cut = skrr.pretrained.cut
 
-    def spy(model, *args, **kwargs):
-        seen.extend(p.device.type for p in model.parameters())
-        return real_apply(model, *args, **kwargs)
+    def spy(enc, *args, **kwargs):
+        seen.extend(p.device.type for p in enc.parameters())
+        return real_cut(enc, *args, **kwargs)
 
-    monkeypatch.setattr(skrr.pretrained, "apply_plan", spy)
+    monkeypatch.setattr(skrr.pretrained, "cut", spy)
     load_pruned(directory)
     assert seen and set(seen) == {"meta"}
 
