@@ -31,7 +31,7 @@ from skrr.tiny import _corpus, cache_root
 SOURCES = ("file", "hf", "builtin", "coco")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 MIN_TOKEN_ROWS = 8
-RANGES = {"size": AT_LEAST_ONE, "pool": AT_LEAST_ONE, "seed": WHOLE,
+RANGES = {"size": AT_LEAST_ONE, "pool": OPTIONAL_COUNT, "seed": WHOLE,  # pool null: all of coco's captions
           "min_tokens": OPTIONAL_COUNT, "max_tokens": OPTIONAL_COUNT}
 TARGETS_LIKELY = ("NaN/inf in the model's encoder or projection weights, or method.compute_dtype / model.dtype "
                   "(float16/bfloat16 overflow: try float32)")
@@ -89,6 +89,8 @@ def check_calibration_numbers(cfg: DictConfig) -> None:
     lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
     if lo is not None and hi is not None and lo > hi:
         raise ValueError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
+    if str(cfg.get("source")) not in ("coco", "file", "hf") and cfg.get("pool") is None:
+        raise ValueError(f"calibration.pool must be a whole number >= 1 for source {cfg.get('source')}, got None")
     if str(cfg.get("source")) == "builtin" and cfg.size > cfg.pool:
         raise ValueError(f"calibration.size={cfg.size} is more than calibration.pool={cfg.pool} prompts; "
                          "lower calibration.size or raise calibration.pool")
