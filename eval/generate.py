@@ -95,8 +95,11 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
     rank, world_size = resolve_rank(rank, world_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    missing = lambda batch: [i for i in batch if not (out_dir / image_name(i)).exists()]  # noqa: E731
-    todo = [batch for batch in chunks(rank, world_size, len(prompts), cfg.batch_size) if missing(batch)]
+    todo = []  # (chunk, its missing indices): the file checks are made once
+    for batch in chunks(rank, world_size, len(prompts), cfg.batch_size):
+        wanted = {i for i in batch if not (out_dir / image_name(i)).exists()}
+        if wanted:
+            todo.append((batch, wanted))
     if not todo:  # resumed and complete: nothing to load or show
         return []
     kwargs = pipeline_kwargs(pipe, cfg)
@@ -104,11 +107,10 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
                 **(extra or {})}
     meta_path = out_dir / f"metadata.rank{rank}.jsonl"
     written = []
-    bar = tqdm(total=sum(len(missing(b)) for b in todo), desc=f"generate rank {rank}/{world_size}", unit="img")
+    bar = tqdm(total=sum(len(wanted) for _, wanted in todo), desc=f"generate rank {rank}/{world_size}", unit="img")
     if hasattr(pipe, "set_progress_bar_config"):  # one bar over images, not one per batch of steps
         pipe.set_progress_bar_config(disable=True)
-    for batch in todo:
-        wanted = set(missing(batch))
+    for batch, wanted in todo:
         generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
         images = pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs).images
         # metadata first: a crash before the PNG lands re-generates it and merge keeps the last row
