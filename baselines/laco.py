@@ -24,6 +24,7 @@ from baselines.common import blocks_skip, maybe_reuse
 from skrr import distributed
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
+from skrr.errors import InputError
 from skrr.plan import Plan, make_schedule, sparsity
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,10 @@ def similarity(emb: dict[int, torch.Tensor], dense: dict[int, torch.Tensor], bat
 
 def check(cfg: DictConfig) -> None:
     if cfg.get("merge", "rdsc") not in MERGES:
-        raise ValueError(f"unknown LaCo merge {cfg.merge!r}; choose from {MERGES}")
+        raise InputError(f"unknown LaCo merge {cfg.merge!r}; choose from {MERGES}")
     for k in ("C", "L", "H", "I"):
         if int(cfg[k]) < (2 if k == "C" else 0 if k == "L" else 1):
-            raise ValueError(f"LaCo needs C >= 2, L >= 0, H >= 1, I >= 1; got {k}={cfg[k]}")
+            raise InputError(f"LaCo needs C >= 2, L >= 0, H >= 1, I >= 1; got {k}={cfg[k]}")
 
 
 def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:

@@ -9,6 +9,7 @@ import torch
 
 from eval.images import to_pil_list
 from eval.metrics import Metric
+from skrr.errors import InputError
 
 
 def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
@@ -36,7 +37,7 @@ class CLIPScore(Metric):
     def score(self, images, prompts: list[str]) -> torch.Tensor:
         pils = to_pil_list(images)
         if len(pils) != len(prompts):
-            raise ValueError(f"CLIP score got {len(pils)} images but {len(prompts)} prompts; pass one prompt per image")
+            raise InputError(f"CLIP score got {len(pils)} images but {len(prompts)} prompts; pass one prompt per image")
         pixels = torch.stack([self.preprocess(img) for img in pils]).to(self.device)
         image_emb = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
         text_emb = torch.nn.functional.normalize(self.model.encode_text(self.tokenizer(prompts).to(self.device)).float(), dim=-1)
@@ -47,7 +48,7 @@ class CLIPScore(Metric):
 
     def compute(self) -> float:
         if not self.scores:
-            raise ValueError("CLIP score has no images; call update(images, prompts) first")
+            raise InputError("CLIP score has no images; call update(images, prompts) first")
         return float(sum(self.scores) / len(self.scores))
 
     def reset(self) -> None:

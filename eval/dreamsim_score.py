@@ -6,6 +6,8 @@ instead of downloading; or pass feature_extractor (uint8 (N,3,H,W) -> (N,D)): di
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 import contextlib
 
 import torch
@@ -84,13 +86,13 @@ class DreamSimScore(Metric):
 
     def update(self, images, prompts=None, dense=None) -> None:
         if dense is None or len(dense) != len(images):
-            raise ValueError(f"DreamSim pairs images by prompt index: got {0 if dense is None else len(dense)} dense "
+            raise InputError(f"DreamSim pairs images by prompt index: got {0 if dense is None else len(dense)} dense "
                              f"and {len(images)} pruned images")
         self.scores.extend((1 - self.distance(dense, images)).tolist())
 
     def compute(self) -> float:
         if not self.scores:
-            raise ValueError("DreamSim has no image pairs; call update(images, prompts, dense=dense_images) first")
+            raise InputError("DreamSim has no image pairs; call update(images, prompts, dense=dense_images) first")
         return float(sum(self.scores) / len(self.scores))
 
     def reset(self) -> None:

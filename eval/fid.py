@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from eval.images import batched, list_images, load_images, to_uint8_tensor
 from eval.metrics import Metric
+from skrr.errors import InputError, MissingFile
 
 BACKENDS = ("clean", "torchmetrics")
 
@@ -33,7 +34,7 @@ class FID(Metric):
                  feature_extractor: torch.nn.Module | None = None, resize: int | None | str = "auto",
                  device: str | torch.device = "cpu", batch_size: int = 32, tiny: bool = False):
         if backend not in BACKENDS:
-            raise ValueError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
+            raise InputError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
         if tiny and feature_extractor is None:
             from eval.tiny import TinyFeatureNet
             feature_extractor = TinyFeatureNet()
@@ -66,7 +67,7 @@ class FID(Metric):
     @classmethod
     def validate(cls, cfg) -> None:
         if not cfg.get("reference_stats") and not cfg.get("tiny"):
-            raise ValueError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
+            raise InputError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
                              "(build them once with `python -m eval.fid build-ref`)")
 
     def preprocess(self, images) -> torch.Tensor:
@@ -86,7 +87,7 @@ class FID(Metric):
     def update(self, images, prompts=None, dense=None) -> None:
         """Generated images; `dense` only when there are no reference statistics (they become the reference)."""
         if dense is not None and self.reference is not None:
-            raise ValueError("FID got dense images but has reference statistics; pass one or the other")
+            raise InputError("FID got dense images but has reference statistics; pass one or the other")
         if self._tm is not None:  # torchmetrics runs its own feature network on the uint8 batch
             self._tm.update(self.preprocess(images).to(self.device), real=False)
             if dense is not None:
@@ -105,13 +106,13 @@ class FID(Metric):
             dense = np.concatenate(self._dense)
             reference = {"mu": dense.mean(0), "sigma": np.cov(dense, rowvar=False), "count": len(dense)}
         if reference is None:
-            raise ValueError("FID has no reference statistics; pass reference_stats= (build them with "
+            raise InputError("FID has no reference statistics; pass reference_stats= (build them with "
                              "`python -m eval.fid build-ref --images DIR --out STATS.npz`)")
         feats = np.concatenate(self._features) if self._features else np.zeros((0, 0))
         if len(feats) < 2:
-            raise ValueError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
+            raise InputError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
         if feats.shape[1] != reference["mu"].shape[0]:
-            raise ValueError(f"features have {feats.shape[1]} dims but the reference statistics {reference['mu'].shape[0]}; "
+            raise InputError(f"features have {feats.shape[1]} dims but the reference statistics {reference['mu'].shape[0]}; "
                              "rebuild the reference with the same feature extractor")
         from cleanfid.fid import frechet_distance
         mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
@@ -142,12 +143,12 @@ def _load_into_torchmetrics(metric, ref: dict) -> None:
 def load_reference_stats(path: str | os.PathLike, backend: str = "clean") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"FID reference statistics {path} not found; build them once with "
+        raise MissingFile(f"FID reference statistics {path} not found; build them once with "
                                 f"`python -m eval.fid build-ref --images REF_DIR --out {path}` (e.g. COCO val2014 resized)")
     with np.load(path) as z:
         ref = {k: z[k] for k in z.files}
     if str(ref.get("backend", backend)) != backend:
-        raise ValueError(f"{path} was built with backend {ref['backend']} but FID uses {backend}; rebuild it")
+        raise InputError(f"{path} was built with backend {ref['backend']} but FID uses {backend}; rebuild it")
     return ref
 
 
@@ -159,7 +160,7 @@ def build_reference_stats(image_dir: str | os.PathLike, out_path: str | os.PathL
         return out_path
     files = list_images(image_dir)[:num]
     if len(files) < 2:
-        raise ValueError(f"{image_dir} holds {len(files)} images; the reference needs at least 2")
+        raise InputError(f"{image_dir} holds {len(files)} images; the reference needs at least 2")
     fid = FID(reference_stats=None, **fid_kwargs)
     feats = np.concatenate([fid.features(load_images(chunk))
                             for chunk in tqdm(list(batched(files, fid.batch_size)), desc="FID reference")])

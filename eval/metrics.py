@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.utils import get_class, instantiate
 
 from eval.images import list_images, load_images
+from skrr.errors import InputError
 from skrr.finite import check_finite
 
 
@@ -58,7 +59,7 @@ def load_folder(image_dir, expected: int) -> list[Path]:
     """The folder's images, checked to number exactly `expected` (one per prompt index)."""
     files = list_images(image_dir)
     if len(files) != expected:
-        raise ValueError(f"{image_dir} holds {len(files)} images but the prompt set has {expected}; "
+        raise InputError(f"{image_dir} holds {len(files)} images but the prompt set has {expected}; "
                          "finish generation (it resumes) or point at the right folder")
     return files
 

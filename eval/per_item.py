@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
+from skrr.errors import InputError, MissingFile
 
 KINDS = ("mean", "fid")
 FID_RESAMPLES = 500  # each FID resample is a matrix square root; 500 keep the percentiles to ~1% of the width
@@ -39,13 +40,13 @@ class Items:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown per-item kind {self.kind!r}; use one of {KINDS}")
+            raise InputError(f"unknown per-item kind {self.kind!r}; use one of {KINDS}")
         n = len(self.values)
         if len(self.keys) != n or len(self.clusters) != n or (self.strata is not None and len(self.strata) != n):
-            raise ValueError(f"per-item arrays differ in length: {n} values, {len(self.keys)} keys, "
+            raise InputError(f"per-item arrays differ in length: {n} values, {len(self.keys)} keys, "
                              f"{len(self.clusters)} clusters")
         if self.kind == "fid" and self.reference is None:
-            raise ValueError("FID items need the reference statistics (mu, sigma)")
+            raise InputError("FID items need the reference statistics (mu, sigma)")
 
     @classmethod
     def mean(cls, values, keys, clusters=None, strata=None) -> "Items":
@@ -64,7 +65,7 @@ class Items:
     def statistic(self, rows: np.ndarray) -> float:
         """The metric of a set of this kind's rows (for fid: features)."""
         if self.kind == "mean":
-            raise ValueError("a 'mean' metric is bootstrapped with its clusters and strata, not row-wise")
+            raise InputError("a 'mean' metric is bootstrapped with its clusters and strata, not row-wise")
         from cleanfid.fid import frechet_distance  # the same distance eval.fid.FID reports
 
         return float(frechet_distance(rows.mean(0), np.cov(rows, rowvar=False), self.reference["mu"],
@@ -99,7 +100,7 @@ class Items:
     def load(cls, path: str | os.PathLike) -> "Items":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no per-item scores at {path}")
+            raise MissingFile(f"no per-item scores at {path}")
         with np.load(path, allow_pickle=False) as z:
             ref = {"mu": z["ref_mu"], "sigma": z["ref_sigma"]} if "ref_mu" in z.files else None
             return cls(str(z["kind"]), z["keys"], z["values"], z["clusters"],
@@ -141,7 +142,7 @@ def with_seeds(items: Items, image_dir) -> Items:
     meta = [json.loads(line) for line in (Path(image_dir) / METADATA).read_text().splitlines() if line.strip()]
     meta.sort(key=lambda m: m["index"])
     if len(meta) != len(items.keys):
-        raise ValueError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")
+        raise InputError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")
     items.keys = np.asarray(item_keys([m["prompt"] for m in meta], [m["seed"] for m in meta]), dtype=str)
     return items
 

@@ -18,6 +18,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from experiments.cli import CONF_DIR, fail_fast
+from skrr.errors import InputError, UnknownName
 
 
 def pipeline_components(cfg: DictConfig) -> dict:
@@ -66,10 +67,10 @@ def report(cfg: DictConfig) -> list[str]:
     plan = load_plan(cfg.plan)  # fails before any model work
     other = load_plan(cfg.get("compare"))
     if other is not None and plan is None:
-        raise ValueError("compare=B needs a plan to compare with: plan=A compare=B")
+        raise InputError("compare=B needs a plan to compare with: plan=A compare=B")
     components = pipeline_components(cfg.model)
     if cfg.model.text_encoder not in components:
-        raise KeyError(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
+        raise UnknownName(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
     encoder = components[cfg.model.text_encoder]
     view = to_sub_blocks(encoder, hidden_state=int(cfg.model.get("hidden_state", -1)))
     blocks = view.sub_blocks

@@ -25,6 +25,7 @@ from experiments.cli import CONF_DIR, fail_fast
 from experiments.results import append_result, results_path
 from eval.prompts import texts_of
 from experiments.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, Store, digest, plain, plan_identity
+from skrr.errors import InputError
 
 log = logging.getLogger("skrr-run")
 LOGGERS = ("none", "wandb")
@@ -63,7 +64,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
         check_calibration(cfg.calibration)
     unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
+        raise InputError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
     metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
     for config in metrics.values():
         metric_class(config).validate(config)
@@ -71,13 +72,13 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     for name, config in metrics.items():
         wanted = metric_class(config).prompt_set
         if wanted == "text" and "text" not in sets:
-            raise ValueError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
+            raise InputError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
                              "(annotations/captions_val2014.json) or eval.prompts.text=[...]")
         if wanted == "geneval" and "geneval" not in sets:
-            raise ValueError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
+            raise InputError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
                              "(geneval prompts/evaluation_metadata.jsonl)")
     if cfg.logger.name not in LOGGERS:
-        raise ValueError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
+        raise InputError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
     return sets, metrics, cfg
 
 

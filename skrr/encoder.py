@@ -20,6 +20,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.t5.modeling_t5 import T5Attention
 
+from skrr.errors import Unsupported
+
 ATTN, FFN = "attn", "ffn"
 
 
@@ -214,7 +216,7 @@ def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlock
         tm = _clip_text_model(model)
         tm.encoder = CLIPSubBlockEncoder(tm)
         return tm.encoder
-    raise TypeError(
+    raise Unsupported(
         f"skrr prunes T5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, Llama, Qwen2, "
         f"Qwen2.5-VL) text encoders; got {type(model).__name__}")
 

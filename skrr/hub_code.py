@@ -18,6 +18,7 @@ MODULE_FILE = "modeling_skrr.py"
 MODULE_NAME = MODULE_FILE[:-3]
 # (module, top-level names to copy; None: all of it), in the order the file needs them
 PARTS = [
+    ("skrr.errors", None),
     ("skrr.encoder", None),
     ("skrr.decoder_only", None),
     ("skrr.plan", ["make_schedule"]),

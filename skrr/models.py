@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from skrr.errors import InputError, MissingFile, UnknownName
 from skrr.feeding import feeding_for
 from skrr.tiny import tiny_pipeline_dir
 
@@ -31,7 +32,7 @@ def model_config(name_or_cfg) -> DictConfig:
     if isinstance(name_or_cfg, (DictConfig, dict)):
         return OmegaConf.create(name_or_cfg)
     if name_or_cfg not in available_models():
-        raise KeyError(f"unknown model {name_or_cfg!r}; choose from {available_models()}")
+        raise UnknownName(f"unknown model {name_or_cfg!r}; choose from {available_models()}")
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -58,13 +59,13 @@ def check_device(device, setting: str = "device") -> None:
     try:
         dev = torch.device(str(device))
     except RuntimeError:
-        raise ValueError(f"{setting}={device} is not a device (use cpu, cuda or cuda:<index>)") from None
+        raise InputError(f"{setting}={device} is not a device (use cpu, cuda or cuda:<index>)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{setting}={device} but this machine has no usable CUDA GPU; set {setting}=cpu")
+        raise InputError(f"{setting}={device} but this machine has no usable CUDA GPU; set {setting}=cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"{setting}={device} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        raise InputError(f"{setting}={device} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{setting}={device} but MPS is not available here; set {setting}=cpu")
+        raise InputError(f"{setting}={device} but MPS is not available here; set {setting}=cpu")
 
 
 def resolve_pretrained(cfg: DictConfig) -> str:
@@ -166,7 +167,7 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
     pipe_cls = _import(cfg.pipeline_class)
     index_file = _fetch(root, "", "model_index.json")
     if index_file is None:
-        raise FileNotFoundError(f"{root} is not a diffusers pipeline: model_index.json is missing")
+        raise MissingFile(f"{root} is not a diffusers pipeline: model_index.json is missing")
     index = json.loads(index_file.read_text())
 
     def component(sub: str):
@@ -211,13 +212,13 @@ def _fetch(root: str, subfolder: str, filename: str) -> Path | None:
         return Path(hf_hub_download(root, filename, subfolder=subfolder or None))
     except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
         if constants.HF_HUB_OFFLINE:
-            raise FileNotFoundError(f"{root} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            raise MissingFile(f"{root} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
                                     f"download it once online (hf download {root}) or set model.pretrained=<a local "
                                     "folder>") from None
-        raise FileNotFoundError(f"{root}: the Hub could not be reached and the model is not in the local cache "
+        raise MissingFile(f"{root}: the Hub could not be reached and the model is not in the local cache "
                                 "(check the network, or set model.pretrained=<a local folder>)") from None
     except HFValidationError:
-        raise FileNotFoundError(f"{root} is neither a local folder nor a Hub model id (model.pretrained)") from None
+        raise MissingFile(f"{root} is neither a local folder nor a Hub model id (model.pretrained)") from None
     except EntryNotFoundError:
         return None
 
@@ -230,7 +231,7 @@ def load_projection(root: str, denoiser: str, denoiser_class: str, path: str, dt
 
     config_file = _fetch(root, denoiser, "config.json")
     if config_file is None:
-        raise FileNotFoundError(f"{root}: {denoiser}/config.json is missing")
+        raise MissingFile(f"{root}: {denoiser}/config.json is missing")
     index = _fetch(root, denoiser, SAFETENSORS_INDEX)
     prefix = path + "."
     if index is not None:
@@ -241,11 +242,11 @@ def load_projection(root: str, denoiser: str, denoiser_class: str, path: str, dt
     for shard in shards:
         file = _fetch(root, denoiser, shard)
         if file is None:
-            raise FileNotFoundError(f"{root}: {denoiser}/{shard} is missing (the projection is read from safetensors)")
+            raise MissingFile(f"{root}: {denoiser}/{shard} is missing (the projection is read from safetensors)")
         with safe_open(str(file), framework="pt") as f:
             tensors.update({k[len(prefix):]: f.get_tensor(k).to(dtype) for k in f.keys() if k.startswith(prefix)})
     if not tensors:
-        raise KeyError(f"{root}: {denoiser} has no tensors under {path!r}; check the model's `projection`")
+        raise UnknownName(f"{root}: {denoiser} has no tensors under {path!r}; check the model's `projection`")
     cls = _import(denoiser_class)
     config = {**{k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty},
               **json.loads(config_file.read_text())}
@@ -260,7 +261,7 @@ def load_projection(root: str, denoiser: str, denoiser_class: str, path: str, dt
 def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:
     """The real pipeline's components built on the meta device from shipped configs (no weights)."""
     if not cfg.get("meta_configs"):
-        raise ValueError(f"model {cfg.name!r} has no meta_configs; load it to count its parameters")
+        raise InputError(f"model {cfg.name!r} has no meta_configs; load it to count its parameters")
     spec = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
     out = {}
     for name, c in spec.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skrr.atomic import atomic_path
 from skrr.encoder import SubBlock
+from skrr.errors import InputError, MissingFile
 
 FORMAT = "skrr-plan/1"
 # Keys that name a checkpoint rather than the architecture; excluded from the config hash.
@@ -20,7 +21,7 @@ _VOLATILE = {"_name_or_path", "transformers_version", "architectures", "torch_dt
              "is_encoder_decoder", "_attn_implementation_autoset", "output_hidden_states"}
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     pass
 
 
@@ -116,7 +117,7 @@ class Plan:
         if path.is_dir():
             path = path / "plan.json"
         if not path.is_file():
-            raise FileNotFoundError(f"plan file not found: {path}")
+            raise MissingFile(f"plan file not found: {path}")
         try:
             d = json.loads(path.read_text())
         except json.JSONDecodeError as e:

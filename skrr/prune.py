@@ -18,6 +18,7 @@ from skrr.compute import CHOICES as COMPUTE_DTYPES
 from skrr.compute import DEFAULT as COMPUTE_DEFAULT
 from skrr.compute import choose_compute_dtype
 from skrr.discrepancy import METRICS, Discrepancy
+from skrr.errors import InputError
 from skrr.prefix_cache import PrefixCachedDiscrepancy
 from skrr.encoder import SubBlock, to_sub_blocks, total_params
 from skrr.models import TextSide, load_text_side, model_config
@@ -61,7 +62,7 @@ class PruneContext:
                     null_term=bool(cfg.get("null_term", True)))
         opts.update(overrides)
         if opts["projection"] != self.calib.projected:
-            raise ValueError(f"calibration targets were computed with projection={self.calib.projected}; "
+            raise InputError(f"calibration targets were computed with projection={self.calib.projected}; "
                              f"build the context with projection={opts['projection']}")
         if cfg.get("fast", True):
             return PrefixCachedDiscrepancy(self.text_side, self.calib, device=self.device,
@@ -82,27 +83,27 @@ def targets_of(cfg: DictConfig, key: str = "method.sparsity") -> list[float]:
     s = cfg.get("sparsity", 0.0)
     items = list(s) if isinstance(s, (list, tuple, ListConfig)) else [s]
     if not items:
-        raise ValueError(f"the sparsity list is empty; give at least one target, e.g. {key}=[0.3]")
+        raise InputError(f"the sparsity list is empty; give at least one target, e.g. {key}=[0.3]")
     for t in items:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < 1.0:  # NaN fails too
-            raise ValueError(f"{key} must be in [0, 1), got {t}")
+            raise InputError(f"{key} must be in [0, 1), got {t}")
     return [float(t) for t in items]
 
 
 def validate_method(cfg: DictConfig) -> None:
     """Fail fast, before anything heavy is loaded."""
     if cfg.get("name") not in METHODS:
-        raise ValueError(f"unknown method {cfg.get('name')!r}; choose from {sorted(METHODS)}")
+        raise InputError(f"unknown method {cfg.get('name')!r}; choose from {sorted(METHODS)}")
     targets_of(cfg)
     check_ranges(cfg, METHOD_RANGES, "method")
     if cfg.get("depth", "auto") not in (None, "auto") and not AT_LEAST_ONE.ok(cfg.depth):
-        raise ValueError(f"method.depth must be auto or a whole number >= 1, got {cfg.depth!r}")
+        raise InputError(f"method.depth must be auto or a whole number >= 1, got {cfg.depth!r}")
     if cfg.get("metric", "mse") not in METRICS:
-        raise ValueError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
+        raise InputError(f"unknown metric {cfg.get('metric')!r}; choose from {METRICS}")
     if cfg.get("select", "prefix") not in ("prefix", "per_target"):
-        raise ValueError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
+        raise InputError(f"unknown select {cfg.get('select')!r}; use prefix or per_target")
     if cfg.get("compute_dtype", COMPUTE_DEFAULT) not in COMPUTE_DTYPES:
-        raise ValueError(f"unknown compute_dtype {cfg.get('compute_dtype')!r}; choose from {COMPUTE_DTYPES}")
+        raise InputError(f"unknown compute_dtype {cfg.get('compute_dtype')!r}; choose from {COMPUTE_DTYPES}")
     if cfg.name == "preset":
         from skrr.presets import validate_spec
 

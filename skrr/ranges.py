@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from skrr.errors import InputError
+
 
 @dataclass(frozen=True)
 class Range:
@@ -45,7 +47,7 @@ class Range:
     def check(self, value, key: str):
         """`value` if it is in range, else ValueError naming `key`."""
         if not self.ok(value):
-            raise ValueError(f"{key} must be {self.describe()}, got {value!r}")
+            raise InputError(f"{key} must be {self.describe()}, got {value!r}")
         return value
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from skrr.atomic import atomic_path
+from skrr.errors import UnknownName
 
 # A small caption corpus so the tokenizer knows ordinary words (prompts tokenize into several
 # real pieces, and padding lengths differ between prompts, as with the real tokenizer).
@@ -259,7 +260,7 @@ def cache_root() -> Path:
 def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     """Directory of the saved tiny pipeline `name`, built on first use (seeded, so identical everywhere)."""
     if name not in BUILDERS:
-        raise KeyError(f"unknown tiny model {name!r}; choose from {sorted(BUILDERS)}")
+        raise UnknownName(f"unknown tiny model {name!r}; choose from {sorted(BUILDERS)}")
     target = Path(root or cache_root() / "tiny") / name
     if (target / "model_index.json").is_file():
         return target

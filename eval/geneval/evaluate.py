@@ -6,6 +6,7 @@ import torch
 from eval.geneval.rules import RuleConfig, score_image, summarize
 from eval.images import to_pil_list
 from eval.metrics import Metric
+from skrr.errors import InputError
 
 IMAGES_PER_PROMPT = 4
 
@@ -13,7 +14,7 @@ IMAGES_PER_PROMPT = 4
 def expand_metadata(metadata: list[dict], images_per_prompt: int = IMAGES_PER_PROMPT) -> list[dict]:
     """Flat per-image metadata: image index i belongs to prompt i // images_per_prompt (seed base + i)."""
     if not metadata:
-        raise ValueError("empty GenEval metadata; load prompts/evaluation_metadata.jsonl or generate_suite()")
+        raise InputError("empty GenEval metadata; load prompts/evaluation_metadata.jsonl or generate_suite()")
     return [m for m in metadata for _ in range(images_per_prompt)]
 
 
@@ -37,14 +38,14 @@ class GenEval(Metric):
         if color_classifier == "auto":
             self.color_classifier = CLIPColorClassifier(clip_model, clip_pretrained, device=device, tiny=tiny)
         if resample not in ("prompt", "image"):
-            raise ValueError(f"GenEval resample must be 'prompt' or 'image', got {resample!r}")
+            raise InputError(f"GenEval resample must be 'prompt' or 'image', got {resample!r}")
         self.rules, self.batch_size, self.resample = RuleConfig(**rules), batch_size, resample
         self.results: list[dict] = []
 
     def update(self, images, metadata: list[dict], dense=None) -> None:
         pils = to_pil_list(images)
         if len(pils) != len(metadata):
-            raise ValueError(f"GenEval got {len(pils)} images but {len(metadata)} metadata rows; pass one per image")
+            raise InputError(f"GenEval got {len(pils)} images but {len(metadata)} metadata rows; pass one per image")
         for image, meta in zip(pils, metadata):
             detections = self.detector(image)
             color_fn = self.color_classifier.color_fn(image) if self.color_classifier is not None else None

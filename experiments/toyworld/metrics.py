@@ -24,6 +24,8 @@ from .detect import ToyDetector
 from .features import FeatureNet
 from .scenes import render
 
+from skrr.errors import InputError
+
 FEATURES = WEIGHTS / "features"
 
 
@@ -73,7 +75,7 @@ def pairwise_similarity(dense_images, pruned_images, extractor: ToyFeatureExtrac
     merely because both are mostly black background."""
     a, b = features(dense_images, extractor, "cells"), features(pruned_images, extractor, "cells")
     if a.shape != b.shape:
-        raise ValueError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
+        raise InputError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
     centre = features(reference_images(500, seed=54321), extractor, "cells").mean(0)
     a, b = a - centre, b - centre
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
@@ -131,12 +133,12 @@ class ToySimilarity(Metric):
 
     def update(self, images, prompts=None, dense=None) -> None:
         if dense is None:
-            raise ValueError("the toy similarity compares with the dense images; pass dense=")
+            raise InputError("the toy similarity compares with the dense images; pass dense=")
         self.values.append(pairwise_similarity(dense, images, self.extractor))
 
     def compute(self) -> float:
         if not self.values:
-            raise ValueError("no image pairs were given to the toy similarity metric")
+            raise InputError("no image pairs were given to the toy similarity metric")
         return float(np.concatenate(self.values).mean())
 
     def reset(self) -> None:
