@@ -12,11 +12,15 @@ class InputError(ValueError):
 
 
 class ConfigError(InputError):
-    """A config key that is unknown, missing or out of range; `key` is its full dotted name."""
+    """A config key that is unknown, missing or out of range: `<key> <problem>`. A constructor names
+    its own key (`beam_width`); skrr.build names it in full (`method.beam_width`) with `within`."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key} {problem}" if key else problem)
+        self.key, self.problem = key, problem
+
+    def within(self, prefix: str) -> ConfigError:
+        return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.problem)
 
 
 class MissingFile(InputError, FileNotFoundError):
