@@ -48,9 +48,8 @@ def selection(path: Path) -> tuple[str, list[str], str]:
         return (rel.stem if rel.stem in ("run", "prune") else "run"), [], ""
     group, option = "/".join(rel.parts[:-1]), rel.stem
     global_package = path.read_text().lstrip().startswith("# @package _global_")
-    override = f"+{group}={option}" if group == "variant" else f"{group}={option}"
     extra = ["logger=wandb"] if group == "logger" else []
-    return "run", [override, *extra], "" if global_package else group.replace("/", ".")
+    return "run", [f"{group}={option}", *extra], "" if global_package else group.replace("/", ".")
 
 
 def numeric_leaves(node, prefix=""):
