@@ -1,6 +1,8 @@
 """The paper's plans as presets (`paper:pixart_sigma/skrr@0.40`), plan comparison in
 skrr-inspect, and `method=preset` cutting a saved order per target."""
 
+from pathlib import Path
+
 import pytest
 
 from skrr import Plan, PlanError
@@ -88,14 +90,25 @@ def test_method_preset_refuses_a_preset_for_another_encoder():
               progress=False)
 
 
-def test_table1_sweeps_skrr_with_the_papers_search_depth():
+# the toy world keeps depth auto: its documented tables were measured with it (conf/experiment/demo.yaml)
+TOY_WORLD = {"demo", "toyworld_full"}
+
+
+def test_every_paper_table_and_ablation_runs_skrr_with_the_papers_search_depth():
+    """Each experiment's Skrr, swept (Table 1 methods) or fixed (ablations), is the paper's: depth 24,
+    one S* cut per target; the toy world's is depth auto. Twins inherit their parents' choice."""
     from hydra import compose, initialize_config_dir
 
     from experiments.cli import CONF_DIR
 
+    found = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="run", overrides=["experiment=table1_pixart"], return_hydra_config=True)
-        methods = cfg.hydra.sweeper.params.method.split(",")
-        skrr = next(m for m in methods if m.startswith("skrr"))
-        method = compose(config_name="run", overrides=[f"method={skrr}"]).method
-    assert method.name == "skrr" and method.depth == 24 and method.select == "prefix"
+        for path in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")):
+            cfg = compose(config_name="run", overrides=[f"experiment={path.stem}"], return_hydra_config=True)
+            swept = cfg.hydra.sweeper.params.get("method")
+            choices = swept.split(",") if swept else [cfg.hydra.runtime.choices.method]
+            skrr = [m for m in choices if m.startswith("skrr")]
+            method = compose(config_name="run", overrides=[f"experiment={path.stem}", f"method={skrr[0]}"]).method
+            found[path.stem] = (method.name, method.depth, method.select)
+    expected = {name: ("skrr", "auto" if name in TOY_WORLD else 24, "prefix") for name in found}
+    assert len(found) > len(TOY_WORLD) and found == expected
