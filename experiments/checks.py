@@ -54,8 +54,8 @@ def check_model_sampler(model: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> DictConfig:
     """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
     nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
-    from skrr.prompt_sources import as_source
     from skrr.methods import as_method, sparsity_targets
+    from skrr.prompt_sources import as_source
 
     as_method(cfg.method)  # its constructor checks every setting
     if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity

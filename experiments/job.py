@@ -25,22 +25,22 @@ def job_targets(cfg: DictConfig) -> list[float]:
     return [0.0] if cfg.method.name == "dense" else targets
 
 
-def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
-    """Check everything cheap before anything heavy loads; returns the eval prompt sets, the
-    chosen metrics' configs and cfg with its sampler resolved (experiments.checks.with_sampler)."""
+def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, DictConfig]:
+    """Check everything cheap before anything heavy loads; returns the sparsity targets, the eval
+    prompt sets, the chosen metrics' configs and cfg with its sampler resolved
+    (experiments.checks.with_sampler)."""
     from eval.generate import local_device
     from eval.metrics import metric_class
     from eval.prompts import prompt_sets
     from experiments.checks import check_config
-    from skrr.methods import as_method
     from skrr.models import check_device
     from skrr.prompt_sources import as_source
     from skrr.quantize import settings, validate as validate_quantize
     from skrr.real_prompts import check_prompts_fit_model
 
     validate_quantize(*settings(cfg.model), cfg.eval.device)
-    as_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
-    cfg = check_config(cfg)
+    targets = job_targets(cfg)  # the effective list (`sparsity` over method.sparsity), checked
+    cfg = check_config(cfg)  # builds the method and the prompt source: their constructors check every setting
     check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
     check_device(local_device(cfg.device), "device")
     if cfg.method.name != "dense":  # dense needs no calibration
@@ -63,7 +63,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
                              "(geneval prompts/evaluation_metadata.jsonl)")
     if cfg.logger.name not in LOGGERS:
         raise InputError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
-    return sets, metrics, cfg
+    return targets, sets, metrics, cfg
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,12 @@ class Job:
 
         from eval.generate import local_device, resolve_rank
 
-        sets, metrics, cfg = validate(cfg)
+        targets, sets, metrics, cfg = validate(cfg)
         if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
             torch.set_num_threads(int(cfg.threads))
         rank, world = resolve_rank()
         return cls(experiment=experiment, model=plain(cfg.model), method=plain(cfg.method),
-                   calibration=plain(cfg.calibration), targets=tuple(job_targets(cfg)), sets=sets, metrics=metrics,
+                   calibration=plain(cfg.calibration), targets=tuple(targets), sets=sets, metrics=metrics,
                    sampler=plain(cfg.eval.sampler), dtype=cfg.eval.get("dtype"), device=local_device(cfg.eval.device),
                    prune_device=local_device(cfg.device), store=Store(cfg.paths.root, bool(cfg.get("verify"))),
                    rank=rank, world=world, progress=bool(cfg.progress),

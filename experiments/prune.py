@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from skrr import distributed
-from skrr.prompt_sources import as_source
 from skrr.models import check_device
+from skrr.prompt_sources import as_source
 from skrr.real_prompts import check_prompts_fit_model
 from skrr.prune import prune
 
