@@ -45,7 +45,7 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     chosen metrics' configs and cfg with its sampler resolved (experiments.checks.with_sampler)."""
     from eval.generate import local_device
     from experiments.checks import check_config
-    from eval.metrics import metric_class
+    from eval.metrics import check_metric
     from eval.prompts import prompt_sets
     from skrr.calibration import check_calibration
     from skrr.models import check_device
@@ -66,11 +66,10 @@ def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
     if unknown:
         raise InputError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
     metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
-    for config in metrics.values():
-        metric_class(config).validate(config)
+    classes = {name: check_metric(name, config) for name, config in metrics.items()}  # a mistyped key fails here
     sets = prompt_sets(cfg.eval.prompts)
     for name, config in metrics.items():
-        wanted = metric_class(config).prompt_set
+        wanted = classes[name].prompt_set
         if wanted == "text" and "text" not in sets:
             raise InputError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
                              "(annotations/captions_val2014.json) or eval.prompts.text=[...]")
@@ -154,7 +153,7 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) ->
     if cfg.method.name != "dense" and cfg.eval.get("plan_d", True) and rank == 0:
         plan_d = PlanD(model, plain(cfg.calibration), plans.key).run(store, Plans.files(store, plans.key, plan_rec),
                                                                      local_device(cfg.device))
-    classes = {m: metric_class(c) for m, c in metrics.items()}
+    classes = {m: metric_class(c, m) for m, c in metrics.items()}
     needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
     needs_dense = any(c.needs_dense(metrics[m]) for m, c in classes.items())
     dense_pipe, dense_images = Pipeline(model, device, dtype), Images(model, DENSE, sampler, dtype, sets)
