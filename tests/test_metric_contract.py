@@ -179,7 +179,8 @@ def test_two_gloo_ranks_sync_to_the_one_process_value(tmp_path):
         img.save(folder / f"{i:05d}.png")
     stats = str(fid_mod.build_reference_stats(folder, tmp_path / "ref.npz", feature_extractor=TinyFeatureNet()))
     out = tmp_path / "two.json"
-    mp.spawn(_sync_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out), stats), nprocs=2, join=True)
+    mp.start_processes(_sync_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out), stats), nprocs=2,
+                       join=True, start_method="fork")  # fork: the ranks start without importing again
     two = json.loads(out.read_text())
 
     a, b = random_images(12, 10), random_images(12, 11, shift=40)
