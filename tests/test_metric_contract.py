@@ -217,3 +217,10 @@ def test_a_mistyped_metric_key_fails_at_validation_naming_it(tmp_path):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
             validate(cfg)
         assert "\n" not in str(e.value) and e.value.key == key
+    from eval.metrics import build_metric
+
+    with pytest.raises(ConfigError, match=r"metrics\.clip\.batchsize is not a setting of CLIPScore; did you mean batch_size"):
+        build_metric({"_target_": "eval.clip_score.CLIPScore", "tiny": True, "batchsize": 4}, "clip")  # nothing built
+    with pytest.raises(ConfigError, match=r"metrics\.geneval\.resample must be 'prompt' or 'image'"):
+        build_metric({"_target_": "eval.geneval.evaluate.GenEval", "detector": {"_target_": "experiments.toyworld.detect.ToyDetector"},
+                      "color_classifier": None, "resample": "seed"}, "geneval")
