@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from torchmetrics.utilities import dim_zero_cat
 
 from eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
