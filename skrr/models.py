@@ -14,11 +14,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from skrr.conf_files import CONF_DIR
 from skrr.errors import InputError, MissingFile, UnknownName
 from skrr.feeding import feeding_for
 from skrr.tiny import tiny_pipeline_dir
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # the Hydra configs: a link to the top-level conf/, copied into wheels
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -205,7 +205,7 @@ def test_a_mistyped_metric_key_fails_at_validation_naming_it(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from experiments.cli import CONF_DIR
-    from experiments.run import validate
+    from experiments.job import validate
     from skrr.errors import ConfigError
 
     for override, key in (("+metrics.clip.batchsize=4", "metrics.clip.batchsize"),
