@@ -15,7 +15,7 @@ phase runs in a fresh process, its peak RSS read after every weight has been tou
 - text_side: skrr.models.load_text_side peak (encoder + tokenizer + projection) minus the encoder's
 - forward: time ratios on a mid-size T5 (fast on CPU): sub-block encoder / stock, pruned / dense
 - table: the paper's Table 2 (parameters, bf16 weight memory, TFLOPs of a 512x512 image), FLOPs
-  counted on the meta device (shapes only) as eval.efficiency books them: encoder once, denoiser
+  counted on the meta device (shapes only) as experiments.efficiency books them: encoder once, denoiser
   x steps (x2 under CFG), VAE decode once
 - cuda (--device cuda): peak CUDA memory of a 512x512 generation, dense and pruned
 """

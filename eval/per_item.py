@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchmetrics.utilities import dim_zero_cat
 
 from eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
 from skrr.errors import InputError, MissingFile
@@ -109,27 +110,23 @@ class Items:
 
 # --- from a metric that has been updated -----------------------------------------------------------
 def from_metric(metric, prompts: list) -> Items | None:
-    """The per-image scores a metric kept while it was updated (one per image, in update order), or
-    None for metrics without any (efficiency; FID through torchmetrics keeps no features). Keys are
-    image indices until `with_seeds` gives them the generator seeds."""
-    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts]
-    index = [str(i) for i in range(len(texts))]
-    if hasattr(metric, "results"):  # GenEval: correctness per image, resampled within each task
-        res = metric.results
-        by_prompt = getattr(metric, "resample", "prompt") == "prompt"  # or each image on its own
-        return Items.mean([float(r["correct"]) for r in res], index[:len(res)],
-                          [r["prompt"] for r in res] if by_prompt else None, [r["tag"] for r in res])
-    values = getattr(metric, "values", None)
-    if values is None:
-        values = getattr(metric, "scores", None)
-    if values is not None:  # similarity / CLIP / DreamSim: a score per image
-        v = np.concatenate([np.ravel(x) for x in values]) if values and not np.isscalar(values[0]) else np.asarray(values)
-        return Items.mean(v, index[:len(v)], texts[:len(v)])
-    feats = getattr(metric, "_features", None)
-    if feats and getattr(metric, "_tm", None) is None and getattr(metric, "reference", None) is not None:
-        f = np.concatenate(feats)
-        return Items.fid(f, index[:len(f)], texts[:len(f)], metric.reference)
-    return None
+    """The per-image scores a metric kept while it was updated (one per image, in update order), by
+    the contract of eval.metrics.Metric: its `item_scores` state read as `item_kind` says (None:
+    the metric keeps none, or a plug-in without images such as efficiency), clustered by prompt
+    unless `resample` is "image", stratified by `item_strata` (GenEval's tasks). Keys are image
+    indices until `with_seeds` gives them the generator seeds."""
+    kind = getattr(metric, "item_kind", None)
+    if kind is None or (kind == "fid" and metric.reference is None):  # FID against the dense images: no fixed reference
+        return None
+    values = metric.item_tensor().double().cpu().numpy()
+    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts][:len(values)]
+    index = [str(i) for i in range(len(values))]
+    if kind == "fid":
+        return Items.fid(values, index, texts, metric.reference)
+    strata = getattr(metric, "item_strata", None)
+    if strata is not None:
+        strata = [metric.strata_names[i] for i in dim_zero_cat(strata).tolist()] if len(strata) else []
+    return Items.mean(values, index, texts if metric.resample == "prompt" else None, strata)
 
 
 def with_seeds(items: Items, image_dir) -> Items:

@@ -32,7 +32,7 @@ def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
     if metadata is None or "geneval" not in config.get("metrics", {}):
         raise InputError(f"run {row['run_key']} has no GenEval prompt set or metric")
     images = load_folder(Path(row["artifacts"]["images"]) / "geneval", len(metadata))
-    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]))
+    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]), "geneval")
     return images, metadata, int(prompts.get("geneval_images_per_prompt", 4)), metric
 
 

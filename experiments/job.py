@@ -30,7 +30,7 @@ def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, DictConfig]:
     prompt sets, the chosen metrics' configs and cfg with its sampler resolved
     (experiments.checks.with_sampler)."""
     from eval.generate import local_device
-    from eval.metrics import metric_class
+    from eval.metrics import check_metric
     from eval.prompts import prompt_sets
     from experiments.checks import check_config
     from skrr.models import check_device
@@ -50,11 +50,10 @@ def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, DictConfig]:
     if unknown:
         raise InputError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
     metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
-    for config in metrics.values():
-        metric_class(config).validate(config)
+    classes = {name: check_metric(name, config) for name, config in metrics.items()}  # a mistyped key fails here
     sets = prompt_sets(cfg.eval.prompts)
     for name, config in metrics.items():
-        wanted = metric_class(config).prompt_set
+        wanted = classes[name].prompt_set
         if wanted == "text" and "text" not in sets:
             raise InputError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
                              "(annotations/captions_val2014.json) or eval.prompts.text=[...]")

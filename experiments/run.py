@@ -163,7 +163,7 @@ def make_images(job: Job, plan, plan_dir: Path, dense_pipe: Pipeline) -> PlanIma
 def metric_classes(job: Job) -> dict:
     from eval.metrics import metric_class
 
-    return {name: metric_class(config) for name, config in job.metrics.items()}
+    return {name: metric_class(config, name) for name, config in job.metrics.items()}
 
 
 def make_scores(job: Job, images: PlanImages) -> dict[str, dict]:

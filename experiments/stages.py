@@ -389,8 +389,8 @@ class Score:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # same RNG state in every run and process: tiny evals build random backbones
-            extra = {"pipeline": pipeline.get()} if metric_class(self.config).needs_pipeline else {}
-            metric = build_metric(self.config, **extra)
+            extra = {"pipeline": pipeline.get()} if metric_class(self.config, self.name).needs_pipeline else {}
+            metric = build_metric(self.config, self.name, **extra)
             if self.images is None:
                 return {"value": computed(metric, self.name)}
             value = score_folder(metric, self.images, list(self.prompts), self.dense, self.name)

@@ -110,11 +110,10 @@ def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prom
     """This project's detector on the exported images, as official-format rows."""
     from eval.images import load_images
 
+    verdicts = [v for start in range(0, len(images), 64)
+                for v in metric.verdicts(load_images(images[start:start + 64]), metadata[start:start + 64])]
     rows = []
-    metric.reset()
-    for start in range(0, len(images), 64):
-        metric.update(load_images(images[start:start + 64]), metadata[start:start + 64])
-    for i, (result, meta) in enumerate(zip(metric.results, metadata)):
+    for i, (result, meta) in enumerate(zip(verdicts, metadata)):
         prompt, sample = divmod(i, images_per_prompt)
         rows.append({"filename": f"{prompt:05}/samples/{sample:05}.png", "tag": result["tag"],
                      "prompt": result["prompt"], "correct": bool(result["correct"]), "reason": result.get("reason", ""),

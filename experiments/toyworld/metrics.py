@@ -121,11 +121,13 @@ class ToyFID(FID):
 
 
 class ToySimilarity(Metric):
-    """Mean pairwise similarity of each image to the dense image of its prompt and seed (dense = 1)."""
+    """Mean pairwise similarity of each image to the dense image of its prompt and seed (dense = 1).
+    `item_scores`: each pair's similarity (float64)."""
+    higher_is_better = True
 
     def __init__(self, batch_size: int = 16):
+        super().__init__()
         self.extractor, self.batch_size = load_feature_extractor(), batch_size
-        self.values: list[np.ndarray] = []
 
     @classmethod
     def needs_dense(cls, cfg) -> bool:
@@ -134,22 +136,17 @@ class ToySimilarity(Metric):
     def update(self, images, prompts=None, dense=None) -> None:
         if dense is None:
             raise InputError("the toy similarity compares with the dense images; pass dense=")
-        self.values.append(pairwise_similarity(dense, images, self.extractor))
+        self.item_scores.append(torch.from_numpy(pairwise_similarity(dense, images, self.extractor)))
 
     def compute(self) -> float:
-        if not self.values:
+        if not len(self.item_scores):
             raise InputError("no image pairs were given to the toy similarity metric")
-        return float(np.concatenate(self.values).mean())
-
-    def reset(self) -> None:
-        self.values = []
+        return float(self.item_tensor().numpy().mean())  # numpy's (pairwise) mean, as the value always was
 
 
 def geneval_results(images, metadata: list[dict]) -> list[dict]:
     """One {'tag', 'prompt', 'correct', 'reason'} per image: GenEval with the exact detector."""
-    metric = GenEval(detector=ToyDetector(), color_classifier=None)
-    metric.update(images, metadata)
-    return metric.results
+    return GenEval(detector=ToyDetector(), color_classifier=None).verdicts(images, metadata)
 
 
 def geneval_scores(images, metadata: list[dict]) -> dict[str, float]:
