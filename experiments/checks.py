@@ -55,8 +55,10 @@ def check_config(cfg: DictConfig) -> DictConfig:
     """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
     nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
     from skrr.calibration import check_calibration_numbers
+    from skrr.models import build_model
     from skrr.prune import targets_of, validate_method
 
+    build_model(cfg.model)  # an unknown or missing model key, named model.<key>
     validate_method(cfg.method)
     if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
         targets_of(OmegaConf.create({"sparsity": cfg.sparsity}), "sparsity")

@@ -12,9 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from skrr.plan import Plan, PlanError, config_hash, make_schedule, sparsity
+from skrr.shipped import CONFIGS_DIR
 
 SCHEME = "paper:"
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 # Skip orders as published in the Skrr paper (ICML 2025, appendix) for PixArt-Sigma's T5-XXL.
 PAPER = {
