@@ -189,7 +189,7 @@ def package_path(path: str) -> str:
     try:
         root = importlib.resources.files(package)
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(f"{path!r}: no installed package {package!r}; install it or fix the path") from None
+        raise MissingFile(f"model.pretrained={path}: no installed package {package!r}; install it or fix the path") from None
     return str(Path(str(root)) / relative)
 
 

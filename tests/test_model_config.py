@@ -113,3 +113,16 @@ def test_skrr_prune_names_each_target_s_plan_file(tmp_path):
     names = sorted(p.name for p in out.glob("plan_*.json"))
     assert names == [plan_file_name(0.1), plan_file_name(0.2)]
     assert [json.loads((out / n).read_text())["info"]["target"] for n in names] == [0.1, 0.2]
+
+
+def test_bad_weights_or_class_names_fail_before_any_weight_loads():
+    from skrr.errors import MissingFile
+
+    with pytest.raises(MissingFile, match=r"^model.pretrained=pkg:no_such_package_x/weights: no installed package"):
+        resolve_pretrained(_cfg("toyworld", pretrained="pkg:no_such_package_x/weights"))
+    cfg = _cfg("tiny_pixart")
+    cfg.pipeline.pipeline_class = "diffusers.NoSuchPipeline"
+    model = build_model(cfg)  # the class is imported only to load (the config checks stay cheap)
+    with pytest.raises(ConfigError, match=r"^model.pipeline.pipeline_class names 'diffusers.NoSuchPipeline'"):
+        load_pipeline(cfg)
+    assert model.pipeline.class_name == "NoSuchPipeline"
