@@ -73,8 +73,11 @@ def one_file(override: str) -> str:
 
 
 def by_target(plans: dict) -> dict:
-    """A run's plan answers keyed by their sparsity target (read from the plan), not by file name."""
-    return {f"target {answer['info'].get('target')}": answer for answer in plans.values()}
+    """A run's plan answers keyed by their sparsity target (read from the plan), not by file name,
+    without what VOLATILE names (answers saved by an older version may still hold it)."""
+    return {f"target {answer['info'].get('target')}":
+            {**answer, "info": {k: v for k, v in answer["info"].items() if k not in VOLATILE}}
+            for answer in plans.values()}
 
 
 def prune_answers(root: Path) -> dict:
