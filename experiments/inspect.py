@@ -111,12 +111,12 @@ def report(cfg: DictConfig) -> list[str]:
 
 
 def load_plan(spec):
-    from skrr import Plan
     from skrr.presets import is_preset
+    from skrr.presets import load_plan as read_plan
 
     if not spec:
         return None
-    return Plan.load(str(spec) if is_preset(str(spec)) else to_absolute_path(str(spec)))
+    return read_plan(str(spec) if is_preset(str(spec)) else to_absolute_path(str(spec)))
 
 
 def compare_lines(a, b, b_sparsity: float) -> list[str]:
@@ -132,12 +132,11 @@ def compare_lines(a, b, b_sparsity: float) -> list[str]:
 def discrepancy_lines(cfg: DictConfig, plans) -> list[str]:
     """D (Skrr's default discrepancy: projected MSE with the null term) of each plan on the calibration set."""
     import torch
-    from omegaconf import OmegaConf
 
     from skrr.prune import make_context
 
     ctx = make_context(cfg.model, cfg.calibration, device=cfg.device, progress=False)
-    disc = ctx.discrepancy(OmegaConf.create({}))
+    disc = ctx.discrepancy(metric="mse", projection=True, null_term=True)
     with torch.no_grad():
         ds = [disc(p.schedule(len(ctx.sub_blocks))) for p in plans]
     return [f"D on {len(ctx.calib.prompts)} calibration prompts: plan {ds[0]:.6g}   compare {ds[1]:.6g}"]

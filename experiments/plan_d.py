@@ -60,13 +60,13 @@ def plan_discrepancies(model: dict, calibration: dict, plans: list[tuple[float, 
     if ctx is None:
         ctx = make_context(OmegaConf.create(model), OmegaConf.create(calibration), device, projection=True,
                            batch_size=SETTINGS["batch_size"], progress=False, compute_dtype=SETTINGS["compute_dtype"])
-    cfg = OmegaConf.create(SETTINGS)
     out = {}
     for target, path in plans:
         plan = Plan.load(path)
         plan.validate(ctx.sub_blocks)
         with torch.no_grad(), changed_weights(ctx.text_side.encoder, plan, Path(path).parent):
-            d = ctx.discrepancy(cfg)(plan.schedule(len(ctx.sub_blocks)))  # a fresh evaluator: no stale prefix cache
+            disc = ctx.discrepancy(SETTINGS["metric"], SETTINGS["projection"], SETTINGS["null_term"], SETTINGS["fast"])
+            d = disc(plan.schedule(len(ctx.sub_blocks)))  # a fresh evaluator: no stale prefix cache
         if not math.isfinite(d):
             raise InputError(f"D of the plan {path} is {d}: not a result")
         out[f"{float(target):.4f}"] = float(d)

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from skrr import distributed
-from skrr.calibration import check_calibration
 from skrr.models import check_device
+from skrr.prompt_sources import as_source
 from skrr.real_prompts import check_prompts_fit_model
 from skrr.prune import prune
 
@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if cfg.method.name != "dense":
         check_prompts_fit_model(cfg.calibration, cfg.model)
-        check_calibration(cfg.calibration)
+        as_source(cfg.calibration).check()
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     device = distributed.init_from_env(cfg.device, float(cfg.distributed_timeout_s))
     try:

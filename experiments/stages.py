@@ -46,6 +46,12 @@ def plain(cfg):
     return cfg
 
 
+def settings_of(cfg: dict) -> dict:
+    """A pluggable part's settings: its config without the class it builds (`_target_`), so cache
+    keys depend on what is computed, not on where the class lives."""
+    return {k: v for k, v in cfg.items() if k != "_target_"}
+
+
 def digest(*parts) -> str:
     """Stable 16-hex hash of JSON-able parts (configs are resolved first)."""
     blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
@@ -197,12 +203,17 @@ class Plans:
     targets: tuple[float, ...]
 
     @property
+    def settings(self) -> dict:
+        """The method's settings (what plans record)."""
+        return settings_of(self.method)
+
+    @property
     def key(self) -> str:
-        method = {**self.method, "sparsity": sorted(self.targets)}
+        method = {**self.settings, "sparsity": sorted(self.targets)}
         # quantization comes after pruning: plans for a quantized run are the unquantized run's
         model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
         # dense needs no calibration: its plan must not depend on one
-        return digest("plan", model, method, None if method["name"] == "dense" else self.calibration)
+        return digest("plan", model, method, None if method["name"] == "dense" else settings_of(self.calibration))
 
     def run(self, store: Store, device: str, progress: bool) -> dict:
         inputs = {"model": self.model, "method": self.method, "calibration": self.calibration, "targets": self.targets}
@@ -210,7 +221,7 @@ class Plans:
 
     def make(self, out: Path, device: str, progress: bool) -> dict:
         if self.method["name"] == "dense":
-            plans = [Plan(skip=[], method=self.method, sparsity=0.0, info={"target": 0.0})]
+            plans = [Plan(skip=[], method=self.settings, sparsity=0.0, info={"target": 0.0})]
         else:
             from skrr.prune import prune
 
@@ -242,7 +253,7 @@ class PlanD:
         from experiments.plan_d import SETTINGS
 
         model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
-        return digest("discrepancy", model, self.calibration, self.plans_key, SETTINGS)
+        return digest("discrepancy", model, settings_of(self.calibration), self.plans_key, SETTINGS)
 
     def run(self, store: Store, plans: list[tuple[float, Path]], device: str) -> dict:
         from experiments.plan_d import plan_discrepancies

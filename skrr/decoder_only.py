@@ -23,7 +23,7 @@ from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from skrr.encoder import ATTN, FFN, SubBlockEncoder, count_params
+from skrr.sub_blocks import ATTN, FFN, SubBlockEncoder, count_params
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 HIDDEN_STATE_KEY = "skrr_hidden_state"  # on the model config: which hidden state the pipeline reads

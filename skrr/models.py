@@ -18,11 +18,10 @@ from torch import nn
 
 from skrr.build import build
 from skrr.compute import DTYPES
+from skrr.conf_files import CONF_DIR
 from skrr.errors import ConfigError, InputError, MissingFile, UnknownName
 from skrr.feeding import feeding_for
 from skrr.shipped import CONFIGS_DIR
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # the Hydra configs: a link to the top-level conf/, copied into wheels
 
 
 class PipelineSource:

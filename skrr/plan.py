@@ -108,11 +108,10 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
-        """A plan file, a directory holding plan.json, or a preset (`paper:pixart_sigma/skrr@0.40`)."""
+        """A plan file or a directory holding plan.json (`skrr.presets.load_plan` also takes the
+        paper's presets, `paper:pixart_sigma/skrr@0.40`)."""
         if str(path).startswith("paper:"):
-            from skrr.presets import load_preset
-
-            return load_preset(str(path))
+            raise PlanError(f"{path} is a preset, not a file: read it with skrr.presets.load_plan")
         path = Path(path)
         if path.is_dir():
             path = path / "plan.json"

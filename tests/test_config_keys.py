@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # group -> the code that consumes it
 CONSUMERS = {"model": ["skrr", "experiments/checks.py", "eval/sampler.py"], "method": ["skrr", "baselines"],
-             "calibration": ["skrr/calibration.py"],
+             "calibration": ["skrr/prompt_sources.py", "skrr/calibration.py"],
              "eval": ["eval", "experiments/run.py", "experiments/stages.py"], "logger": ["experiments"],
              "run.yaml": ["experiments"], "prune.yaml": ["experiments"], "inspect.yaml": ["experiments"]}
 READ_BY_HYDRA = {"defaults", "hydra", "_target_",

@@ -4,6 +4,7 @@ skrr-inspect, and `method=preset` cutting a saved order per target."""
 import pytest
 
 from skrr import Plan, PlanError
+from skrr.presets import load_plan
 from skrr.prune import prune
 
 SKRR_ORDER = [46, 5, 6, 47, 44, 2, 11, 24, 23, 17, 18, 45, 10, 30, 29, 40, 39, 38, 37, 42, 25, 22, 43, 36]
@@ -14,9 +15,9 @@ CALIB = {"source": "builtin", "pool": 50, "size": 4, "seed": 0, "min_tokens": No
 
 
 def test_paper_presets_reach_the_published_sparsities():
-    skrr = Plan.load("paper:pixart_sigma/skrr@0.40")
+    skrr = load_plan("paper:pixart_sigma/skrr@0.40")
     assert skrr.skip == SKRR_ORDER[:len(skrr.skip)] and round(100 * skrr.sparsity, 2) == 41.92
-    shortgpt = Plan.load("paper:pixart_sigma/shortgpt@0.40")
+    shortgpt = load_plan("paper:pixart_sigma/shortgpt@0.40")
     assert shortgpt.skip == [i for b in SHORTGPT_BLOCKS for i in (2 * b, 2 * b + 1)]
     assert round(100 * shortgpt.sparsity, 2) == 40.52
 
@@ -30,11 +31,11 @@ def test_a_preset_is_the_shortest_prefix_reaching_the_target():
         return sum(size[i % 2] for i in skip) / total
 
     for target in (0.1, 0.24, 0.32, 0.4):
-        plan = Plan.load(f"paper:pixart_sigma/skrr@{target}")
+        plan = load_plan(f"paper:pixart_sigma/skrr@{target}")
         assert plan.skip == SKRR_ORDER[:len(plan.skip)]
         assert sparsity(plan.skip) >= target > sparsity(plan.skip[:-1])
         assert plan.sparsity == pytest.approx(sparsity(plan.skip))
-    assert Plan.load("paper:pixart_sigma/skrr").skip == SKRR_ORDER  # no target: the whole order
+    assert load_plan("paper:pixart_sigma/skrr").skip == SKRR_ORDER  # no target: the whole order
 
 
 @pytest.mark.parametrize("spec, message", [("paper:sdxl/skrr@0.4", "unknown preset model"),
@@ -43,7 +44,7 @@ def test_a_preset_is_the_shortest_prefix_reaching_the_target():
                                            ("paper:pixart_sigma/skrr@0.6", "reaches only")])
 def test_bad_presets_are_clear_errors(spec, message):
     with pytest.raises(PlanError, match=message):
-        Plan.load(spec)
+        load_plan(spec)
 
 
 def test_inspect_prints_the_presets_sparsity(inspect_cli):
@@ -52,7 +53,7 @@ def test_inspect_prints_the_presets_sparsity(inspect_cli):
     code, out, _ = inspect_cli("model=pixart_sigma", "plan=paper:pixart_sigma/shortgpt@0.40",
                             "compare=paper:pixart_sigma/skrr@0.40")
     assert code == 0 and "sparsity: 40.52%" in out
-    shared = sorted(set(Plan.load("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
+    shared = sorted(set(load_plan("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
     assert f"shared skipped sub-blocks: {len(shared)} {shared}" in out
     assert f"jaccard: {len(shared) / (20 + 21 - len(shared)):.3f}" in out
 

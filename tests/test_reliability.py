@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import pytest
+from omegaconf import OmegaConf
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -18,7 +21,8 @@ from experiments import stages as S
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from experiments.run import run_job
-from skrr.calibration import build_calibration, select_prompts
+from skrr.calibration import build_calibration
+from skrr.prompt_sources import PromptSource
 from skrr.discrepancy import Discrepancy
 from skrr.finite import NotFinite, check_finite
 from skrr.prefix_cache import PrefixCachedDiscrepancy
@@ -29,6 +33,20 @@ from test_skrr import output_weight, seeded_model, setup, text_side
 
 REPO = Path(CONF_DIR).parent
 BIN = Path(sys.executable).parent
+
+@dataclass(kw_only=True)
+class Listed(PromptSource):
+    """A prompt source over a given list: the selection (length filter, seeded draw) on its own."""
+    items: list
+
+    def prompts(self) -> list[str]:
+        return list(self.items)
+
+
+def select_prompts(pool, cfg, token_length=None):
+    settings = {**OmegaConf.to_container(OmegaConf.create(cfg)), "source": "listed"}
+    return Listed(items=pool, **settings).select(token_length)
+
 
 
 def one_error_line(stderr: str) -> str:
