@@ -55,8 +55,10 @@ def check_config(cfg: DictConfig) -> DictConfig:
     """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
     nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
     from skrr.methods import as_method, sparsity_targets
+    from skrr.models import build_model
     from skrr.prompt_sources import as_source
 
+    build_model(cfg.model)  # an unknown or missing model key, named model.<key>
     as_method(cfg.method)  # its constructor checks every setting
     if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
         sparsity_targets(cfg.sparsity, "sparsity")

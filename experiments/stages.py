@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from eval.prompts import texts_of
 from experiments.results import file_lock
-from skrr.plan import Plan, write_json_atomic
+from skrr.plan import Plan, plan_file_name, write_json_atomic
 
 DONE = "stage.json"
 METRIC_FORMAT = 2  # in metric keys: version 2 stores per-image scores and intervals (older stages are redone)
@@ -185,8 +185,7 @@ class Store:
         return {**self.record(kind, key), "ran": True}
 
 
-def plan_file(target: float) -> str:
-    return f"plan_{target:.4f}.json"
+plan_file = plan_file_name  # the one format, shared with skrr-prune (skrr.plan)
 
 
 def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
@@ -291,15 +290,14 @@ class Pipeline:
 
 
 def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | None, plan_dir: Path | None):
-    import torch
+    """The pipeline pruned by `plan` (one that skips nothing and changes no weight: the dense pipeline
+    as loaded), then its kept encoder weights quantized if the model asks for it."""
+    from skrr.compute import DTYPES
+    from skrr.models import load_pipeline
 
-    from skrr import apply_plan
-    from skrr.models import DTYPES, load_pipeline
-
-    pipe = load_pipeline(OmegaConf.create(model), device=device, dtype=DTYPES[dtype] if dtype else None)
-    if plan is not None and (plan.skip or plan.weights):
-        with torch.no_grad():
-            apply_plan(getattr(pipe, model["text_encoder"]), plan, weights_dir=plan_dir)
+    changes = plan is not None and (plan.skip or plan.weights)
+    pipe = load_pipeline(OmegaConf.create(model), device=device, dtype=DTYPES[dtype] if dtype else None,
+                         plan=plan if changes else None, plan_dir=plan_dir)
     from skrr.quantize import quantize_encoder, settings
 
     scheme, backend = settings(model)

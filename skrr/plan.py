@@ -126,6 +126,12 @@ class Plan:
         return plan
 
 
+def plan_file_name(target: float) -> str:
+    """The file of one sparsity target's plan when a search serves several (`plan_0.4000.json`):
+    the one format of skrr-prune's run folders and the results store's plans stage."""
+    return f"plan_{target:.4f}.json"
+
+
 def make_schedule(n: int, skip, reuse: dict | None = None) -> list[int | None]:
     """The sub-block run at each of the n positions: itself if kept, the re-used one (or None) if skipped."""
     skipped, reuse = set(skip), reuse or {}

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from skrr.errors import ConfigError
 from skrr.methods import Measured
 from skrr.plan import Plan, PlanError, config_hash, make_schedule, sparsity
+from skrr.shipped import CONFIGS_DIR
 
 SCHEME = "paper:"
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 # Skip orders as published in the Skrr paper (ICML 2025, appendix) for PixArt-Sigma's T5-XXL.
 PAPER = {

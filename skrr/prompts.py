@@ -1,5 +1,5 @@
 """Prompt files: plain text (one prompt per line) or JSONL (one field per line). Calibration reads
-them here; the evaluation's prompt sets (eval/prompts.py) read them through this module too."""
+them here; the evaluation layer's prompt sets read them through this module too."""
 from __future__ import annotations
 
 import json

@@ -21,7 +21,7 @@ CHOICES = ("calibration=coco calibration.path=<annotations/captions_train2014.js
 
 def check_prompts_fit_model(calibration: DictConfig, model: DictConfig) -> None:
     """Fail before any weight loads when a real model would be calibrated on random captions."""
-    if str(calibration.get("source")) != "builtin" or model.get("tiny") or model.get("builtin_calibration"):
+    if str(calibration.get("source")) != "builtin" or model.get("builtin_calibration"):
         return
     raise InputError(f"calibration=builtin is random captions for tiny and toy models; model "
                      f"{model.get('name')} needs real prompts: {CHOICES}")
