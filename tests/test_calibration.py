@@ -1,30 +1,14 @@
 """Calibration prompts and the on-disk cache of dense targets."""
 import json
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from skrr.prompts import load_prompt_file
 from skrr.calibration import build_calibration
-from skrr.prompt_sources import PromptSource
 from skrr.models import load_text_side
-
-@dataclass(kw_only=True)
-class Listed(PromptSource):
-    """A prompt source over a given list: the selection (length filter, seeded draw) on its own."""
-    items: list
-
-    def prompts(self) -> list[str]:
-        return list(self.items)
-
-
-def select_prompts(pool, cfg, token_length=None):
-    settings = {**OmegaConf.to_container(OmegaConf.create(cfg)), "source": "listed"}
-    return Listed(items=pool, **settings).select(token_length)
-
+from listed_prompts import select_prompts
 
 
 def test_cache_is_reused_and_follows_the_weights(tmp_path, monkeypatch):

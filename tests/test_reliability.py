@@ -9,10 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from dataclasses import dataclass
-
 import pytest
-from omegaconf import OmegaConf
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -22,7 +19,6 @@ from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from experiments.run import run_job
 from skrr.calibration import build_calibration
-from skrr.prompt_sources import PromptSource
 from skrr.discrepancy import Discrepancy
 from skrr.finite import NotFinite, check_finite
 from skrr.prefix_cache import PrefixCachedDiscrepancy
@@ -30,22 +26,10 @@ from skrr.plan import make_schedule
 from skrr.tiny import _corpus
 from test_run import compose_run
 from test_skrr import output_weight, seeded_model, setup, text_side
+from listed_prompts import select_prompts
 
 REPO = Path(CONF_DIR).parent
 BIN = Path(sys.executable).parent
-
-@dataclass(kw_only=True)
-class Listed(PromptSource):
-    """A prompt source over a given list: the selection (length filter, seeded draw) on its own."""
-    items: list
-
-    def prompts(self) -> list[str]:
-        return list(self.items)
-
-
-def select_prompts(pool, cfg, token_length=None):
-    settings = {**OmegaConf.to_container(OmegaConf.create(cfg)), "source": "listed"}
-    return Listed(items=pool, **settings).select(token_length)
 
 
 
