@@ -1,16 +1,15 @@
 """What the baselines share: the optional Skrr Re-use phase and per-target bookkeeping."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
+from skrr.methods import Measured
 from skrr.search import reuse_phase
 
 
-def maybe_reuse(ctx, cfg: DictConfig, skip: list[int], disc=None) -> tuple[dict[int, int], list[float]]:
+def maybe_reuse(ctx, method: Measured, skip: list[int], disc=None) -> tuple[dict[int, int], list[float]]:
     """Skrr's greedy Re-use after a baseline's skip set (`method.reuse=true`), else nothing."""
-    if not cfg.get("reuse", False) or not skip:
+    if not method.reuse or not skip:
         return {}, []
-    disc = disc or ctx.discrepancy(cfg)
+    disc = disc or method.discrepancy(ctx)
     return reuse_phase(disc, ctx.sub_blocks, skip, ctx.progress)
 
 

@@ -6,20 +6,26 @@ the change is D = MSE of the encoder output (options: `projection: true`, `metri
 """
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from dataclasses import dataclass
 
 from baselines.common import maybe_reuse
+from skrr.methods import Searched
 from skrr.plan import Plan
 from skrr.search import beam_search, prefix_for
 
 
-def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
-    disc = ctx.discrepancy(cfg)
-    result = beam_search(disc, ctx.sub_blocks, ctx.total, beam_width=1, target=max(targets), progress=ctx.progress)
-    plans = []
-    for t in targets:
-        skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
-        reuse, reuse_d = maybe_reuse(ctx, cfg, skip, disc)
-        plans.append(ctx.plan(skip, cfg, reuse, target=t, order=result.order, depth_d=result.depth_d,
-                              d_skip=result.depth_d[len(skip) - 1] if skip else 0.0, reuse_d=reuse_d))
-    return plans
+@dataclass(kw_only=True)
+class FinerCut(Searched):
+    """Skrr's Skip search with k = 1 on the raw output change (conf/method/finercut.yaml: no
+    projection, no null term); Skrr's Re-use phase only with `reuse: true`."""
+
+    def run(self, ctx, targets: list[float]) -> list[Plan]:
+        disc = self.discrepancy(ctx)
+        result = beam_search(disc, ctx.sub_blocks, ctx.total, beam_width=1, target=max(targets), progress=ctx.progress)
+        plans = []
+        for t in targets:
+            skip = prefix_for(result.order, ctx.sub_blocks, ctx.total, t)
+            reuse, reuse_d = maybe_reuse(ctx, self, skip, disc)
+            plans.append(ctx.plan(skip, self, reuse, target=t, order=result.order, depth_d=result.depth_d,
+                                  d_skip=result.depth_d[len(skip) - 1] if skip else 0.0, reuse_d=reuse_d))
+        return plans

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from baselines.common import blocks_skip, maybe_reuse
 from skrr import distributed
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
+from skrr.methods import Measured
 from skrr.plan import Plan, make_schedule, sparsity
+from skrr.ranges import AT_LEAST_ONE, Range
 
 log = logging.getLogger(__name__)
 MERGES = ("rdsc", "last")
@@ -98,78 +101,87 @@ def similarity(emb: dict[int, torch.Tensor], dense: dict[int, torch.Tensor], bat
     return float(rows.float().mean())
 
 
-def check(cfg: DictConfig) -> None:
-    if cfg.get("merge", "rdsc") not in MERGES:
-        raise ValueError(f"unknown LaCo merge {cfg.merge!r}; choose from {MERGES}")
-    for k in ("C", "L", "H", "I"):
-        if int(cfg[k]) < (2 if k == "C" else 0 if k == "L" else 1):
-            raise ValueError(f"LaCo needs C >= 2, L >= 0, H >= 1, I >= 1; got {k}={cfg[k]}")
+@dataclass(kw_only=True)
+class LaCo(Measured):
+    """Collapse layers by merging runs of C blocks (RDSC), accepting a merge when the merged model's
+    output stays cosine-similar (> T) to the dense one. D's settings serve only the optional Re-use."""
+    merge: str  # rdsc: theta_l + sum_k (theta_{l+k} - theta_l) | last: keep the run's last layer
+    C: int  # layers per merge (M)
+    L: int  # lowest layer a merge may target
+    H: int  # merges start at H - C (clipped to the number of blocks)
+    I: int  # interval after an accepted merge
+    T: float  # accept a merge when the mean cosine similarity exceeds T
+    num_sim_prompts: int  # calibration prompts used for the similarity
+    reuse: bool  # apply Skrr's Re-use phase afterwards (with the merged weights)
 
+    RANGES: ClassVar[dict[str, Range]] = {**Measured.RANGES, "C": Range(2, whole=True), "L": Range(0, whole=True),
+                                          "H": AT_LEAST_ONE, "I": AT_LEAST_ONE, "T": Range(-1, 1),
+                                          "num_sim_prompts": AT_LEAST_ONE}
+    CHOICES: ClassVar[dict[str, tuple]] = {**Measured.CHOICES, "merge": MERGES}
 
-def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
-    check(cfg)
-    enc = find_sub_block_encoder(ctx.text_side.encoder)
-    n_sub = len(enc)
-    num_blocks = n_sub // 2
-    C, L, I, T = int(cfg.C), int(cfg.L), int(cfg.I), float(cfg.T)
-    H = min(int(cfg.H), num_blocks)
-    n = min(int(cfg.get("num_sim_prompts", 8)), ctx.calib.tokens["input_ids"].shape[0])
-    tokens = {k: None if v is None else v[:n] for k, v in ctx.calib.tokens.items()}
-    batches = list(token_batches(tokens, int(cfg.get("batch_size", 8))))  # under torchrun/srun: shared out
-    dense = embeddings(enc, batches, list(range(n_sub)), ctx.device)
+    def run(self, ctx, targets: list[float]) -> list[Plan]:
+        enc = find_sub_block_encoder(ctx.text_side.encoder)
+        n_sub = len(enc)
+        num_blocks = n_sub // 2
+        C, L, I, T = int(self.C), int(self.L), int(self.I), float(self.T)
+        H = min(int(self.H), num_blocks)
+        n = min(int(self.num_sim_prompts), ctx.calib.tokens["input_ids"].shape[0])
+        tokens = {k: None if v is None else v[:n] for k, v in ctx.calib.tokens.items()}
+        batches = list(token_batches(tokens, self.batch_size))  # under torchrun/srun: shared out
+        dense = embeddings(enc, batches, list(range(n_sub)), ctx.device)
 
-    layers = list(range(num_blocks))  # original block index of each layer of the current model
-    changed: dict[int, dict[str, torch.Tensor]] = {}  # merged blocks -> their new weights (others: live)
-    removed: list[int] = []
-    trace, snapshots = [], {}
+        layers = list(range(num_blocks))  # original block index of each layer of the current model
+        changed: dict[int, dict[str, torch.Tensor]] = {}  # merged blocks -> their new weights (others: live)
+        removed: list[int] = []
+        trace, snapshots = [], {}
 
-    def record():  # the state for every target this state reaches first
-        s = sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total)
+        def record():  # the state for every target this state reaches first
+            s = sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total)
+            for t in targets:
+                if t not in snapshots and s >= t:
+                    snapshots[t] = (list(removed), {b: dict(w) for b, w in changed.items()})
+
+        record()
+        l = H - C
+        while l >= L and len(snapshots) < len(targets):
+            run_blocks = layers[l:l + C]
+            tgt = run_blocks[0]
+            thetas = [changed.get(b) or {k: p.detach() for k, p in mergeable(enc, b).items()} for b in run_blocks]
+            new = merge([_retarget(w, b, tgt) for w, b in zip(thetas, run_blocks)], self.merge)
+            schedule = make_schedule(n_sub, blocks_skip(removed + run_blocks[1:]))
+            with loaded(enc, {**{k: v for w in changed.values() for k, v in w.items()}, **new}):
+                emb = embeddings(enc, batches, schedule, ctx.device)
+            sim = similarity(emb, dense, batches)
+            accept = sim > T
+            trace.append({"layer": l, "blocks": run_blocks, "sim": sim, "accepted": accept})
+            log.info("LaCo merge blocks %s into %d: sim %.4f %s", run_blocks, tgt, sim, "accepted" if accept else "rejected")
+            if accept:
+                changed[tgt] = new
+                for b in run_blocks[1:]:  # a removed block's earlier merge goes with it
+                    changed.pop(b, None)
+                removed += run_blocks[1:]
+                layers = [b for b in layers if b not in run_blocks[1:]]
+                record()
+                l = min(l - I, len(layers) - C)
+            else:
+                l -= 1
+
+        prefix = _param_prefix(ctx.text_side.encoder, enc)
+        plans = []
         for t in targets:
-            if t not in snapshots and s >= t:
-                snapshots[t] = (list(removed), {b: dict(w) for b, w in changed.items()})
-
-    record()
-    l = H - C
-    while l >= L and len(snapshots) < len(targets):
-        run_blocks = layers[l:l + C]
-        tgt = run_blocks[0]
-        thetas = [changed.get(b) or {k: p.detach() for k, p in mergeable(enc, b).items()} for b in run_blocks]
-        new = merge([_retarget(w, b, tgt) for w, b in zip(thetas, run_blocks)], cfg.get("merge", "rdsc"))
-        schedule = make_schedule(n_sub, blocks_skip(removed + run_blocks[1:]))
-        with loaded(enc, {**{k: v for w in changed.values() for k, v in w.items()}, **new}):
-            emb = embeddings(enc, batches, schedule, ctx.device)
-        sim = similarity(emb, dense, batches)
-        accept = sim > T
-        trace.append({"layer": l, "blocks": run_blocks, "sim": sim, "accepted": accept})
-        log.info("LaCo merge blocks %s into %d: sim %.4f %s", run_blocks, tgt, sim, "accepted" if accept else "rejected")
-        if accept:
-            changed[tgt] = new
-            for b in run_blocks[1:]:  # a removed block's earlier merge goes with it
-                changed.pop(b, None)
-            removed += run_blocks[1:]
-            layers = [b for b in layers if b not in run_blocks[1:]]
-            record()
-            l = min(l - I, len(layers) - C)
-        else:
-            l -= 1
-
-    prefix = _param_prefix(ctx.text_side.encoder, enc)
-    plans = []
-    for t in targets:
-        reached = t in snapshots
-        if not reached:
-            log.warning("LaCo reached sparsity %.2f%%, short of the target %.2f%% (lower T or widen [L, H])",
-                        100 * sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total), 100 * t)
-        blocks, merged = snapshots[t] if reached else (list(removed), dict(changed))
-        skip = blocks_skip(blocks)
-        weights = {k: v for w in merged.values() for k, v in w.items()}
-        with loaded(enc, weights):
-            reuse, reuse_d = maybe_reuse(ctx, cfg, skip)
-        plans.append(ctx.plan(skip, cfg, reuse, target=t, reached_target=reached, removed_blocks=blocks,
-                              merged_blocks=sorted(merged), merges=trace, reuse_d=reuse_d,
-                              _weights={prefix + k: v.detach().cpu().contiguous() for k, v in weights.items()}))
-    return plans
+            reached = t in snapshots
+            if not reached:
+                log.warning("LaCo reached sparsity %.2f%%, short of the target %.2f%% (lower T or widen [L, H])",
+                            100 * sparsity(ctx.sub_blocks, blocks_skip(removed), ctx.total), 100 * t)
+            blocks, merged = snapshots[t] if reached else (list(removed), dict(changed))
+            skip = blocks_skip(blocks)
+            weights = {k: v for w in merged.values() for k, v in w.items()}
+            with loaded(enc, weights):
+                reuse, reuse_d = maybe_reuse(ctx, self, skip)
+            plans.append(ctx.plan(skip, self, reuse, target=t, reached_target=reached, removed_blocks=blocks,
+                                  merged_blocks=sorted(merged), merges=trace, reuse_d=reuse_d,
+                                  _weights={prefix + k: v.detach().cpu().contiguous() for k, v in weights.items()}))
+        return plans
 
 
 def _param_prefix(model: nn.Module, enc) -> str:

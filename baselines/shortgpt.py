@@ -7,14 +7,15 @@ calibration prompts. The lowest-BI whole blocks are removed until each sparsity 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from baselines.common import blocks_skip, maybe_reuse
 from skrr import distributed
 from skrr.calibration import token_batches
 from skrr.encoder import find_sub_block_encoder
+from skrr.methods import Measured
 from skrr.plan import Plan, sparsity
 
 log = logging.getLogger(__name__)
@@ -45,19 +46,25 @@ def block_influence(enc, tokens: dict, batch_size: int = 8, device="cpu") -> lis
     return (1 - cos_sum / count).tolist()
 
 
-def run(ctx, cfg: DictConfig, targets: list[float]) -> list[Plan]:
-    enc = find_sub_block_encoder(ctx.text_side.encoder)
-    bi = block_influence(enc, ctx.calib.tokens, int(cfg.get("batch_size", 8)), ctx.device)
-    order = sorted(range(len(bi)), key=lambda b: (bi[b], b))  # least influential first
-    log.info("block influence: %s", " ".join(f"{b}:{v:.4g}" for b, v in enumerate(bi)))
-    plans = []
-    for t in targets:
-        blocks = []
-        for b in order:
-            if sparsity(ctx.sub_blocks, blocks_skip(blocks), ctx.total) >= t:
-                break
-            blocks.append(b)
-        skip = blocks_skip(blocks)
-        reuse, reuse_d = maybe_reuse(ctx, cfg, skip)
-        plans.append(ctx.plan(skip, cfg, reuse, target=t, bi=bi, removed_blocks=blocks, reuse_d=reuse_d))
-    return plans
+@dataclass(kw_only=True)
+class ShortGPT(Measured):
+    """Remove the whole blocks of lowest Block Influence, in one shot. D's settings (`metric`,
+    `projection`, `null_term`) serve only the optional Re-use phase and the calibration targets."""
+    reuse: bool  # apply Skrr's Re-use phase to the skipped positions
+
+    def run(self, ctx, targets: list[float]) -> list[Plan]:
+        enc = find_sub_block_encoder(ctx.text_side.encoder)
+        bi = block_influence(enc, ctx.calib.tokens, self.batch_size, ctx.device)
+        order = sorted(range(len(bi)), key=lambda b: (bi[b], b))  # least influential first
+        log.info("block influence: %s", " ".join(f"{b}:{v:.4g}" for b, v in enumerate(bi)))
+        plans = []
+        for t in targets:
+            blocks = []
+            for b in order:
+                if sparsity(ctx.sub_blocks, blocks_skip(blocks), ctx.total) >= t:
+                    break
+                blocks.append(b)
+            skip = blocks_skip(blocks)
+            reuse, reuse_d = maybe_reuse(ctx, self, skip)
+            plans.append(ctx.plan(skip, self, reuse, target=t, bi=bi, removed_blocks=blocks, reuse_d=reuse_d))
+        return plans

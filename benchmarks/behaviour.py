@@ -14,6 +14,7 @@ Same machine, same kernels: the comparison is exact (a different CPU is docs/exa
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -29,14 +30,18 @@ PRUNES = {  # model -> methods (each with its overrides); two targets each, one 
     "tiny_sd3": ["skrr", "shortgpt", "laco"],
     "tiny_flux": ["skrr", "finercut"],
     "toyworld_v2": ["skrr", "shortgpt method.reuse=true"],
-    # a saved plan's order cut per target (paper: presets need the real T5-XXL; tests cover them)
-    "tiny_sd3 ": ["preset method.plan={tiny_sd3 skrr}/plan_0.400.json"],
+    # a saved plan's order cut per target (paper: presets need the real T5-XXL; tests cover them);
+    # the file is found by a glob: its name's format is the code's, not the answer's
+    "tiny_sd3 ": ["preset method.plan={tiny_sd3 skrr}/plan_0.4*.json"],
 }
+# cases named differently by answers saved before plan files took four decimals (plan_0.4000.json)
+RENAMED = {"tiny_sd3 preset method.plan={tiny_sd3 skrr}/plan_0.400.json":
+           "tiny_sd3 preset method.plan={tiny_sd3 skrr}/plan_0.4*.json"}
 SWEEPS = {  # experiment -> overrides
     "tiny_table1_pixart": [],
     "demo": [],
 }
-VOLATILE = {"machine", "calibration_seconds", "seconds"}  # where and how long, not what
+VOLATILE = {"machine", "calibration_seconds", "seconds", "source"}  # where, how long and from which path, not what
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -56,12 +61,31 @@ def plan_answer(path: Path) -> dict:
             "weights": digest, "info": info}
 
 
+def one_file(override: str) -> str:
+    """`key=<glob>` -> `key=<the one file it matches>`; other overrides as they are."""
+    key, sep, pattern = override.partition("=")
+    if "*" not in pattern:
+        return override
+    matches = sorted(glob.glob(pattern))
+    if len(matches) != 1:
+        raise SystemExit(f"{override}: {len(matches)} files match, expected one: {matches}")
+    return f"{key}{sep}{matches[0]}"
+
+
+def by_target(plans: dict) -> dict:
+    """A run's plan answers keyed by their sparsity target (read from the plan), not by file name,
+    without what VOLATILE names (answers saved by an older version may still hold it)."""
+    return {f"target {answer['info'].get('target')}":
+            {**answer, "info": {k: v for k, v in answer["info"].items() if k not in VOLATILE}}
+            for answer in plans.values()}
+
+
 def prune_answers(root: Path) -> dict:
     out, dirs = {}, {}
     for model, methods in PRUNES.items():
         model = model.strip()
         for spec in methods:
-            name, *overrides = spec.format_map(dirs).split()
+            name, *overrides = [one_file(o) for o in spec.format_map(dirs).split()]
             run_dir = dirs[f"{model} {spec}"] = root / "prune" / hashlib.sha256(f"{model} {spec}".encode()).hexdigest()[:12]
             sparsity = "[0.0]" if name == "dense" else "[0.2,0.4]"
             calib = ["calibration=toyworld", "calibration.size=16"] if model.startswith("toyworld") else \
@@ -69,7 +93,7 @@ def prune_answers(root: Path) -> dict:
             run([str(BIN / "skrr-prune"), f"model={model}", f"method={name}", *overrides,
                  f"method.sparsity={sparsity}", *calib, "progress=false", f"paths.root={root}",
                  f"hydra.run.dir={run_dir}"], root)
-            out[f"{model} {spec}"] = {p.name: plan_answer(p) for p in sorted(run_dir.glob("plan*.json"))}
+            out[f"{model} {spec}"] = by_target({p.name: plan_answer(p) for p in sorted(run_dir.glob("plan*.json"))})
             print(f"pruned {model} {spec}", flush=True)
     return out
 
@@ -130,6 +154,8 @@ def main(argv=None):
     if args.against:
         before = json.loads(Path(args.against).read_text())
         before = {k: v for k, v in before.items() if k in answers}
+        if "prune" in before:  # compare plans by target and content (older saves keyed them by file name)
+            before["prune"] = {RENAMED.get(case, case): by_target(plans) for case, plans in before["prune"].items()}
         diff = differences(before, answers)
         for line in diff[:60]:
             print(line)

@@ -15,7 +15,7 @@ phase runs in a fresh process, its peak RSS read after every weight has been tou
 - text_side: skrr.models.load_text_side peak (encoder + tokenizer + projection) minus the encoder's
 - forward: time ratios on a mid-size T5 (fast on CPU): sub-block encoder / stock, pruned / dense
 - table: the paper's Table 2 (parameters, bf16 weight memory, TFLOPs of a 512x512 image), FLOPs
-  counted on the meta device (shapes only) as eval.efficiency books them: encoder once, denoiser
+  counted on the meta device (shapes only) as experiments.efficiency books them: encoder once, denoiser
   x steps (x2 under CFG), VAE decode once
 - cuda (--device cuda): peak CUDA memory of a 512x512 generation, dense and pruned
 """
@@ -152,7 +152,7 @@ def build(model: str, cache: Path) -> Path:
     cfg = model_config(model)
     spec = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
     pipe_dir = cache / model
-    index = {"_class_name": cfg.pipeline_class.rpartition(".")[2], "_diffusers_version": diffusers.__version__}
+    index = {"_class_name": cfg.pipeline.pipeline_class.rpartition(".")[2], "_diffusers_version": diffusers.__version__}
     pipe_dir.mkdir(parents=True, exist_ok=True)
     modules = None
     fill = RandomFill(0)
@@ -293,12 +293,10 @@ def phase_pruned(args, cfg, pipe_dir: Path) -> dict:
 
 
 def phase_text_side(args, cfg, pipe_dir: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    from skrr.models import load_text_side
+    from skrr.models import load_text_side, read_from
 
     before = rss_gib()
-    side = load_text_side(OmegaConf.merge(cfg, {"pretrained": str(pipe_dir), "tiny": False}), dtype=torch.bfloat16)
+    side = load_text_side(read_from(cfg, pipe_dir), dtype=torch.bfloat16)
     touch(side.encoder, side.projection)
     peak = peak_rss_gib()
     return {"text_side_peak_gib": peak, "notes": reclaimed("text side", before, peak, weight_gib(side.encoder, side.projection)),
@@ -410,19 +408,16 @@ def phase_table(args, cfg, pipe_dir: Path) -> dict:
 
 def phase_cuda(args, cfg, pipe_dir: Path) -> dict:
     """Peak CUDA memory of one 512x512 generation (load included), dense or pruned (args.variant)."""
-    from omegaconf import OmegaConf
-
     from eval.generate import SamplerConfig, pipeline_kwargs
     from skrr import load_pruned
-    from skrr.models import load_pipeline
+    from skrr.models import load_pipeline, read_from
 
     device = torch.device(args.device)
     torch.cuda.reset_peak_memory_stats(device)
     extra = {}
     if args.variant == "pruned":
         extra[cfg.text_encoder] = load_pruned(Path(args.workdir) / "pruned", device=device, dtype=torch.bfloat16)
-    local = OmegaConf.merge(cfg, {"pretrained": str(pipe_dir), "tiny": False})
-    pipe = load_pipeline(local, device=device, dtype=torch.bfloat16, **extra)
+    pipe = load_pipeline(read_from(cfg, pipe_dir), device=device, dtype=torch.bfloat16, **extra)
     pipe.set_progress_bar_config(disable=True)
     sampler = SamplerConfig(height=512, width=512, num_inference_steps=STEPS[cfg.family], batch_size=1)
     pipe(prompt=[PROMPT], generator=[torch.Generator().manual_seed(0)], **pipeline_kwargs(pipe, sampler))
@@ -435,11 +430,11 @@ PHASES = {"encoder": phase_encoder, "prune": phase_prune, "pruned": phase_pruned
 
 
 def run_phase(args) -> None:
-    from skrr.models import _import, model_config
+    from skrr.models import build_model, model_config
 
     torch.set_num_threads(args.threads)
     cfg = model_config(args.model)
-    _import(cfg.pipeline_class)  # every load phase pays the same imports, so peaks compare
+    build_model(cfg).pipeline.load_class()  # every load phase pays the same imports, so peaks compare
     pipe_dir = Path(args.pipeline_dir)
     result = {"notes": [], **PHASES[args.phase](args, cfg, pipe_dir)}
     print("@result " + json.dumps(result), flush=True)

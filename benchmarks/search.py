@@ -46,7 +46,8 @@ from skrr.discrepancy import Discrepancy  # noqa: E402
 from skrr.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
 from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
 from skrr.models import TextSide  # noqa: E402
-from skrr.prune import make_context, method_fn  # noqa: E402
+from skrr.methods import load as load_method  # noqa: E402
+from skrr.prune import make_context  # noqa: E402
 from skrr.search import beam_search, near_ties, reuse_phase  # noqa: E402
 from skrr.tiny import _corpus, t5_tokenizer  # noqa: E402
 
@@ -336,8 +337,7 @@ def rank_search(rank, world, port, name, p, args, out_dir):
                           p["caption"], "cpu")
         calibration = OmegaConf.create({"source": "builtin", "pool": 4 * p["prompts"], "size": p["prompts"], "seed": 1})
         ctx = make_context(side, calibration, batch_size=p["batch_size"], progress=False)
-        cfg = OmegaConf.create({"name": "skrr", "beam_width": args.beam, "batch_size": p["batch_size"]})
-        disc = ctx.discrepancy(cfg)
+        disc = ctx.discrepancy(metric="mse", projection=True, null_term=True)
         distributed.barrier("the start")
         t0 = time.perf_counter()
         result = beam_search(disc, ctx.sub_blocks, ctx.total, args.beam, depth=p["depth"], progress=False)
@@ -349,9 +349,8 @@ def rank_search(rank, world, port, name, p, args, out_dir):
                         {str(k): v for k, v in reuse.items()}, trace]}
         del disc
         for method, extra in BASELINES.items():
-            mcfg = OmegaConf.merge(OmegaConf.load(Path(__file__).parents[1] / "conf" / "method" / f"{method}.yaml"),
-                                   {"batch_size": p["batch_size"], "projection": True, **extra})
-            plans = method_fn(method)(ctx, mcfg, [0.2])
+            baseline = load_method(method, batch_size=p["batch_size"], projection=True, **extra)
+            plans = baseline.run(ctx, [0.2])
             out[method] = [{"skip": pl.skip, "reuse": {str(k): v for k, v in pl.reuse.items()},
                             "info": {k: v for k, v in pl.info.items() if not k.startswith("_")}} for pl in plans]
     distributed.close()

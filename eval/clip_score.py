@@ -9,6 +9,7 @@ import torch
 
 from eval.images import to_pil_list
 from eval.metrics import Metric
+from skrr.errors import InputError
 
 
 def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
@@ -26,29 +27,31 @@ def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | Non
 
 
 class CLIPScore(Metric):
+    """Mean over images of the cosine of each image with its prompt; `item_scores`: the cosines (float32)."""
+    higher_is_better = True
+
     def __init__(self, model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
                  device: str | torch.device = "cpu", tiny: bool = False, model=None, batch_size: int = 64):
-        self.device, self.batch_size = torch.device(device), batch_size
+        super().__init__()
+        self.batch_size = batch_size
         self.model, self.preprocess, self.tokenizer = model or load_open_clip(model_name, pretrained, device, tiny)
-        self.scores: list[float] = []
+        self.to(device)
 
     @torch.no_grad()
     def score(self, images, prompts: list[str]) -> torch.Tensor:
         pils = to_pil_list(images)
         if len(pils) != len(prompts):
-            raise ValueError(f"CLIP score got {len(pils)} images but {len(prompts)} prompts; pass one prompt per image")
+            raise InputError(f"CLIP score got {len(pils)} images but {len(prompts)} prompts; pass one prompt per image")
         pixels = torch.stack([self.preprocess(img) for img in pils]).to(self.device)
         image_emb = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
         text_emb = torch.nn.functional.normalize(self.model.encode_text(self.tokenizer(prompts).to(self.device)).float(), dim=-1)
         return (image_emb * text_emb).sum(-1).cpu()
 
     def update(self, images, prompts: list[str], dense=None) -> None:
-        self.scores.extend(self.score(images, prompts).tolist())
+        self.item_scores.append(self.score(images, prompts))
 
     def compute(self) -> float:
-        if not self.scores:
-            raise ValueError("CLIP score has no images; call update(images, prompts) first")
-        return float(sum(self.scores) / len(self.scores))
-
-    def reset(self) -> None:
-        self.scores = []
+        scores = self.item_tensor().tolist()
+        if not scores:
+            raise InputError("CLIP score has no images; call update(images, prompts) first")
+        return float(sum(scores) / len(scores))  # Python's left-to-right double sum, as the value always was

@@ -12,6 +12,7 @@ import torch
 
 from eval.images import to_pil_list, to_uint8_tensor
 from eval.metrics import Metric
+from skrr.errors import InputError
 
 
 @contextlib.contextmanager
@@ -58,15 +59,18 @@ def load_dreamsim(device: str | torch.device = "cpu", dreamsim_type: str = "ense
 
 
 class DreamSimScore(Metric):
-    """update(images, prompts, dense): each pruned image against the dense image of its prompt and seed."""
+    """update(images, prompts, dense): each pruned image against the dense image of its prompt and seed.
+    `item_scores`: 1 - distance per pair (float32); the value is their mean."""
+    higher_is_better = True
 
     def __init__(self, device: str | torch.device = "cpu", dreamsim_type: str = "ensemble", cache_dir: str = "./models",
                  tiny: bool = False, feature_extractor: torch.nn.Module | None = None, batch_size: int = 32):
-        self.device, self.batch_size = torch.device(device), batch_size
-        self.feature_extractor = feature_extractor.to(self.device).eval() if feature_extractor is not None else None
+        super().__init__()
+        self.batch_size = batch_size
+        self.feature_extractor = feature_extractor.eval() if feature_extractor is not None else None
         if self.feature_extractor is None:
             self.model, self.preprocess = load_dreamsim(device, dreamsim_type, cache_dir, tiny)
-        self.scores: list[float] = []
+        self.to(device)
 
     @torch.no_grad()
     def distance(self, dense_images, pruned_images) -> torch.Tensor:
@@ -84,14 +88,12 @@ class DreamSimScore(Metric):
 
     def update(self, images, prompts=None, dense=None) -> None:
         if dense is None or len(dense) != len(images):
-            raise ValueError(f"DreamSim pairs images by prompt index: got {0 if dense is None else len(dense)} dense "
+            raise InputError(f"DreamSim pairs images by prompt index: got {0 if dense is None else len(dense)} dense "
                              f"and {len(images)} pruned images")
-        self.scores.extend((1 - self.distance(dense, images)).tolist())
+        self.item_scores.append(1 - self.distance(dense, images))
 
     def compute(self) -> float:
-        if not self.scores:
-            raise ValueError("DreamSim has no image pairs; call update(images, prompts, dense=dense_images) first")
-        return float(sum(self.scores) / len(self.scores))
-
-    def reset(self) -> None:
-        self.scores = []
+        scores = self.item_tensor().tolist()
+        if not scores:
+            raise InputError("DreamSim has no image pairs; call update(images, prompts, dense=dense_images) first")
+        return float(sum(scores) / len(scores))  # Python's left-to-right double sum, as the value always was

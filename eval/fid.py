@@ -1,8 +1,9 @@
 """FID against cached reference statistics, with clean-fid (default) or torchmetrics.
 
 backend "clean": clean-fid's Inception (torchscript) on clean-fid's "clean" resize to 299x299, and
-clean-fid's Frechet distance. backend "torchmetrics": torchmetrics' FrechetInceptionDistance (needs
-`pip install torch-fidelity` for its Inception) with the cached reference sums loaded into its state.
+clean-fid's Frechet distance. backend "torchmetrics": torchmetrics' FrechetInceptionDistance's
+Inception (needs `pip install torch-fidelity`), sums and formula, with the cached reference
+statistics turned into the sums it would have kept.
 A feature_extractor (nn.Module: uint8 (N,3,H,W) -> (N,D) float) can replace Inception in both; it
 sees the raw uint8 images unless `resize` is set (then clean-fid's float 0..255 resized images).
 Reference statistics (npz: mu, sigma, count, backend, feature_dim) are built once per image folder.
@@ -19,7 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.images import batched, list_images, load_images, to_uint8_tensor
+from torchmetrics.utilities import dim_zero_cat
+
 from eval.metrics import Metric
+from skrr.errors import InputError, MissingFile
 
 BACKENDS = ("clean", "torchmetrics")
 
@@ -27,37 +31,46 @@ BACKENDS = ("clean", "torchmetrics")
 class FID(Metric):
     """Frechet distance of the generated images' features to reference statistics. tiny=True: a
     tiny random feature network instead of Inception (offline); then reference_stats may be None
-    and the dense images given to update are the reference (dense FID = 0)."""
+    and the dense images given to update are the reference (dense FID = 0).
+
+    States (add_state): backend "clean" keeps every image's features, `item_scores` (N, D) float64,
+    and the dense images' `dense_features` ("cat": sync gathers them, and per_item bootstraps the
+    rows). Backend "torchmetrics" keeps torchmetrics' FrechetInceptionDistance sums ("sum": sync
+    adds them) and computes its formula; it has no per-image rows (item_kind None). The reference
+    statistics are a constant of the metric, not a state: sync never adds them up across ranks."""
+    higher_is_better = False
+    item_kind = "fid"
 
     def __init__(self, reference_stats: str | os.PathLike | None = None, backend: str = "clean",
                  feature_extractor: torch.nn.Module | None = None, resize: int | None | str = "auto",
                  device: str | torch.device = "cpu", batch_size: int = 32, tiny: bool = False):
+        super().__init__()
         if backend not in BACKENDS:
-            raise ValueError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
+            raise InputError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
         if tiny and feature_extractor is None:
             from eval.tiny import TinyFeatureNet
             feature_extractor = TinyFeatureNet()
-        self.backend, self.device, self.batch_size = backend, torch.device(device), batch_size
+        self.backend, self.batch_size = backend, batch_size
         self.resize = (299 if feature_extractor is None and backend == "clean" else None) if resize == "auto" else resize
-        self._tm = None
-        if backend == "torchmetrics":
-            from torchmetrics.image.fid import FrechetInceptionDistance
-            try:
-                self._tm = FrechetInceptionDistance(feature=feature_extractor if feature_extractor is not None else 2048,
-                                                    reset_real_features=False).to(self.device)
-            except ModuleNotFoundError as e:
-                raise ModuleNotFoundError(f"{e}; torchmetrics' Inception needs `pip install torch-fidelity`") from e
-            self.model = self._tm.inception
-        elif feature_extractor is not None:
-            self.model = feature_extractor.to(self.device).eval()
+        if feature_extractor is not None:
+            self.model = feature_extractor.eval()
+        elif backend == "torchmetrics":
+            self.model = _torchmetrics_inception()
         else:
             from cleanfid.features import build_feature_extractor
-            self.model = build_feature_extractor("clean", self.device, use_dataparallel=False)
+            self.model = build_feature_extractor("clean", torch.device(device), use_dataparallel=False)
         self.reference = load_reference_stats(reference_stats, backend) if reference_stats is not None else None
-        if self._tm is not None and self.reference is not None:
-            _load_into_torchmetrics(self._tm, self.reference)
-        self._features: list[np.ndarray] = []
-        self._dense: list[np.ndarray] = []  # reference features from the dense images (no stats given)
+        if backend == "torchmetrics":
+            self.item_kind = None
+            dim = _num_features(self.model)
+            for side in ("fake", "real"):  # torchmetrics' states; "real" counts the dense images only
+                self.add_state(f"{side}_sum", torch.zeros(dim, dtype=torch.float64), dist_reduce_fx="sum")
+                self.add_state(f"{side}_cov_sum", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
+                self.add_state(f"{side}_num", torch.tensor(0), dist_reduce_fx="sum")
+            self.feature_dtype = torch.float32  # the network's output dtype: the value is cast to it, as torchmetrics does
+        else:
+            self.add_state("dense_features", [], dist_reduce_fx="cat")
+        self.to(device)
 
     @classmethod
     def needs_dense(cls, cfg) -> bool:
@@ -66,7 +79,7 @@ class FID(Metric):
     @classmethod
     def validate(cls, cfg) -> None:
         if not cfg.get("reference_stats") and not cfg.get("tiny"):
-            raise ValueError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
+            raise InputError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
                              "(build them once with `python -m eval.fid build-ref`)")
 
     def preprocess(self, images) -> torch.Tensor:
@@ -79,51 +92,96 @@ class FID(Metric):
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
-    def features(self, images) -> np.ndarray:
+    def feature_tensor(self, images) -> torch.Tensor:
+        """(N, D) features in the network's dtype, on the metric's device."""
         x = self.preprocess(images).to(self.device)
-        return self.model(x).double().cpu().numpy().reshape(len(x), -1)
+        return self.model(x).reshape(len(x), -1)
+
+    def features(self, images) -> np.ndarray:
+        return self.feature_tensor(images).double().cpu().numpy()
 
     def update(self, images, prompts=None, dense=None) -> None:
         """Generated images; `dense` only when there are no reference statistics (they become the reference)."""
         if dense is not None and self.reference is not None:
-            raise ValueError("FID got dense images but has reference statistics; pass one or the other")
-        if self._tm is not None:  # torchmetrics runs its own feature network on the uint8 batch
-            self._tm.update(self.preprocess(images).to(self.device), real=False)
+            raise InputError("FID got dense images but has reference statistics; pass one or the other")
+        if self.backend == "torchmetrics":
+            self._add_sums("fake", self.feature_tensor(images))
             if dense is not None:
-                self._tm.update(self.preprocess(dense).to(self.device), real=True)
-            self._features.append(np.zeros((len(images), self.reference["mu"].shape[0] if self.reference else 0)))
+                self._add_sums("real", self.feature_tensor(dense))
             return
-        self._features.append(self.features(images))
+        self.item_scores.append(torch.from_numpy(self.features(images)))
         if dense is not None:
-            self._dense.append(self.features(dense))
+            self.dense_features.append(torch.from_numpy(self.features(dense)))
+
+    def _add_sums(self, side: str, features: torch.Tensor) -> None:
+        """torchmetrics' FrechetInceptionDistance.update, line for line (float64 sums, a count)."""
+        self.feature_dtype = features.dtype
+        f = features.double()
+        getattr(self, f"{side}_sum").add_(f.sum(dim=0))
+        getattr(self, f"{side}_cov_sum").add_(f.t().mm(f))
+        setattr(self, f"{side}_num", getattr(self, f"{side}_num") + len(f))
 
     def compute(self) -> float:
-        if self._tm is not None and (self.reference is not None or self._dense_count() > 0):
-            return float(self._tm.compute())
+        if self.backend == "torchmetrics" and (self.reference is not None or int(self.real_num) > 0):
+            return self._torchmetrics_value()
         reference = self.reference
-        if reference is None and self._dense:
-            dense = np.concatenate(self._dense)
+        dense = self.dense_features if self.backend == "clean" else []
+        if reference is None and len(dense):
+            dense = dim_zero_cat(dense).numpy()
             reference = {"mu": dense.mean(0), "sigma": np.cov(dense, rowvar=False), "count": len(dense)}
         if reference is None:
-            raise ValueError("FID has no reference statistics; pass reference_stats= (build them with "
+            raise InputError("FID has no reference statistics; pass reference_stats= (build them with "
                              "`python -m eval.fid build-ref --images DIR --out STATS.npz`)")
-        feats = np.concatenate(self._features) if self._features else np.zeros((0, 0))
+        feats = self.item_tensor().numpy() if self.backend == "clean" else np.zeros((int(self.fake_num), 0))
         if len(feats) < 2:
-            raise ValueError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
+            raise InputError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
         if feats.shape[1] != reference["mu"].shape[0]:
-            raise ValueError(f"features have {feats.shape[1]} dims but the reference statistics {reference['mu'].shape[0]}; "
+            raise InputError(f"features have {feats.shape[1]} dims but the reference statistics {reference['mu'].shape[0]}; "
                              "rebuild the reference with the same feature extractor")
         from cleanfid.fid import frechet_distance
         mu, sigma = feats.mean(0), np.cov(feats, rowvar=False)
         return float(frechet_distance(mu, sigma, reference["mu"], reference["sigma"]))
 
-    def _dense_count(self) -> int:
-        return int(self._tm.real_features_num_samples)
+    def _torchmetrics_value(self) -> float:
+        """torchmetrics' FrechetInceptionDistance.compute on these sums; the reference statistics
+        enter as the sums it would have kept: sum = n mu, cov_sum = (n-1) sigma + n mu mu^T."""
+        from torchmetrics.image.fid import _compute_fid
 
-    def reset(self) -> None:
-        self._features, self._dense = [], []
-        if self._tm is not None:
-            self._tm.reset()
+        if self.reference is not None:
+            n, mu = int(self.reference["count"]), torch.from_numpy(self.reference["mu"])
+            sigma = torch.from_numpy(self.reference["sigma"])
+            real = tuple(t.to(self.device) for t in ((n * mu).double(), ((n - 1) * sigma + n * torch.outer(mu, mu)).double(),
+                                                     torch.tensor(n)))
+        else:
+            real = (self.real_sum, self.real_cov_sum, self.real_num)
+        if int(real[2]) < 2 or int(self.fake_num) < 2:
+            raise InputError(f"FID needs at least 2 images on each side, got {int(self.fake_num)} generated "
+                             f"and {int(real[2])} reference; generate more images")
+        mean_real, cov_real = _moments(*real)
+        mean_fake, cov_fake = _moments(self.fake_sum, self.fake_cov_sum, self.fake_num)
+        return float(_compute_fid(mean_real, cov_real, mean_fake, cov_fake).to(self.feature_dtype))
+
+
+def _moments(total: torch.Tensor, cov_sum: torch.Tensor, n: torch.Tensor):
+    """Mean and covariance from torchmetrics' sums, as FrechetInceptionDistance.compute does."""
+    mean = (total / n).unsqueeze(0)
+    return mean.squeeze(0), (cov_sum - n * mean.t().mm(mean)) / (n - 1)
+
+
+def _num_features(model: torch.nn.Module) -> int:
+    """The feature width, found as torchmetrics finds it: `num_features`, else one dummy image."""
+    if hasattr(model, "num_features"):
+        return int(model.num_features)
+    with torch.no_grad():
+        return int(model(torch.randint(0, 255, (1, 3, 299, 299), dtype=torch.uint8)).shape[-1])
+
+
+def _torchmetrics_inception():
+    from torchmetrics.image.fid import NoTrainInceptionV3
+    try:
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"{e}; torchmetrics' Inception needs `pip install torch-fidelity`") from e
 
 
 def _clean_resizer(size: int):
@@ -131,23 +189,15 @@ def _clean_resizer(size: int):
     return make_resizer("PIL", False, "bicubic", (size, size))
 
 
-def _load_into_torchmetrics(metric, ref: dict) -> None:
-    """torchmetrics keeps sums, not moments: sum = n mu, cov_sum = (n-1) sigma + n mu mu^T."""
-    n, mu, sigma = int(ref["count"]), torch.from_numpy(ref["mu"]), torch.from_numpy(ref["sigma"])
-    metric.real_features_sum = (n * mu).double().to(metric.real_features_sum.device)
-    metric.real_features_cov_sum = ((n - 1) * sigma + n * torch.outer(mu, mu)).double().to(metric.real_features_sum.device)
-    metric.real_features_num_samples = torch.tensor(n, device=metric.real_features_sum.device)
-
-
 def load_reference_stats(path: str | os.PathLike, backend: str = "clean") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"FID reference statistics {path} not found; build them once with "
+        raise MissingFile(f"FID reference statistics {path} not found; build them once with "
                                 f"`python -m eval.fid build-ref --images REF_DIR --out {path}` (e.g. COCO val2014 resized)")
     with np.load(path) as z:
         ref = {k: z[k] for k in z.files}
     if str(ref.get("backend", backend)) != backend:
-        raise ValueError(f"{path} was built with backend {ref['backend']} but FID uses {backend}; rebuild it")
+        raise InputError(f"{path} was built with backend {ref['backend']} but FID uses {backend}; rebuild it")
     return ref
 
 
@@ -159,7 +209,7 @@ def build_reference_stats(image_dir: str | os.PathLike, out_path: str | os.PathL
         return out_path
     files = list_images(image_dir)[:num]
     if len(files) < 2:
-        raise ValueError(f"{image_dir} holds {len(files)} images; the reference needs at least 2")
+        raise InputError(f"{image_dir} holds {len(files)} images; the reference needs at least 2")
     fid = FID(reference_stats=None, **fid_kwargs)
     feats = np.concatenate([fid.features(load_images(chunk))
                             for chunk in tqdm(list(batched(files, fid.batch_size)), desc="FID reference")])

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from skrr.errors import InputError
+
 METADATA = "metadata.jsonl"
 
 
@@ -43,7 +45,7 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size}); fix --rank/--world-size or RANK/WORLD_SIZE")
+        raise InputError(f"rank {rank} is not in [0, world_size={world_size}); fix --rank/--world-size or RANK/WORLD_SIZE")
     return rank, world_size
 
 
@@ -89,9 +91,9 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
              rank: int | None = None, world_size: int | None = None, extra: dict | None = None) -> list[int]:
     """Generate this rank's missing images, each inside its fixed chunk. Returns the indices written."""
     if not prompts:
-        raise ValueError("empty prompt set; pass at least one prompt (check the prompt file path)")
+        raise InputError("empty prompt set; pass at least one prompt (check the prompt file path)")
     if cfg.batch_size < 1:
-        raise ValueError(f"sampler batch_size must be >= 1, got {cfg.batch_size}")
+        raise InputError(f"sampler batch_size must be >= 1, got {cfg.batch_size}")
     rank, world_size = resolve_rank(rank, world_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

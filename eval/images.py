@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from skrr.errors import InputError, MissingFile
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -17,12 +19,12 @@ def to_uint8_tensor(images) -> torch.Tensor:
     (uint8, or float in [0, 1]) of one size -> uint8 (N,3,H,W) CPU tensor."""
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected a uint8 tensor (N,3,H,W), got {images.dtype} {tuple(images.shape)}; "
+            raise InputError(f"expected a uint8 tensor (N,3,H,W), got {images.dtype} {tuple(images.shape)}; "
                              "convert with (x * 255).round().to(torch.uint8)")
         return images.cpu()
     arrays = [_uint8_array(img) for img in images]
     if len({a.shape for a in arrays}) > 1:
-        raise ValueError("images in one batch must share a size; resize them first")
+        raise InputError("images in one batch must share a size; resize them first")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -33,7 +35,7 @@ def _uint8_array(image) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = np.clip(np.rint(arr.astype(float) * 255), 0, 255).astype(np.uint8)  # float images in [0, 1]
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
+        raise InputError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
     return arr
 
 
@@ -48,7 +50,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files of a folder, sorted by the prompt index in their name when they have one."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; generate or download the images first")
+        raise MissingFile(f"image folder {folder} does not exist; generate or download the images first")
     files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
 
     def key(p: Path):

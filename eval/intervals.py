@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from skrr.errors import InputError
+
 LEVEL = 0.95
 RESAMPLES = 2000
 
@@ -56,7 +58,7 @@ def normal_half_width(p: float, n: int, level: float = LEVEL) -> float:
 def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
     """Wilson score interval of k successes in n trials; stays inside [0, 1] and is sane at k = 0 or n."""
     if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"wilson needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+        raise InputError(f"wilson needs 0 <= k <= n and n > 0, got k={k}, n={n}")
     z, p = z_value(level), k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -67,9 +69,9 @@ def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
 # --- resampling design ------------------------------------------------------------------------
 def _check_level(level: float, resamples: int) -> None:
     if not 0 < level < 1:
-        raise ValueError(f"interval level must be in (0, 1), got {level}")
+        raise InputError(f"interval level must be in (0, 1), got {level}")
     if resamples < 10:
-        raise ValueError(f"a bootstrap needs at least 10 resamples, got {resamples}")
+        raise InputError(f"a bootstrap needs at least 10 resamples, got {resamples}")
 
 
 def _strata(n: int, clusters, strata) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -77,7 +79,7 @@ def _strata(n: int, clusters, strata) -> list[tuple[np.ndarray, np.ndarray]]:
     clusters = np.arange(n) if clusters is None else np.asarray(clusters)
     strata = np.zeros(n, dtype=int) if strata is None else np.asarray(strata)
     if len(clusters) != n or len(strata) != n:
-        raise ValueError(f"clusters and strata need one label per item ({n}), got {len(clusters)} and {len(strata)}")
+        raise InputError(f"clusters and strata need one label per item ({n}), got {len(clusters)} and {len(strata)}")
     out = []
     for s in dict.fromkeys(strata.tolist()):
         idx = np.flatnonzero(strata == s)
@@ -114,9 +116,9 @@ def mean_replicates(values, clusters=None, strata=None, resamples: int = RESAMPL
     v = np.asarray(values, dtype=np.float64)
     v = v[:, None] if v.ndim == 1 else v
     if len(v) == 0:
-        raise ValueError("no per-item values to bootstrap")
+        raise InputError("no per-item values to bootstrap")
     if not np.isfinite(v).all():
-        raise ValueError("per-item values hold NaN or inf; a bootstrap of them would be meaningless")
+        raise InputError("per-item values hold NaN or inf; a bootstrap of them would be meaningless")
     rng = np.random.default_rng(seed)
     estimate, replicates = np.zeros(v.shape[1]), np.zeros((resamples, v.shape[1]))
     groups = _strata(len(v), clusters, strata)
@@ -145,7 +147,7 @@ def paired_difference(a, b, clusters=None, strata=None, resamples: int = RESAMPL
     _check_level(level, resamples)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"a paired comparison needs scores of the same items, got {a.shape} and {b.shape}")
+        raise InputError(f"a paired comparison needs scores of the same items, got {a.shape} and {b.shape}")
     est, reps = mean_replicates(np.stack([a, b], 1), clusters, strata, resamples, seed)
     return _percentile(est[0] - est[1], reps[:, 0] - reps[:, 1], level)
 
@@ -179,7 +181,7 @@ def paired_statistic(rows_a: np.ndarray, rows_b: np.ndarray, statistic: Callable
     with the same item indices."""
     _check_level(level, resamples)
     if len(rows_a) != len(rows_b):
-        raise ValueError(f"a paired comparison needs the same items, got {len(rows_a)} and {len(rows_b)} rows")
+        raise InputError(f"a paired comparison needs the same items, got {len(rows_a)} and {len(rows_b)} rows")
     stat_b = statistic_b or statistic
     reps = np.array([statistic(rows_a[i]) - stat_b(rows_b[i]) for i in _row_resamples(len(rows_a), resamples, seed)])
     return _debiased(statistic(rows_a) - stat_b(rows_b), reps, level)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchmetrics.utilities import dim_zero_cat
 
 from eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
+from skrr.errors import InputError, MissingFile
 
 KINDS = ("mean", "fid")
 FID_RESAMPLES = 500  # each FID resample is a matrix square root; 500 keep the percentiles to ~1% of the width
@@ -39,13 +41,13 @@ class Items:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown per-item kind {self.kind!r}; use one of {KINDS}")
+            raise InputError(f"unknown per-item kind {self.kind!r}; use one of {KINDS}")
         n = len(self.values)
         if len(self.keys) != n or len(self.clusters) != n or (self.strata is not None and len(self.strata) != n):
-            raise ValueError(f"per-item arrays differ in length: {n} values, {len(self.keys)} keys, "
+            raise InputError(f"per-item arrays differ in length: {n} values, {len(self.keys)} keys, "
                              f"{len(self.clusters)} clusters")
         if self.kind == "fid" and self.reference is None:
-            raise ValueError("FID items need the reference statistics (mu, sigma)")
+            raise InputError("FID items need the reference statistics (mu, sigma)")
 
     @classmethod
     def mean(cls, values, keys, clusters=None, strata=None) -> "Items":
@@ -64,7 +66,7 @@ class Items:
     def statistic(self, rows: np.ndarray) -> float:
         """The metric of a set of this kind's rows (for fid: features)."""
         if self.kind == "mean":
-            raise ValueError("a 'mean' metric is bootstrapped with its clusters and strata, not row-wise")
+            raise InputError("a 'mean' metric is bootstrapped with its clusters and strata, not row-wise")
         from cleanfid.fid import frechet_distance  # the same distance eval.fid.FID reports
 
         return float(frechet_distance(rows.mean(0), np.cov(rows, rowvar=False), self.reference["mu"],
@@ -99,7 +101,7 @@ class Items:
     def load(cls, path: str | os.PathLike) -> "Items":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no per-item scores at {path}")
+            raise MissingFile(f"no per-item scores at {path}")
         with np.load(path, allow_pickle=False) as z:
             ref = {"mu": z["ref_mu"], "sigma": z["ref_sigma"]} if "ref_mu" in z.files else None
             return cls(str(z["kind"]), z["keys"], z["values"], z["clusters"],
@@ -108,27 +110,23 @@ class Items:
 
 # --- from a metric that has been updated -----------------------------------------------------------
 def from_metric(metric, prompts: list) -> Items | None:
-    """The per-image scores a metric kept while it was updated (one per image, in update order), or
-    None for metrics without any (efficiency; FID through torchmetrics keeps no features). Keys are
-    image indices until `with_seeds` gives them the generator seeds."""
-    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts]
-    index = [str(i) for i in range(len(texts))]
-    if hasattr(metric, "results"):  # GenEval: correctness per image, resampled within each task
-        res = metric.results
-        by_prompt = getattr(metric, "resample", "prompt") == "prompt"  # or each image on its own
-        return Items.mean([float(r["correct"]) for r in res], index[:len(res)],
-                          [r["prompt"] for r in res] if by_prompt else None, [r["tag"] for r in res])
-    values = getattr(metric, "values", None)
-    if values is None:
-        values = getattr(metric, "scores", None)
-    if values is not None:  # similarity / CLIP / DreamSim: a score per image
-        v = np.concatenate([np.ravel(x) for x in values]) if values and not np.isscalar(values[0]) else np.asarray(values)
-        return Items.mean(v, index[:len(v)], texts[:len(v)])
-    feats = getattr(metric, "_features", None)
-    if feats and getattr(metric, "_tm", None) is None and getattr(metric, "reference", None) is not None:
-        f = np.concatenate(feats)
-        return Items.fid(f, index[:len(f)], texts[:len(f)], metric.reference)
-    return None
+    """The per-image scores a metric kept while it was updated (one per image, in update order), by
+    the contract of eval.metrics.Metric: its `item_scores` state read as `item_kind` says (None:
+    the metric keeps none, or a plug-in without images such as efficiency), clustered by prompt
+    unless `resample` is "image", stratified by `item_strata` (GenEval's tasks). Keys are image
+    indices until `with_seeds` gives them the generator seeds."""
+    kind = getattr(metric, "item_kind", None)
+    if kind is None or (kind == "fid" and metric.reference is None):  # FID against the dense images: no fixed reference
+        return None
+    values = metric.item_tensor().double().cpu().numpy()
+    texts = [p["prompt"] if isinstance(p, dict) else p for p in prompts][:len(values)]
+    index = [str(i) for i in range(len(values))]
+    if kind == "fid":
+        return Items.fid(values, index, texts, metric.reference)
+    strata = getattr(metric, "item_strata", None)
+    if strata is not None:
+        strata = [metric.strata_names[i] for i in dim_zero_cat(strata).tolist()] if len(strata) else []
+    return Items.mean(values, index, texts if metric.resample == "prompt" else None, strata)
 
 
 def with_seeds(items: Items, image_dir) -> Items:
@@ -141,7 +139,7 @@ def with_seeds(items: Items, image_dir) -> Items:
     meta = [json.loads(line) for line in (Path(image_dir) / METADATA).read_text().splitlines() if line.strip()]
     meta.sort(key=lambda m: m["index"])
     if len(meta) != len(items.keys):
-        raise ValueError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")
+        raise InputError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")
     items.keys = np.asarray(item_keys([m["prompt"] for m in meta], [m["seed"] for m in meta]), dtype=str)
     return items
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 
+from skrr.errors import InputError, MissingFile
 from skrr.prompts import check_nonempty
 
 COCO_30K = 30_000
@@ -18,7 +19,7 @@ def load_coco_captions(captions_json: str, num: int | None = COCO_30K, seed: int
     image's captions, so the same seed always gives the same 30k prompts."""
     path = Path(captions_json)
     if not path.is_file():
-        raise FileNotFoundError(f"COCO captions file {path} not found; download annotations_trainval2014.zip "
+        raise MissingFile(f"COCO captions file {path} not found; download annotations_trainval2014.zip "
                                 "from cocodataset.org and pass annotations/captions_val2014.json")
     annotations = json.loads(path.read_text())["annotations"]
     by_image: dict[int, list[str]] = {}
@@ -28,7 +29,7 @@ def load_coco_captions(captions_json: str, num: int | None = COCO_30K, seed: int
     rng = random.Random(seed)
     if num is not None:
         if num > len(image_ids):
-            raise ValueError(f"asked for {num} COCO captions but the file has {len(image_ids)} images; lower num")
+            raise InputError(f"asked for {num} COCO captions but the file has {len(image_ids)} images; lower num")
         image_ids = rng.sample(image_ids, num)
     prompts = [rng.choice(by_image[i]).replace("\n", " ") for i in image_ids]
     return check_nonempty(prompts, path)
@@ -38,12 +39,12 @@ def load_geneval_metadata(metadata_jsonl: str) -> list[dict]:
     """GenEval's prompts/evaluation_metadata.jsonl (553 lines): dicts with tag, include, exclude, prompt."""
     path = Path(metadata_jsonl)
     if not path.is_file():
-        raise FileNotFoundError(f"GenEval metadata {path} not found; take prompts/evaluation_metadata.jsonl from "
+        raise MissingFile(f"GenEval metadata {path} not found; take prompts/evaluation_metadata.jsonl from "
                                 "github.com/djghosh13/geneval, or use eval.geneval.prompts.generate_suite offline")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for i, row in enumerate(rows):
         if "prompt" not in row or "tag" not in row or "include" not in row:
-            raise ValueError(f"{path}:{i + 1} is not GenEval metadata (needs tag, include, prompt)")
+            raise InputError(f"{path}:{i + 1} is not GenEval metadata (needs tag, include, prompt)")
     check_nonempty(rows, path)
     return rows
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 
 from eval.generate import SamplerConfig
+from skrr.errors import InputError
 from skrr.ranges import AT_LEAST_ONE, WHOLE, Range
 
 MODEL_KEYS = ("height", "width", "num_inference_steps", "guidance_scale")  # what a model's defaults may set
@@ -24,7 +25,7 @@ def check(sampler, multiple: int = 1, pipeline: str = "", prefix: str = "eval.sa
     allowed = allowed or [f.name for f in fields(SamplerConfig)]
     for key in sampler:
         if key not in allowed:
-            raise ValueError(f"{prefix}.{key} is not a sampler setting; use {', '.join(allowed)}")
+            raise InputError(f"{prefix}.{key} is not a sampler setting; use {', '.join(allowed)}")
     ranges = {**RANGES, "height": size_range(multiple, pipeline), "width": size_range(multiple, pipeline)}
     for key, value in sampler.items():
         if value is not None:

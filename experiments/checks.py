@@ -1,13 +1,13 @@
 """Every numeric setting of a composed config checked against its allowed range, before anything
 loads: a pure function of the config, called by skrr-prune and skrr-run (and by the table-driven
 test that tries an out-of-range value for every numeric key under conf/). Method and calibration
-ranges live with their code (skrr.prune.METHOD_RANGES, skrr.calibration.RANGES), the sampler's in
+ranges live with their code (the constructors of the method and prompt-source classes), the sampler's in
 eval.sampler; the rest are here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from eval import sampler as sampling
 from skrr.models import pixel_multiple
@@ -54,14 +54,16 @@ def check_model_sampler(model: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> DictConfig:
     """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
     nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
-    from skrr.calibration import check_calibration_numbers
-    from skrr.prune import targets_of, validate_method
+    from skrr.methods import as_method, sparsity_targets
+    from skrr.models import build_model
+    from skrr.prompt_sources import as_source
 
-    validate_method(cfg.method)
+    build_model(cfg.model)  # an unknown or missing model key, named model.<key>
+    as_method(cfg.method)  # its constructor checks every setting
     if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
-        targets_of(OmegaConf.create({"sparsity": cfg.sparsity}), "sparsity")
+        sparsity_targets(cfg.sparsity, "sparsity")
     if "calibration" in cfg:  # checked for dense too: one bad number fails every job of a sweep alike
-        check_calibration_numbers(cfg.calibration)
+        as_source(cfg.calibration, missing_ok=True)  # its constructor checks every number (a path comes later)
     if "eval" in cfg:
         cfg = with_sampler(cfg)
     check_numbers(cfg)
@@ -70,7 +72,7 @@ def check_config(cfg: DictConfig) -> DictConfig:
 
 def check_numbers(cfg: DictConfig) -> None:
     """The ranges of every group the config holds (skrr-prune's has no eval, metrics or logger);
-    the method's and calibration's are checked by validate_method and check_calibration."""
+    the method's and calibration's are checked by their constructors."""
     check_ranges(cfg, TOP_RANGES, "")
     check_ranges(cfg.model, MODEL_RANGES, "model")
     check_model_sampler(cfg.model)

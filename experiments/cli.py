@@ -1,5 +1,6 @@
 """What every skrr Hydra app shares: where the configs are, one-line errors for bad input, and a
-one-line account of an interrupt (Ctrl-C, SIGTERM) instead of a traceback."""
+one-line account of an interrupt (Ctrl-C, SIGTERM) instead of a traceback. Only the project's own
+input errors (skrr.errors.InputError) are shortened: any other exception is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import contextlib
@@ -9,11 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
 # skrr/conf (skrr.models.CONF_DIR), found without importing skrr (and torch) before the arguments are checked
 CONF_DIR = str((Path(importlib.util.find_spec("skrr").submodule_search_locations[0]) / "conf").resolve())
-BAD_INPUT = (ValueError, KeyError, FileNotFoundError, TypeError)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -43,9 +44,13 @@ def fail_fast(on_interrupt: str = RESUMES):
     except MissingMandatoryValue as e:  # a `???` in a config group left unset
         print(f"error: {e.full_key} must be set, e.g. {e.full_key}=...", file=sys.stderr)
         sys.exit(2)
-    except BAD_INPUT as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+    except Exception as e:
+        from skrr.errors import InputError  # here, not above: the app has imported skrr by now
+
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e  # instantiate wraps a constructor's error
+        if not isinstance(cause, InputError):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)

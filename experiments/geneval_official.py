@@ -16,6 +16,7 @@ from pathlib import Path
 
 from eval.geneval import official as O
 from experiments.results import find_row, update_row
+from skrr.errors import InputError
 
 
 def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
@@ -29,9 +30,9 @@ def run_geneval_set(row: dict) -> tuple[list[Path], list[dict], int, object]:
     prompts = OmegaConf.create(config["eval"]["prompts"])
     metadata = prompt_sets(prompts).get("geneval")
     if metadata is None or "geneval" not in config.get("metrics", {}):
-        raise ValueError(f"run {row['run_key']} has no GenEval prompt set or metric")
+        raise InputError(f"run {row['run_key']} has no GenEval prompt set or metric")
     images = load_folder(Path(row["artifacts"]["images"]) / "geneval", len(metadata))
-    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]))
+    metric = build_metric(OmegaConf.create(config["metrics"]["geneval"]), "geneval")
     return images, metadata, int(prompts.get("geneval_images_per_prompt", 4)), metric
 
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             print("geneval_official: " + " ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float)))
             for tag, a in (out["geneval_agreement"] or {}).items():
                 print(f"agreement {tag}: {a['agreement']:.3f} over {a['images']} images")
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

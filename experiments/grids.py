@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.compare import LEVELS, items
+from skrr.errors import InputError
 
 TASK_ORDER = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TASK_NAMES = {"single_object": "single object", "two_object": "two objects", "counting": "counting",
@@ -71,7 +72,7 @@ def choose_prompts(dense: dict, n: int = 6, seed: int = 0) -> list[Prompt]:
     rng = np.random.default_rng(seed)
     index = image_index(image_folder(dense))
     if not index:
-        raise ValueError(f"no images listed in {image_folder(dense)}; the grids need the run's image folders")
+        raise InputError(f"no images listed in {image_folder(dense)}; the grids need the run's image folders")
     gen = items(dense, "geneval")
     if gen is None or gen.strata is None:
         keys = sorted(index)

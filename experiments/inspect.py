@@ -18,6 +18,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from experiments.cli import CONF_DIR, fail_fast
+from skrr.errors import InputError, UnknownName
 
 
 def pipeline_components(cfg: DictConfig) -> dict:
@@ -66,10 +67,10 @@ def report(cfg: DictConfig) -> list[str]:
     plan = load_plan(cfg.plan)  # fails before any model work
     other = load_plan(cfg.get("compare"))
     if other is not None and plan is None:
-        raise ValueError("compare=B needs a plan to compare with: plan=A compare=B")
+        raise InputError("compare=B needs a plan to compare with: plan=A compare=B")
     components = pipeline_components(cfg.model)
     if cfg.model.text_encoder not in components:
-        raise KeyError(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
+        raise UnknownName(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
     encoder = components[cfg.model.text_encoder]
     view = to_sub_blocks(encoder, hidden_state=int(cfg.model.get("hidden_state", -1)))
     blocks = view.sub_blocks
@@ -110,12 +111,12 @@ def report(cfg: DictConfig) -> list[str]:
 
 
 def load_plan(spec):
-    from skrr import Plan
     from skrr.presets import is_preset
+    from skrr.presets import load_plan as read_plan
 
     if not spec:
         return None
-    return Plan.load(str(spec) if is_preset(str(spec)) else to_absolute_path(str(spec)))
+    return read_plan(str(spec) if is_preset(str(spec)) else to_absolute_path(str(spec)))
 
 
 def compare_lines(a, b, b_sparsity: float) -> list[str]:
@@ -131,12 +132,11 @@ def compare_lines(a, b, b_sparsity: float) -> list[str]:
 def discrepancy_lines(cfg: DictConfig, plans) -> list[str]:
     """D (Skrr's default discrepancy: projected MSE with the null term) of each plan on the calibration set."""
     import torch
-    from omegaconf import OmegaConf
 
     from skrr.prune import make_context
 
     ctx = make_context(cfg.model, cfg.calibration, device=cfg.device, progress=False)
-    disc = ctx.discrepancy(OmegaConf.create({}))
+    disc = ctx.discrepancy(metric="mse", projection=True, null_term=True)
     with torch.no_grad():
         ds = [disc(p.schedule(len(ctx.sub_blocks))) for p in plans]
     return [f"D on {len(ctx.calib.prompts)} calibration prompts: plan {ds[0]:.6g}   compare {ds[1]:.6g}"]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from skrr.errors import InputError
+
 # Skrr's defaults (conf/method/skrr.yaml): what "D" means when plans of several methods are compared
 SETTINGS = {"metric": "mse", "projection": True, "null_term": True, "batch_size": 8, "compute_dtype": "auto",
             "fast": True}
@@ -34,7 +36,7 @@ def changed_weights(encoder, plan, plan_dir: Path):
     params = dict(encoder.named_parameters())
     unknown = sorted(set(changed) - set(params))
     if unknown:
-        raise ValueError(f"{plan_dir / plan.weights} has weights the encoder does not: {unknown[:3]}")
+        raise InputError(f"{plan_dir / plan.weights} has weights the encoder does not: {unknown[:3]}")
     saved = {k: params[k].detach().clone() for k in changed}
     try:
         with torch.no_grad():
@@ -58,14 +60,14 @@ def plan_discrepancies(model: dict, calibration: dict, plans: list[tuple[float, 
     if ctx is None:
         ctx = make_context(OmegaConf.create(model), OmegaConf.create(calibration), device, projection=True,
                            batch_size=SETTINGS["batch_size"], progress=False, compute_dtype=SETTINGS["compute_dtype"])
-    cfg = OmegaConf.create(SETTINGS)
     out = {}
     for target, path in plans:
         plan = Plan.load(path)
         plan.validate(ctx.sub_blocks)
         with torch.no_grad(), changed_weights(ctx.text_side.encoder, plan, Path(path).parent):
-            d = ctx.discrepancy(cfg)(plan.schedule(len(ctx.sub_blocks)))  # a fresh evaluator: no stale prefix cache
+            disc = ctx.discrepancy(SETTINGS["metric"], SETTINGS["projection"], SETTINGS["null_term"], SETTINGS["fast"])
+            d = disc(plan.schedule(len(ctx.sub_blocks)))  # a fresh evaluator: no stale prefix cache
         if not math.isfinite(d):
-            raise ValueError(f"D of the plan {path} is {d}: not a result")
+            raise InputError(f"D of the plan {path} is {d}: not a result")
         out[f"{float(target):.4f}"] = float(d)
     return out

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from skrr import distributed
-from skrr.calibration import check_calibration
 from skrr.models import check_device
+from skrr.prompt_sources import as_source
 from skrr.real_prompts import check_prompts_fit_model
 from skrr.prune import prune
 
@@ -30,20 +30,21 @@ log = logging.getLogger("skrr-prune")
 
 def card_source(model) -> dict:
     """What a pruned folder's model card says about the model it was pruned from."""
-    from skrr.models import model_config
+    from skrr.models import build_model, model_config
 
-    cfg = model_config(model)
-    pretrained = f"tiny twin of {cfg.name} (random weights, built offline)" if cfg.get("tiny") else str(cfg.pretrained)
-    return {"model": str(cfg.name), "pretrained": pretrained, "pipeline_class": str(cfg.pipeline_class),
-            "component": str(cfg.text_encoder)}
+    spec = build_model(model_config(model))
+    return {"model": spec.name, "pretrained": spec.pipeline.provenance(spec),
+            "pipeline_class": str(spec.pipeline.pipeline_class), "component": spec.text_encoder}
 
 
 def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, device: str,
                 save_pipeline: bool = False) -> list[Path]:
+    from skrr.plan import plan_file_name
+
     paths = []
     source = card_source(model_name) if save_encoder or save_pipeline else None
     for plan in plans:
-        name = "plan.json" if len(plans) == 1 else f"plan_{plan.info['target']:.3f}.json"
+        name = "plan.json" if len(plans) == 1 else plan_file_name(plan.info["target"])
         paths.append(plan.save(out_dir / name))  # with LaCo's merged weights beside it
         if save_encoder:
             from skrr import apply_plan, save_pruned
@@ -53,13 +54,11 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
             apply_plan(enc, plan, weights_dir=out_dir)
             save_pruned(enc, plan, out_dir / (Path(name).stem.replace("plan", "encoder")), source=source)
         if save_pipeline:
-            from skrr import apply_plan
             from skrr.models import load_pipeline, model_config
             from skrr.pruned_io import save_pruned_pipeline
 
             component = model_config(model_name).text_encoder
-            pipe = load_pipeline(model_name, device=device)
-            apply_plan(getattr(pipe, component), plan, weights_dir=out_dir)
+            pipe = load_pipeline(model_name, device=device, plan=plan, plan_dir=out_dir)
             save_pruned_pipeline(pipe, component, plan, out_dir / (Path(name).stem.replace("plan", "pipeline")), source=source)
     return paths
 
@@ -69,7 +68,7 @@ def run(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if cfg.method.name != "dense":
         check_prompts_fit_model(cfg.calibration, cfg.model)
-        check_calibration(cfg.calibration)
+        as_source(cfg.calibration).check()
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     device = distributed.init_from_env(cfg.device, float(cfg.distributed_timeout_s))
     try:

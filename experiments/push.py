@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from skrr.errors import InputError, MissingFile
 from skrr.hub_code import MODULE_FILE
 from skrr.model_card import CARD, is_hub_id, write_card
 
@@ -21,14 +22,14 @@ def check_folder(folder: Path) -> Path:
     from skrr.model_card import _encoder_dir
 
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder (give the encoder/ or pipeline/ that skrr-prune wrote)")
+        raise MissingFile(f"{folder} is not a folder (give the encoder/ or pipeline/ that skrr-prune wrote)")
     if not ((folder / "plan.json").is_file() or (folder / "model_index.json").is_file()):
-        raise ValueError(f"{folder} is not a pruned folder: no plan.json or model_index.json "
+        raise InputError(f"{folder} is not a pruned folder: no plan.json or model_index.json "
                          "(write one with skrr-prune save_encoder=true or save_pipeline=true)")
     enc_dir, _ = _encoder_dir(folder)
     for name in ("config.json", "model.safetensors", MODULE_FILE):
         if not (enc_dir / name).is_file():
-            raise ValueError(f"{enc_dir} has no {name}: save it again with this skrr (skrr.save_pruned) before pushing")
+            raise InputError(f"{enc_dir} has no {name}: save it again with this skrr (skrr.save_pruned) before pushing")
     return enc_dir
 
 
@@ -37,7 +38,7 @@ def push(folder, repo_id: str, private: bool = False, revision: str | None = Non
     """Create the repo (if needed) and upload the folder in one commit; returns the commit info."""
     folder = Path(folder)
     if not is_hub_id(repo_id):
-        raise ValueError(f"repo id {repo_id!r} is not of the form <user or org>/<name>")
+        raise InputError(f"repo id {repo_id!r} is not of the form <user or org>/<name>")
     check_folder(folder)
     if api is None:
         from huggingface_hub import HfApi
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         info = push(args.folder, args.repo_id, args.private, args.revision, args.message)
-    except (ValueError, FileNotFoundError) as e:
+    except InputError as e:
         print(f"skrr-push: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"pushed {args.folder} -> {getattr(info, 'commit_url', None) or args.repo_id} ({CARD} names the repo)")

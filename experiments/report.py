@@ -27,6 +27,7 @@ from experiments.claims import claims, differences, differences_markdown, noise_
 from experiments.compare import LEVELS, Estimate, estimate, matched
 from experiments.grids import grids
 from experiments.results import read_results
+from skrr.errors import InputError
 
 METHOD_ORDER = ["dense", "shortgpt", "laco", "finercut", "skrr"]
 METHOD_NAMES = {"dense": "Dense", "shortgpt": "ShortGPT", "laco": "LaCo", "finercut": "FinerCut", "skrr": "Skrr"}
@@ -282,7 +283,7 @@ def report(results: str | Path, out: str | Path | None = None, grid_method: str 
     results = Path(results)
     found = read_results(results)
     if not found.rows:
-        raise ValueError(f"{found.summary()}; nothing to report (run a sweep first)")
+        raise InputError(f"{found.summary()}; nothing to report (run a sweep first)")
     print(f"read {found.summary()}")  # what was found, malformed lines included: none is dropped in silence
     rows = found.rows
     out = Path(out) if out else results.parent.parent / "reports" / results.stem
@@ -361,7 +362,7 @@ def main(argv=None):
         wandb = {"project": args.wandb_project, "mode": args.wandb_mode, "dir": args.wandb_dir or str(root / "wandb")}
     try:
         report(args.results, args.out, args.grid_method, args.grid_prompts, args.grid_seed, wandb)
-    except (ValueError, FileNotFoundError) as e:
+    except InputError as e:  # anything else is a bug: its traceback stays
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

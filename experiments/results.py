@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skrr.errors import InputError, MissingFile, UnknownName
+
 
 def results_path(root: str | os.PathLike, experiment: str) -> Path:
     return Path(root) / "results" / f"{experiment}.jsonl"
@@ -61,7 +63,7 @@ def read_results(path: str | os.PathLike) -> Results:
     """The one reader of a results file: rows in file order, and every line that is not a row."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}; run a sweep first (skrr-run -m experiment=...)")
+        raise MissingFile(f"no results file at {path}; run a sweep first (skrr-run -m experiment=...)")
     found = Results(path)
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -99,7 +101,7 @@ def stored_keys(path: str | os.PathLike) -> set[str]:
 def append_result(path: str | os.PathLike, row: dict) -> bool:
     """Append `row` unless a row with its run_key is stored. Returns whether it was appended."""
     if "run_key" not in row:
-        raise ValueError("a result row needs a run_key (the hash of the inputs that determine it)")
+        raise InputError("a result row needs a run_key (the hash of the inputs that determine it)")
     path = Path(path)
     data = (json.dumps(row, default=str) + "\n").encode()
     with file_lock(path):
@@ -123,11 +125,11 @@ def find_row(path: str | os.PathLike, run_key: str) -> dict:
     """The stored row with this run_key (FileNotFoundError / KeyError with the path if there is none)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}")
+        raise MissingFile(f"no results file at {path}")
     for row in load_results(path):
         if row.get("run_key") == run_key:
             return row
-    raise KeyError(f"no row with run_key {run_key!r} in {path}")
+    raise UnknownName(f"no row with run_key {run_key!r} in {path}")
 
 
 def update_row(path: str | os.PathLike, run_key: str, change) -> dict:

@@ -15,70 +15,20 @@ import logging
 import resource
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import CONF_DIR, fail_fast
-from experiments.results import append_result, results_path
 from eval.prompts import texts_of
-from experiments.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, Store, digest, plain, plan_identity
+from experiments.cli import CONF_DIR, fail_fast
+from experiments.job import Job
+from experiments.results import append_result, results_path
+from experiments.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, digest, plain, plan_identity
 
 log = logging.getLogger("skrr-run")
-LOGGERS = ("none", "wandb")
-
-
-def job_targets(cfg: DictConfig) -> list[float]:
-    """Sparsity targets of this job: dense has one (0); `sparsity` (the sweep's list) overrides method.sparsity."""
-    from skrr.prune import targets_of
-
-    source, key = (cfg.method, "method.sparsity") if cfg.get("sparsity") is None else ({"sparsity": cfg.sparsity}, "sparsity")
-    targets = sorted(set(targets_of(OmegaConf.create(source), key)))  # checked for dense too: a sweep's bad list fails every job
-    return [0.0] if cfg.method.name == "dense" else targets
-
-
-def validate(cfg: DictConfig) -> tuple[dict, dict, DictConfig]:
-    """Check everything cheap before anything heavy loads; returns the eval prompt sets, the
-    chosen metrics' configs and cfg with its sampler resolved (experiments.checks.with_sampler)."""
-    from eval.generate import local_device
-    from experiments.checks import check_config
-    from eval.metrics import metric_class
-    from eval.prompts import prompt_sets
-    from skrr.calibration import check_calibration
-    from skrr.models import check_device
-    from skrr.prune import validate_method
-    from skrr.real_prompts import check_prompts_fit_model
-
-    from skrr.quantize import settings, validate as validate_quantize
-
-    validate_quantize(*settings(cfg.model), cfg.eval.device)
-    validate_method(OmegaConf.merge(cfg.method, {"sparsity": job_targets(cfg)}))
-    cfg = check_config(cfg)
-    check_device(local_device(cfg.eval.device), "eval.device")  # first: `device` follows it by default
-    check_device(local_device(cfg.device), "device")
-    if cfg.method.name != "dense":  # dense needs no calibration
-        check_prompts_fit_model(cfg.calibration, cfg.model)
-        check_calibration(cfg.calibration)
-    unknown = [m for m in cfg.eval.metrics if m not in cfg.metrics]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
-    metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
-    for config in metrics.values():
-        metric_class(config).validate(config)
-    sets = prompt_sets(cfg.eval.prompts)
-    for name, config in metrics.items():
-        wanted = metric_class(config).prompt_set
-        if wanted == "text" and "text" not in sets:
-            raise ValueError(f"{name} needs text prompts: set eval.prompts.coco_captions=PATH "
-                             "(annotations/captions_val2014.json) or eval.prompts.text=[...]")
-        if wanted == "geneval" and "geneval" not in sets:
-            raise ValueError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
-                             "(geneval prompts/evaluation_metadata.jsonl)")
-    if cfg.logger.name not in LOGGERS:
-        raise ValueError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
-    return sets, metrics, cfg
 
 
 def provenance() -> dict:
@@ -130,95 +80,137 @@ def discrepancy(plan_d: dict | None, target: float, identity: dict, calibration)
             "calibration": plain(calibration)}
 
 
-def run_job(cfg: DictConfig, experiment: str = "adhoc", seed_offset: int = 0) -> list[dict]:
-    """Run (or resume) one job; returns one result row per sparsity target. The dense job with
-    eval.noise_floor=true also scores the dense model on disjoint seeds (base_seed + the number of
-    prompts), in a row marked seed_offset: how far every metric moves with the seeds alone."""
-    import torch
+def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
+    """Run (or resume) one job: plan -> images -> scores -> row, for each sparsity target. The dense
+    job with eval.noise_floor=true scores a second image set on disjoint seeds (`Job.noise_floor`),
+    its rows marked seed_offset."""
+    job = Job.build(cfg, experiment)  # every check, before anything loads
+    plans = make_plans(job)  # one search serves every target
+    rows = score_plans(job, plans)
+    floor = job.noise_floor()
+    if floor is not None:
+        rows += score_plans(floor, plans)
+    return rows
 
-    from eval.generate import local_device, resolve_rank
-    from eval.metrics import metric_class
+
+@dataclass(frozen=True)
+class JobPlans:
+    key: str
+    record: dict  # the plans stage's
+    files: list[tuple[float, Path]]  # (target, plan file)
+    d: dict | None  # the PlanD stage's: every plan's D on Skrr's default yardstick (None: dense, or not rank 0)
+
+
+def make_plans(job: Job) -> JobPlans:
+    plans = Plans(job.model, job.method, job.calibration, job.targets)
+    record = plans.run(job.store, job.prune_device, job.progress)
+    files = Plans.files(job.store, plans.key, record)
+    d = PlanD(job.model, job.calibration, plans.key).run(job.store, files, job.prune_device) \
+        if job.plan_d and job.rank == 0 else None
+    return JobPlans(plans.key, record, files, d)
+
+
+def score_plans(job: Job, plans: JobPlans) -> list[dict]:
+    """Every target's images, scores and row; the dense pipeline and images are shared by all."""
     from skrr.plan import Plan
 
-    sets, metrics, cfg = validate(cfg)
-    if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
-        torch.set_num_threads(int(cfg.threads))
-    rank, world = resolve_rank()
-    store, ev, model = Store(cfg.paths.root, bool(cfg.get("verify"))), cfg.eval, plain(cfg.model)
-    device, dtype, sampler = local_device(ev.device), ev.get("dtype"), plain(ev.sampler)
-    plans = Plans(model, plain(cfg.method), plain(cfg.calibration), tuple(job_targets(cfg)))
-    plan_rec = plans.run(store, local_device(cfg.device), cfg.progress)
-    plan_dir = store.dir("plans", plans.key)
-    plan_d = None  # every plan's D on Skrr's default yardstick (dense: 0 by definition, nothing to load)
-    if cfg.method.name != "dense" and cfg.eval.get("plan_d", True) and rank == 0:
-        plan_d = PlanD(model, plain(cfg.calibration), plans.key).run(store, Plans.files(store, plans.key, plan_rec),
-                                                                     local_device(cfg.device))
-    classes = {m: metric_class(c) for m, c in metrics.items()}
-    needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
-    needs_dense = any(c.needs_dense(metrics[m]) for m, c in classes.items())
-    dense_pipe, dense_images = Pipeline(model, device, dtype), Images(model, DENSE, sampler, dtype, sets)
-
+    dense = Pipeline(job.model, job.device, job.dtype)
     rows = []
-    for target, plan_path in Plans.files(store, plans.key, plan_rec):
-        plan = Plan.load(plan_path)
-        if str(device).startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        identity = plan_identity(plan, plan_dir)
-        pipe = dense_pipe if identity == DENSE else Pipeline(model, device, dtype, plan, plan_dir)
-        images = Images(model, identity, sampler, dtype, sets)
-        records = {"plan": plan_rec, **({"discrepancy": plan_d} if plan_d else {})}
-        if needs_dense:  # shared by every run of the sweep
-            records["dense_images"] = dense_images.run(store, "text", dense_pipe, rank, world)
-            if pipe is not dense_pipe:
-                dense_pipe.release()  # never hold two pipelines in GPU memory
-        for set_name in needed:
-            # GenEval prompts identical to the text prompts (the toy world): the same images, linked
-            same = set_name == "geneval" and "text" in needed and texts_of(sets["geneval"]) == sets["text"]
-            records[f"images/{set_name}"] = images.run(store, set_name, pipe, rank, world,
-                                                       twin=images.folder(store, "text") if same else None)
-        if rank > 0:  # the other ranks only help generate
-            pipe.release()
-            continue
-        values, metric_keys, items = {}, {}, {}
-        for name, config in metrics.items():
-            cls = classes[name]
-            if cls.prompt_set is None:  # reads no images: a function of the plan (efficiency)
-                score = Score(name, config, {"plan": identity, "model": model, "sampler": sampler})
-            else:
-                dense = dense_images.folder(store, "text") if cls.needs_dense(config) else None
-                score = Score(name, config, {"images": images.key, "set": cls.prompt_set,
-                                             "dense": dense_images.key if dense else None},
-                              images.folder(store, cls.prompt_set), tuple(sets[cls.prompt_set]), dense)
-            rec = score.run(store, pipe)
-            records[f"metrics/{name}"], values[name], metric_keys[name] = rec, rec["output"]["value"], score.key
-            if rec["output"].get("items"):
-                items[name] = str(store.dir("metrics", score.key) / rec["output"]["items"])
-        row = {"run_key": digest("run", plans.key, target, images.key, metric_keys), "experiment": experiment,
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": cfg.method.name, "model": model["name"],
-               "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
-               **({"seed_offset": seed_offset} if seed_offset else {}),
-               "plan": plan_summary(plan, plan_dir), "sampler": sampler,
-               "discrepancy": discrepancy(plan_d, target, identity, cfg.calibration),
-               "timings": {k: r["seconds"] for k, r in records.items()},
-               "ran": sorted(k for k, r in records.items() if r["ran"]),
-               "peak_memory": peak_memory(device), **provenance(),
-               "artifacts": {"plan": str(plan_path), "images": str(store.dir("images", images.key)),
-                             "dense_images": str(store.dir("images", dense_images.key)), "items": items},
-               "config": {**OmegaConf.to_container(cfg, resolve=True), "target": target}}
-        if cfg.get("save_encoder") and identity != DENSE:
-            row["artifacts"]["encoder"] = str(save_encoder(model, plan, plan_dir, row, cfg.paths.root))
-        if append_result(results_path(cfg.paths.root, experiment), row):  # results first, then W&B
-            log_row(cfg.logger, row, sets.get("text"))
-        print(f"{model['name']} {cfg.method.name} target {target:.2%}: sparsity {row['sparsity']:.2%} "
-              f"{_brief(values)} (ran: {', '.join(row['ran']) or 'nothing, all cached'})")
-        rows.append(row)
-        if pipe is not dense_pipe:
-            pipe.release()
-    if cfg.method.name == "dense" and cfg.eval.get("noise_floor") and not seed_offset:
-        shift = max(len(prompts) for prompts in sets.values())
-        twin = OmegaConf.merge(cfg, {"eval": {"sampler": {"base_seed": int(sampler["base_seed"]) + shift}}})
-        rows += run_job(twin, experiment, seed_offset=shift)
+    for target, path in plans.files:
+        plan = Plan.load(path)
+        images = make_images(job, plan, path.parent, dense)
+        if job.rank == 0:  # the other ranks only help generate
+            rows.append(store_row(job, plans, target, plan, path, images, make_scores(job, images)))
+        if images.pipe is not dense:
+            images.pipe.release()
     return rows
+
+
+@dataclass
+class PlanImages:
+    identity: dict  # what the images depend on (experiments.stages.plan_identity)
+    pipe: Pipeline
+    images: Images
+    dense: Images  # the dense model's, for metrics that compare with them
+    records: dict  # stage records, for the row's timings and `ran`
+
+
+def make_images(job: Job, plan, plan_dir: Path, dense_pipe: Pipeline) -> PlanImages:
+    """The plan's images of every prompt set the metrics read (under torchrun each rank makes its
+    shard), and the dense images where a metric compares with them."""
+    import torch
+
+    if str(job.device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    identity = plan_identity(plan, plan_dir)
+    pipe = dense_pipe if identity == DENSE else Pipeline(job.model, job.device, job.dtype, plan, plan_dir)
+    out = PlanImages(identity, pipe, Images(job.model, identity, job.sampler, job.dtype, job.sets),
+                     Images(job.model, DENSE, job.sampler, job.dtype, job.sets), {})
+    classes = metric_classes(job)
+    if any(cls.needs_dense(job.metrics[m]) for m, cls in classes.items()):  # shared by every run of the sweep
+        out.records["dense_images"] = out.dense.run(job.store, "text", dense_pipe, job.rank, job.world)
+        if pipe is not dense_pipe:
+            dense_pipe.release()  # never hold two pipelines in GPU memory
+    needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
+    for set_name in needed:
+        # GenEval prompts identical to the text prompts (the toy world): the same images, linked
+        same = set_name == "geneval" and "text" in needed and texts_of(job.sets["geneval"]) == job.sets["text"]
+        out.records[f"images/{set_name}"] = out.images.run(job.store, set_name, pipe, job.rank, job.world,
+                                                           twin=out.images.folder(job.store, "text") if same else None)
+    return out
+
+
+def metric_classes(job: Job) -> dict:
+    from eval.metrics import metric_class
+
+    return {name: metric_class(config, name) for name, config in job.metrics.items()}
+
+
+def make_scores(job: Job, images: PlanImages) -> dict[str, dict]:
+    """{metric: its stage record}: each metric of the images it reads (efficiency: of the plan)."""
+    records = {}
+    for name, cls in metric_classes(job).items():
+        config = job.metrics[name]
+        if cls.prompt_set is None:  # reads no images: a function of the plan (efficiency)
+            score = Score(name, config, {"plan": images.identity, "model": job.model, "sampler": job.sampler})
+        else:
+            dense = images.dense.folder(job.store, "text") if cls.needs_dense(config) else None
+            score = Score(name, config, {"images": images.images.key, "set": cls.prompt_set,
+                                         "dense": images.dense.key if dense else None},
+                          images.images.folder(job.store, cls.prompt_set), tuple(job.sets[cls.prompt_set]), dense)
+        records[name] = {**score.run(job.store, images.pipe), "key": score.key}
+    return records
+
+
+def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, images: PlanImages,
+              scores: dict[str, dict]) -> dict:
+    """The result row: appended to results/<experiment>.jsonl (once per run key), then logged."""
+    plan_dir = plan_path.parent
+    records = {"plan": plans.record, **({"discrepancy": plans.d} if plans.d else {}), **images.records,
+               **{f"metrics/{name}": rec for name, rec in scores.items()}}
+    values = {name: rec["output"]["value"] for name, rec in scores.items()}
+    items = {name: str(job.store.dir("metrics", rec["key"]) / rec["output"]["items"])
+             for name, rec in scores.items() if rec["output"].get("items")}
+    metric_keys = {name: rec["key"] for name, rec in scores.items()}
+    row = {"run_key": digest("run", plans.key, target, images.images.key, metric_keys), "experiment": job.experiment,
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": job.method["name"], "model": job.model["name"],
+           "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
+           **({"seed_offset": job.seed_offset} if job.seed_offset else {}),
+           "plan": plan_summary(plan, plan_dir), "sampler": job.sampler,
+           "discrepancy": discrepancy(plans.d, target, images.identity, job.calibration),
+           "timings": {k: r["seconds"] for k, r in records.items()},
+           "ran": sorted(k for k, r in records.items() if r["ran"]),
+           "peak_memory": peak_memory(job.device), **provenance(),
+           "artifacts": {"plan": str(plan_path), "images": str(job.store.dir("images", images.images.key)),
+                         "dense_images": str(job.store.dir("images", images.dense.key)), "items": items},
+           "config": {**job.config, "target": target}}
+    if job.save_encoder and images.identity != DENSE:
+        row["artifacts"]["encoder"] = str(save_encoder(job.model, plan, plan_dir, row, job.store.root))
+    if append_result(results_path(job.store.root, job.experiment), row):  # results first, then W&B
+        log_row(job.logger, row, job.sets.get("text"))
+    print(f"{job.model['name']} {job.method['name']} target {target:.2%}: sparsity {row['sparsity']:.2%} "
+          f"{_brief(values)} (ran: {', '.join(row['ran']) or 'nothing, all cached'})")
+    return row
 
 
 def save_encoder(model: dict, plan, plan_dir: Path, row: dict, root) -> Path:
@@ -247,11 +239,11 @@ def _brief(values: dict) -> str:
     return " ".join(out)
 
 
-def log_row(logger: DictConfig, row: dict, prompts: list | None) -> None:
-    if logger.name == "wandb":
+def log_row(logger: dict, row: dict, prompts: list | None) -> None:
+    if logger["name"] == "wandb":
         from experiments.logging_wandb import log_run
 
-        log_run(logger, row, prompts=prompts)
+        log_run(OmegaConf.create(logger), row, prompts=prompts)
 
 
 def experiment_name() -> str:

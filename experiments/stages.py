@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from eval.prompts import texts_of
 from experiments.results import file_lock
-from skrr.plan import Plan, write_json_atomic
+from skrr.plan import Plan, plan_file_name, write_json_atomic
 
 DONE = "stage.json"
 METRIC_FORMAT = 2  # in metric keys: version 2 stores per-image scores and intervals (older stages are redone)
@@ -44,6 +44,12 @@ def plain(cfg):
     if isinstance(cfg, (list, tuple)):
         return [plain(v) for v in cfg]
     return cfg
+
+
+def settings_of(cfg: dict) -> dict:
+    """A pluggable part's settings: its config without the class it builds (`_target_`), so cache
+    keys depend on what is computed, not on where the class lives."""
+    return {k: v for k, v in cfg.items() if k != "_target_"}
 
 
 def digest(*parts) -> str:
@@ -179,8 +185,7 @@ class Store:
         return {**self.record(kind, key), "ran": True}
 
 
-def plan_file(target: float) -> str:
-    return f"plan_{target:.4f}.json"
+plan_file = plan_file_name  # the one format, shared with skrr-prune (skrr.plan)
 
 
 def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
@@ -198,12 +203,17 @@ class Plans:
     targets: tuple[float, ...]
 
     @property
+    def settings(self) -> dict:
+        """The method's settings (what plans record)."""
+        return settings_of(self.method)
+
+    @property
     def key(self) -> str:
-        method = {**self.method, "sparsity": sorted(self.targets)}
+        method = {**self.settings, "sparsity": sorted(self.targets)}
         # quantization comes after pruning: plans for a quantized run are the unquantized run's
         model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
         # dense needs no calibration: its plan must not depend on one
-        return digest("plan", model, method, None if method["name"] == "dense" else self.calibration)
+        return digest("plan", model, method, None if method["name"] == "dense" else settings_of(self.calibration))
 
     def run(self, store: Store, device: str, progress: bool) -> dict:
         inputs = {"model": self.model, "method": self.method, "calibration": self.calibration, "targets": self.targets}
@@ -211,7 +221,7 @@ class Plans:
 
     def make(self, out: Path, device: str, progress: bool) -> dict:
         if self.method["name"] == "dense":
-            plans = [Plan(skip=[], method=self.method, sparsity=0.0, info={"target": 0.0})]
+            plans = [Plan(skip=[], method=self.settings, sparsity=0.0, info={"target": 0.0})]
         else:
             from skrr.prune import prune
 
@@ -243,7 +253,7 @@ class PlanD:
         from experiments.plan_d import SETTINGS
 
         model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
-        return digest("discrepancy", model, self.calibration, self.plans_key, SETTINGS)
+        return digest("discrepancy", model, settings_of(self.calibration), self.plans_key, SETTINGS)
 
     def run(self, store: Store, plans: list[tuple[float, Path]], device: str) -> dict:
         from experiments.plan_d import plan_discrepancies
@@ -280,15 +290,14 @@ class Pipeline:
 
 
 def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | None, plan_dir: Path | None):
-    import torch
+    """The pipeline pruned by `plan` (one that skips nothing and changes no weight: the dense pipeline
+    as loaded), then its kept encoder weights quantized if the model asks for it."""
+    from skrr.compute import DTYPES
+    from skrr.models import load_pipeline
 
-    from skrr import apply_plan
-    from skrr.models import DTYPES, load_pipeline
-
-    pipe = load_pipeline(OmegaConf.create(model), device=device, dtype=DTYPES[dtype] if dtype else None)
-    if plan is not None and (plan.skip or plan.weights):
-        with torch.no_grad():
-            apply_plan(getattr(pipe, model["text_encoder"]), plan, weights_dir=plan_dir)
+    changes = plan is not None and (plan.skip or plan.weights)
+    pipe = load_pipeline(OmegaConf.create(model), device=device, dtype=DTYPES[dtype] if dtype else None,
+                         plan=plan if changes else None, plan_dir=plan_dir)
     from skrr.quantize import quantize_encoder, settings
 
     scheme, backend = settings(model)
@@ -378,8 +387,8 @@ class Score:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # same RNG state in every run and process: tiny evals build random backbones
-            extra = {"pipeline": pipeline.get()} if metric_class(self.config).needs_pipeline else {}
-            metric = build_metric(self.config, **extra)
+            extra = {"pipeline": pipeline.get()} if metric_class(self.config, self.name).needs_pipeline else {}
+            metric = build_metric(self.config, self.name, **extra)
             if self.images is None:
                 return {"value": computed(metric, self.name)}
             value = score_folder(metric, self.images, list(self.prompts), self.dense, self.name)

@@ -1,117 +1,32 @@
 """Calibration prompts and the dense targets f_dense(C), f_dense(null), cached on disk.
 
-Prompts come from a text/JSONL file, a Hugging Face dataset, a built-in offline generator,
-or a plug-in callable named in the config; they can be filtered by tokenized length (the paper
-kept long captions of 150-250 tokens). Dense targets are keyed by model + feeding + prompt content, so every
-method and every sweep point reuses them.
+The prompts come from a source of skrr.prompt_sources (a file, a Hugging Face dataset, COCO, the
+offline generator or a plug-in). Dense targets are keyed by model + feeding + prompt content, so
+every method and every sweep point reuses them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import get_object
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from skrr.atomic import atomic_path
 from skrr.compute import Forward
 from skrr.encoder import to_sub_blocks
+from skrr.errors import InputError
 from skrr.finite import check_finite
-from skrr.prompts import check_nonempty, load_prompt_file
-from skrr.ranges import AT_LEAST_ONE, OPTIONAL_COUNT, WHOLE, check_ranges
-from skrr.real_prompts import check_coco, coco_captions
-from skrr.tiny import _corpus, cache_root
+from skrr.tiny import cache_root
 
-SOURCES = ("file", "hf", "builtin", "coco")  # or a dotted callable (n, seed) -> prompts
 NULL_PROMPT = ""  # what classifier-free guidance encodes as the unconditional prompt
 MIN_TOKEN_ROWS = 8
-RANGES = {"size": AT_LEAST_ONE, "pool": OPTIONAL_COUNT, "seed": WHOLE,  # pool null: all of coco's captions
-          "min_tokens": OPTIONAL_COUNT, "max_tokens": OPTIONAL_COUNT}
 TARGETS_LIKELY = ("NaN/inf in the model's encoder or projection weights, or method.compute_dtype / model.dtype "
                   "(float16/bfloat16 overflow: try float32)")
-
-
-def source_prompts(cfg: DictConfig) -> list[str]:
-    """The unfiltered prompt pool: `source` is file, hf, builtin, or the dotted name of a plug-in
-    callable (n, seed) -> prompts, called with (pool, seed)."""
-    src = cfg.source
-    if src == "file":
-        return load_prompt_file(cfg.path, cfg.get("column", "prompt"))
-    if src == "hf":
-        try:
-            import datasets
-        except ImportError:
-            raise ImportError("calibration.source=hf needs the `datasets` package: pip install datasets") from None
-        ds = datasets.load_dataset(cfg.dataset, split=cfg.get("split", "train"))
-        return [str(x) for x in ds[cfg.column]]
-    if src == "builtin":
-        return _corpus(int(cfg.pool), int(cfg.seed))
-    if src == "coco":  # MS-COCO 2014 train captions (skrr.real_prompts)
-        return coco_captions(cfg.path, exclude=cfg.get("exclude"), pool=cfg.get("pool"), seed=int(cfg.seed))
-    if "." in src:
-        return check_nonempty(list(get_object(src)(int(cfg.pool), int(cfg.seed))), src)
-    raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin, coco or a dotted callable (n, seed) -> prompts")
-
-
-def check_calibration(cfg: DictConfig) -> None:
-    """Cheap checks before any model loads: every number in range, the source, and that a prompt
-    file holds at least `size` prompts (filters by token length are checked once the tokenizer is
-    loaded, in `select_prompts`)."""
-    check_calibration_numbers(cfg)
-    src = str(cfg.get("source"))
-    if src not in SOURCES and "." not in src:
-        raise ValueError(f"unknown calibration.source {src!r}; use file, hf, builtin, coco or a dotted callable (n, seed) -> prompts")
-    if cfg.source == "coco":
-        check_coco(cfg)
-    if cfg.source == "file":
-        path = Path(str(cfg.path))
-        if not path.exists():
-            raise FileNotFoundError(f"calibration file {path} not found (calibration.path)")
-        with open(path, errors="replace") as f:  # counted line by line: never holds a big file whole
-            lines = sum(1 for line in f if line.strip())
-        if not lines:
-            raise ValueError(f"calibration file {path} holds no prompts (it is empty or blank)")
-        if lines < cfg.size:
-            raise ValueError(too_few(lines, cfg.size, f"calibration file {path}"))
-
-
-def check_calibration_numbers(cfg: DictConfig) -> None:
-    """The numeric settings in range (reads no file)."""
-    if cfg.get("size") is None:
-        raise ValueError("calibration.size must be a whole number >= 1, got None")
-    check_ranges(cfg, RANGES, "calibration")
-    lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
-    if lo is not None and hi is not None and lo > hi:
-        raise ValueError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
-    if str(cfg.get("source")) not in ("coco", "file", "hf") and cfg.get("pool") is None:
-        raise ValueError(f"calibration.pool must be a whole number >= 1 for source {cfg.get('source')}, got None")
-    if str(cfg.get("source")) == "builtin" and cfg.size > cfg.pool:
-        raise ValueError(f"calibration.size={cfg.size} is more than calibration.pool={cfg.pool} prompts; "
-                         "lower calibration.size or raise calibration.pool")
-
-
-def too_few(have: int, size: int, source: str) -> str:
-    return (f"calibration.size={size} but {source} holds only {have} prompt{'s' * (have != 1)}; "
-            f"set calibration.size={have} or give more prompts")
-
-
-def select_prompts(prompts: list[str], cfg: DictConfig, token_length=None) -> list[str]:
-    """Filter by tokenized length (if bounds are set), then sample `size` with `seed`."""
-    lo, hi = cfg.get("min_tokens"), cfg.get("max_tokens")
-    if (lo is not None or hi is not None) and token_length is not None:
-        prompts = [p for p in prompts if (lo is None or token_length(p) >= lo) and (hi is None or token_length(p) <= hi)]
-    if not prompts:
-        raise ValueError("no calibration prompts left after filtering; widen calibration.min_tokens/max_tokens")
-    if len(prompts) < int(cfg.size):  # never a silently smaller calibration set
-        filtered = " within calibration.min_tokens/max_tokens" if lo is not None or hi is not None else ""
-        raise ValueError(too_few(len(prompts), int(cfg.size), f"calibration.source={cfg.source}{filtered}"))
-    return random.Random(int(cfg.seed)).sample(prompts, int(cfg.size))
 
 
 @dataclass
@@ -218,7 +133,7 @@ def build_calibration(text_side, prompts: list[str], projection: bool = True, ba
     """Tokenize as the pipeline does and compute (or load cached) dense targets. `mmap` maps a
     cached file instead of reading it: a search rank then reads only its own batches' rows."""
     if not prompts:
-        raise ValueError("calibration prompt set is empty")
+        raise InputError("calibration prompt set is empty")
     to_sub_blocks(text_side.encoder)  # in sub-block form before the fingerprint: its names change
     feed = {"batch_size": batch_size, "length_buckets": length_buckets, "compute_dtype": compute_dtype}
     key = _key(text_side, prompts, projection, {**feed, "compute_dtype": str(compute_dtype)})
@@ -241,7 +156,7 @@ def _load_cache(path: Path, prompts: list[str], mmap: bool = False) -> dict | No
     try:
         cached = torch.load(path, map_location="cpu", mmap=mmap)
         if cached["prompts"] != prompts or cached["target"].shape[0] != len(prompts):
-            raise ValueError("it holds other prompts")
+            raise InputError("it holds other prompts")
         return cached
     except Exception as e:  # a damaged cache costs one re-computation, never the run
         warnings.warn(f"calibration cache {path} is unreadable ({type(e).__name__}: {e}); computing it again")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from skrr.encoder import find_sub_block_encoder, to_sub_blocks
+from skrr.errors import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHOICES = (*DTYPES, "auto")
@@ -55,7 +56,7 @@ def choose_compute_dtype(name: str, model_dtype: torch.dtype, device) -> tuple[t
     """The dtype the search computes in, and a line for the log when it is not the model's.
     `auto` (opt-in, for speed): the model's dtype unless this CPU lacks native support for it."""
     if name not in CHOICES:
-        raise ValueError(f"unknown compute_dtype {name!r}; choose from {CHOICES}")
+        raise InputError(f"unknown compute_dtype {name!r}; choose from {CHOICES}")
     if name != "auto":
         dtype = DTYPES[name]
         return dtype, None if dtype == model_dtype else f"the search computes in {name} (method.compute_dtype)"

@@ -16,12 +16,14 @@ no plan needs to count. `hidden_states` keeps its stock length with None for the
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from skrr.encoder import ATTN, FFN, SubBlockEncoder, count_params
+from skrr.sub_blocks import ATTN, FFN, SubBlockEncoder, count_params
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 HIDDEN_STATE_KEY = "skrr_hidden_state"  # on the model config: which hidden state the pipeline reads
@@ -70,7 +72,7 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         num_layers = len(stack.layers)
         used = num_layers + 1 + hidden_state  # hidden_states[i] is the output of layer i-1 (0: embeddings)
         if not 1 <= used <= num_layers:
-            raise ValueError(f"hidden state {hidden_state} does not exist in a {num_layers}-layer model")
+            raise InputError(f"hidden state {hidden_state} does not exist in a {num_layers}-layer model")
         branches, kinds = [], []
         for layer in list(stack.layers)[:used]:
             branches += _branches(layer)
@@ -124,7 +126,7 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
                       inputs_embeds=None, use_cache=None, output_hidden_states=None, return_dict=None, **kwargs):
         """The stack's forward: same arguments, same outputs, no KV cache (an encoder needs none)."""
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+            raise InputError("You must specify exactly one of input_ids or inputs_embeds")
         if output_hidden_states is None:
             output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
         h, ctx = self.prepare(input_ids, attention_mask, inputs_embeds, position_ids)
@@ -170,7 +172,7 @@ def to_decoder_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> 
         return None
     if isinstance(stack.layers, DecoderSubBlockEncoder):
         if hidden_state is not None and hidden_state != stack.layers.hidden_state:
-            raise ValueError(f"this encoder's view reads hidden state {stack.layers.hidden_state}, not {hidden_state}")
+            raise InputError(f"this encoder's view reads hidden state {stack.layers.hidden_state}, not {hidden_state}")
         return stack.layers
     if hidden_state is None:
         hidden_state = int(getattr(model.config, HIDDEN_STATE_KEY, -1))

@@ -17,6 +17,7 @@ import torch
 from skrr import distributed
 from skrr.calibration import Calibration, encoder_batches
 from skrr.compute import TOLERANCE, Forward
+from skrr.errors import InputError
 from skrr.finite import check_finite
 
 METRICS = ("mse", "cosine")
@@ -39,7 +40,7 @@ class Discrepancy:
     def __init__(self, text_side, calib: Calibration, metric: str = "mse", projection: bool = True,
                  null_term: bool = True, device="cpu"):
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+            raise InputError(f"unknown metric {metric!r}; choose from {METRICS}")
         # in the dtype the targets were computed in (the calibration's), so D(dense) is exactly 0
         self.forward = Forward(text_side, projection, calib.compute_dtype)
         self.enc, self.n = self.forward.enc, len(self.forward.enc)

@@ -11,8 +11,6 @@ bit-identical to the original model, and a pruned encoder is an ordinary `T5Enco
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
@@ -20,24 +18,9 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.t5.modeling_t5 import T5Attention
 
-ATTN, FFN = "attn", "ffn"
-
-
-@dataclass(frozen=True)
-class SubBlock:
-    index: int
-    block: int
-    kind: str  # ATTN | FFN
-    num_params: int  # parameters freed when this sub-block is skipped
-
-
-def _clamp_fp16(h: torch.Tensor) -> torch.Tensor:
-    # T5Block clamps after every sub-layer in fp16 to keep inf out of the residual stream.
-    if h.dtype == torch.float16:
-        limit = torch.where(torch.isinf(h).any(), torch.finfo(h.dtype).max - 1000, torch.finfo(h.dtype).max)
-        h = torch.clamp(h, min=-limit, max=limit)
-    return h
-
+from skrr.decoder_only import find_decoder_sub_blocks, to_decoder_sub_blocks, tower
+from skrr.errors import Unsupported
+from skrr.sub_blocks import ATTN, FFN, SubBlock, SubBlockEncoder, _clamp_fp16, count_params  # noqa: F401 (re-exported)
 
 class T5AttentionBranch(nn.Module):
     """`T5LayerSelfAttention` (pre-norm, attention, residual) with the position bias passed in."""
@@ -75,41 +58,6 @@ class CLIPMLPBranch(nn.Module):
 
     def forward(self, h, ctx):
         return h + self.mlp(self.norm(h))
-
-
-def count_params(module: nn.Module) -> int:
-    """Parameters of a module, shared (re-used, tied) ones counted once."""
-    return sum(p.numel() for p in module.parameters())
-
-
-class SubBlockEncoder(nn.Module):
-    """The sub-block loop. Kept branches live in `branches` (keyed by index, each registered
-    once, so re-used weights are shared, not copied); `schedule[i]` is the branch run at
-    position i, or None for a skipped one."""
-
-    family: str
-
-    def __init__(self, branches: list[nn.Module], kinds: list[str], params: list[int]):
-        super().__init__()
-        self.branches = nn.ModuleDict({str(i): b for i, b in enumerate(branches)})
-        self.kinds = list(kinds)
-        self.sub_block_params = list(params)
-        self.schedule: list[int | None] = list(range(len(branches)))
-
-    @property
-    def sub_blocks(self) -> list[SubBlock]:
-        return [SubBlock(i, i // 2, k, n) for i, (k, n) in enumerate(zip(self.kinds, self.sub_block_params))]
-
-    def __len__(self) -> int:
-        return len(self.kinds)
-
-    def run(self, h: torch.Tensor, ctx: dict, start: int = 0, stop: int | None = None, schedule=None) -> torch.Tensor:
-        """Run positions [start, stop) of `schedule` (default: this encoder's) on hidden state h."""
-        schedule = self.schedule if schedule is None else schedule
-        for src in schedule[start:stop]:
-            if src is not None:
-                h = self.branches[str(src)](h, ctx)
-        return h
 
 
 class T5SubBlockEncoder(SubBlockEncoder):
@@ -199,8 +147,6 @@ def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlock
     """Put `model` (in place) into sub-block form and return its `SubBlockEncoder`.
     Idempotent; works on the meta device. `hidden_state` (decoder-only models) is the index of the
     hidden state the pipeline reads: -2 makes the view stop before the last layer."""
-    from skrr.decoder_only import to_decoder_sub_blocks
-
     decoder = to_decoder_sub_blocks(model, hidden_state)
     if decoder is not None:
         return decoder
@@ -214,14 +160,12 @@ def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlock
         tm = _clip_text_model(model)
         tm.encoder = CLIPSubBlockEncoder(tm)
         return tm.encoder
-    raise TypeError(
+    raise Unsupported(
         f"skrr prunes T5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, Llama, Qwen2, "
         f"Qwen2.5-VL) text encoders; got {type(model).__name__}")
 
 
 def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
-    from skrr.decoder_only import find_decoder_sub_blocks
-
     decoder = find_decoder_sub_blocks(model)
     if decoder is not None:
         return decoder
@@ -234,8 +178,6 @@ def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
 def total_params(model: nn.Module) -> int:
     """All parameters of the encoder as a dense model (the language tower of a vision-language
     model; without a tail the pipeline never reads): the denominator of sparsity."""
-    from skrr.decoder_only import tower
-
     enc = find_sub_block_encoder(model)
     n = sum(p.numel() for p in tower(model).parameters())
     if enc is not None:  # add back what a plan already removed

@@ -7,8 +7,10 @@ import math
 
 import torch
 
+from skrr.errors import InputError
 
-class NotFinite(ValueError):
+
+class NotFinite(InputError):
     """A stage produced NaN or inf."""
 
 

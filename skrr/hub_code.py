@@ -3,7 +3,7 @@
 with `trust_remote_code=True`) loads it where skrr is not installed.
 
 It is not a second implementation: it is cut from skrr's own source at save time (the sub-block
-view in skrr/encoder.py and skrr/decoder_only.py, the schedule, the cut, and the Skrr classes in
+view in skrr/sub_blocks.py, skrr/encoder.py and skrr/decoder_only.py, the schedule, the cut, and the Skrr classes in
 skrr/pretrained.py), with the imports between skrr's modules dropped, since everything they
 name is then in the one file. It imports torch, transformers and the standard library only.
 """
@@ -18,6 +18,8 @@ MODULE_FILE = "modeling_skrr.py"
 MODULE_NAME = MODULE_FILE[:-3]
 # (module, top-level names to copy; None: all of it), in the order the file needs them
 PARTS = [
+    ("skrr.errors", None),
+    ("skrr.sub_blocks", None),
     ("skrr.encoder", None),
     ("skrr.decoder_only", None),
     ("skrr.plan", ["make_schedule"]),

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from skrr.errors import MissingFile
+
 CARD = "README.md"
 # how the Hub's metadata names what a local path cannot be: a hub id has one slash and no leading dot
 _HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -45,7 +47,7 @@ def _encoder_dir(folder: Path) -> tuple[Path, dict | None]:
     for name, entry in model_index.items():
         if isinstance(entry, list) and (folder / name / "plan.json").is_file():
             return folder / name, model_index
-    raise FileNotFoundError(f"{folder} is a pipeline folder without a pruned component (no <component>/plan.json)")
+    raise MissingFile(f"{folder} is a pipeline folder without a pruned component (no <component>/plan.json)")
 
 
 def render_card(folder: str | os.PathLike, load_from: str | None = None) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skrr.atomic import atomic_path
 from skrr.encoder import SubBlock
+from skrr.errors import InputError, MissingFile
 
 FORMAT = "skrr-plan/1"
 # Keys that name a checkpoint rather than the architecture; excluded from the config hash.
@@ -20,7 +21,7 @@ _VOLATILE = {"_name_or_path", "transformers_version", "architectures", "torch_dt
              "is_encoder_decoder", "_attn_implementation_autoset", "output_hidden_states"}
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     pass
 
 
@@ -107,16 +108,15 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
-        """A plan file, a directory holding plan.json, or a preset (`paper:pixart_sigma/skrr@0.40`)."""
+        """A plan file or a directory holding plan.json (`skrr.presets.load_plan` also takes the
+        paper's presets, `paper:pixart_sigma/skrr@0.40`)."""
         if str(path).startswith("paper:"):
-            from skrr.presets import load_preset
-
-            return load_preset(str(path))
+            raise PlanError(f"{path} is a preset, not a file: read it with skrr.presets.load_plan")
         path = Path(path)
         if path.is_dir():
             path = path / "plan.json"
         if not path.is_file():
-            raise FileNotFoundError(f"plan file not found: {path}")
+            raise MissingFile(f"plan file not found: {path}")
         try:
             d = json.loads(path.read_text())
         except json.JSONDecodeError as e:
@@ -124,6 +124,12 @@ class Plan:
         plan = cls.from_dict(d)
         plan.info.setdefault("path", str(path))
         return plan
+
+
+def plan_file_name(target: float) -> str:
+    """The file of one sparsity target's plan when a search serves several (`plan_0.4000.json`):
+    the one format of skrr-prune's run folders and the results store's plans stage."""
+    return f"plan_{target:.4f}.json"
 
 
 def make_schedule(n: int, skip, reuse: dict | None = None) -> list[int | None]:

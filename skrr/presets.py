@@ -2,19 +2,21 @@
 
 A preset is a published skip *order*; `@0.40` takes its shortest prefix whose sparsity reaches
 0.40 (for block methods, a prefix of whole blocks). Without a target it is the whole order.
-`Plan.load` accepts a preset wherever it accepts a plan file, and `method=preset` turns one (or
-any plan file with an `order`) into a plan per sparsity target.
+`load_plan` accepts a preset wherever it accepts a plan file, and `method=preset` (`Preset`) turns
+one (or any plan file with an `order`) into a plan per sparsity target.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
+from skrr.errors import ConfigError
+from skrr.methods import Measured
 from skrr.plan import Plan, PlanError, config_hash, make_schedule, sparsity
+from skrr.shipped import CONFIGS_DIR
 
 SCHEME = "paper:"
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 # Skip orders as published in the Skrr paper (ICML 2025, appendix) for PixArt-Sigma's T5-XXL.
 PAPER = {
@@ -99,33 +101,44 @@ def load_preset(spec: str) -> Plan:
     return plan
 
 
-def run(ctx, cfg, targets: list[float]) -> list[Plan]:
+def load_plan(spec) -> Plan:
+    """A preset (`paper:pixart_sigma/skrr@0.40`) or a plan file / folder (`Plan.load`)."""
+    return load_preset(str(spec)) if is_preset(spec) else Plan.load(spec)
+
+
+@dataclass(kw_only=True)
+class Preset(Measured):
     """`method=preset method.plan=paper:pixart_sigma/skrr`: the shortest prefix of a published
     order (or of a plan file's `info.order`) per target, checked against the loaded encoder, with
-    the D of each plan on the calibration set."""
-    base = Plan.load(str(cfg.plan))
-    order = base.info.get("order")
-    if not order:
-        raise PlanError(f"{cfg.plan} has no skip order (info.order); a preset needs one")
-    h = config_hash(ctx.text_side.encoder.config)
-    if base.encoder and base.encoder.get("config_hash") not in (None, h):
-        raise PlanError(f"{cfg.plan} is for encoder {base.encoder.get('name')!r}, not {ctx.text_side.cfg.name!r}")
-    n = int(base.info.get("step", 1))  # 2 for block methods: a block's two sub-blocks go together
-    steps = [list(order[i:i + n]) for i in range(0, len(order), n)]
-    disc = ctx.discrepancy(cfg)
-    plans = []
-    for t in targets:
-        skip = prefix_plan(steps, t, ctx.sub_blocks, ctx.total)
-        plan = ctx.plan(skip, cfg, target=t, order=list(order), step=n, source=str(cfg.plan))
-        plan.validate(ctx.sub_blocks, ctx.text_side.encoder.config)
-        plan.info["d_final"] = disc(make_schedule(len(ctx.sub_blocks), skip))
-        plans.append(plan)
-    return plans
+    the D of each plan on the calibration set (no search)."""
+    plan: str  # paper:<model>/<method> or a plan file with info.order
 
+    def __post_init__(self):
+        super().__post_init__()
+        if is_preset(self.plan):
+            try:
+                parse(self.plan)
+            except PlanError as e:
+                raise ConfigError("plan", str(e)) from None
+        elif not self.plan:
+            raise ConfigError("plan", "must name paper:<model>/<method> or a plan file with an order")
 
-def validate_spec(spec) -> None:
-    """Fail fast on a malformed preset name (a plan file is checked when it is loaded)."""
-    if is_preset(spec):
-        parse(spec)
-    elif not spec:
-        raise PlanError("method=preset needs method.plan=paper:<model>/<method> or a plan file with an order")
+    def run(self, ctx, targets: list[float]) -> list[Plan]:
+        base = load_plan(self.plan)
+        order = base.info.get("order")
+        if not order:
+            raise PlanError(f"{self.plan} has no skip order (info.order); a preset needs one")
+        h = config_hash(ctx.text_side.encoder.config)
+        if base.encoder and base.encoder.get("config_hash") not in (None, h):
+            raise PlanError(f"{self.plan} is for encoder {base.encoder.get('name')!r}, not {ctx.text_side.cfg.name!r}")
+        n = int(base.info.get("step", 1))  # 2 for block methods: a block's two sub-blocks go together
+        steps = [list(order[i:i + n]) for i in range(0, len(order), n)]
+        disc = self.discrepancy(ctx)
+        plans = []
+        for t in targets:
+            skip = prefix_plan(steps, t, ctx.sub_blocks, ctx.total)
+            plan = ctx.plan(skip, self, target=t, order=list(order), step=n, source=str(self.plan))
+            plan.validate(ctx.sub_blocks, ctx.text_side.encoder.config)
+            plan.info["d_final"] = disc(make_schedule(len(ctx.sub_blocks), skip))
+            plans.append(plan)
+        return plans

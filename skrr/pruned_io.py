@@ -22,6 +22,7 @@ from transformers import (AutoConfig, CLIPTextModel, CLIPTextModelWithProjection
                           Qwen2_5_VLForConditionalGeneration, T5EncoderModel)
 
 from skrr.atomic import atomic_path, current_umask
+from skrr.errors import InputError, MissingFile, Unsupported
 from skrr.hub_code import MODULE_FILE, MODULE_NAME, auto_map, modeling_source
 from skrr.model_card import card_facts, write_card
 from skrr.plan import Plan
@@ -40,7 +41,7 @@ def save_pruned(model: nn.Module, plan: Plan, directory: str | os.PathLike, sour
     the card."""
     directory = Path(directory)
     if not has_pretrained_class(model):
-        raise TypeError(f"skrr has no pruned class for {type(model).__name__} ({sorted(PRUNED_BY_NAME)})")
+        raise Unsupported(f"skrr has no pruned class for {type(model).__name__} ({sorted(PRUNED_BY_NAME)})")
     card_plan = _with_card(plan, model, source)
     cls, config = type(model), model.config
     try:
@@ -82,12 +83,12 @@ def load_pruned(directory: str | os.PathLike, device: str | torch.device = "cpu"
     directory = Path(directory)
     for f in ("config.json", "plan.json", WEIGHTS):
         if not (directory / f).is_file():
-            raise FileNotFoundError(f"{directory} is not a pruned encoder: {f} is missing (write one with skrr.save_pruned)")
+            raise MissingFile(f"{directory} is not a pruned encoder: {f} is missing (write one with skrr.save_pruned)")
     if (directory / META_V1).is_file():
         return _load_format1(directory, device, dtype)
     arch = (json.loads((directory / "config.json").read_text()).get("architectures") or [None])[0]
     if arch not in PRUNED_BY_NAME:
-        raise ValueError(f"{directory}/config.json names {arch!r}, not a skrr pruned encoder ({sorted(PRUNED_BY_NAME)})")
+        raise InputError(f"{directory}/config.json names {arch!r}, not a skrr pruned encoder ({sorted(PRUNED_BY_NAME)})")
     kwargs = {"dtype": dtype} if dtype is not None else {}
     return PRUNED_BY_NAME[arch].from_pretrained(directory, device_map=str(device), **kwargs).eval()
 

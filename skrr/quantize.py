@@ -9,6 +9,8 @@ Only the Linear layers are quantized; embeddings and norms keep their dtype.
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 import torch
 from torch import nn
 
@@ -20,17 +22,17 @@ INT4_GROUP = 32
 def validate(scheme, backend: str = "torchao", device: str = "cpu") -> None:
     """Fail fast, before any model loads."""
     if str(scheme) not in SCHEMES:
-        raise ValueError(f"unknown quantize {scheme!r}; choose from {list(SCHEMES)}")
+        raise InputError(f"unknown quantize {scheme!r}; choose from {list(SCHEMES)}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown quantize backend {backend!r}; choose from {list(BACKENDS)}")
+        raise InputError(f"unknown quantize backend {backend!r}; choose from {list(BACKENDS)}")
     if scheme == "none":
         return
     if backend == "bitsandbytes" and not str(device).startswith("cuda"):
-        raise ValueError("quantize backend bitsandbytes needs a CUDA device; use the torchao backend on CPU")
+        raise InputError("quantize backend bitsandbytes needs a CUDA device; use the torchao backend on CPU")
     import importlib.util
 
     if importlib.util.find_spec(backend) is None:
-        raise ValueError(f"model.quantize={scheme} needs the {backend} package: pip install {backend}")
+        raise InputError(f"model.quantize={scheme} needs the {backend} package: pip install {backend}")
 
 
 def quantize_encoder(model: nn.Module, scheme: str, backend: str = "torchao", device: str = "cpu") -> nn.Module:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from skrr.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Range:
@@ -43,9 +45,9 @@ class Range:
         return not (self.multiple > 1 and int(value) % self.multiple)
 
     def check(self, value, key: str):
-        """`value` if it is in range, else ValueError naming `key`."""
+        """`value` if it is in range, else ConfigError naming `key`."""
         if not self.ok(value):
-            raise ValueError(f"{key} must be {self.describe()}, got {value!r}")
+            raise ConfigError(key, f"must be {self.describe()}, got {value!r}")
         return value
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from skrr.errors import InputError, MissingFile
+
 CHOICES = ("calibration=coco calibration.path=<annotations/captions_train2014.json>, "
            "calibration=file calibration.path=<prompts.txt or .jsonl>, "
            "calibration=hf calibration.dataset=<name> calibration.column=<column>")
@@ -19,9 +21,9 @@ CHOICES = ("calibration=coco calibration.path=<annotations/captions_train2014.js
 
 def check_prompts_fit_model(calibration: DictConfig, model: DictConfig) -> None:
     """Fail before any weight loads when a real model would be calibrated on random captions."""
-    if str(calibration.get("source")) != "builtin" or model.get("tiny") or model.get("builtin_calibration"):
+    if str(calibration.get("source")) != "builtin" or model.get("builtin_calibration"):
         return
-    raise ValueError(f"calibration=builtin is random captions for tiny and toy models; model "
+    raise InputError(f"calibration=builtin is random captions for tiny and toy models; model "
                      f"{model.get('name')} needs real prompts: {CHOICES}")
 
 
@@ -36,20 +38,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def check_coco(cfg: DictConfig) -> None:
     """Cheap checks of calibration=coco, before any model loads."""
     if OmegaConf.is_missing(cfg, "path"):
-        raise ValueError("calibration=coco needs calibration.path=<annotations/captions_train2014.json> "
+        raise InputError("calibration=coco needs calibration.path=<annotations/captions_train2014.json> "
                          "(MS-COCO 2014 train captions)")
     path = Path(str(cfg.path))
     if not path.is_file():
-        raise FileNotFoundError(f"COCO captions file {path} not found (calibration.path)")
+        raise MissingFile(f"COCO captions file {path} not found (calibration.path)")
     if "val2014" in path.name:
-        raise ValueError(f"calibration.path={path} holds val2014 captions, which FID is scored on; "
+        raise InputError(f"calibration.path={path} holds val2014 captions, which FID is scored on; "
                          "calibrate on captions_train2014.json")
     exclude = cfg.get("exclude")
     if exclude is not None and not Path(str(exclude)).is_file():
-        raise FileNotFoundError(f"calibration.exclude={exclude} not found (a COCO captions file whose captions to leave out)")
+        raise MissingFile(f"calibration.exclude={exclude} not found (a COCO captions file whose captions to leave out)")
     pool = cfg.get("pool")
     if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
-        raise ValueError(f"calibration.pool must be a whole number >= 1 or null (all captions), got {pool!r}")
+        raise InputError(f"calibration.pool must be a whole number >= 1 or null (all captions), got {pool!r}")
 
 
 def _read_coco(path: Path) -> dict:
@@ -58,7 +60,7 @@ def _read_coco(path: Path) -> dict:
         annotations = data["annotations"]
         _ = [a["caption"] for a in annotations]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a COCO captions file (annotations[].caption): {type(e).__name__}: {e}") from None
+        raise InputError(f"{path} is not a COCO captions file (annotations[].caption): {type(e).__name__}: {e}") from None
     return data
 
 
@@ -71,7 +73,7 @@ def coco_captions(path: str | os.PathLike, exclude: str | os.PathLike | None = N
     data = _read_coco(path)
     images = {im.get("id"): im.get("file_name", "") for im in data.get("images", [])}
     if any("val2014" in name for name in images.values()):
-        raise ValueError(f"{path} lists val2014 images, which FID is scored on; calibrate on captions_train2014.json")
+        raise InputError(f"{path} lists val2014 images, which FID is scored on; calibrate on captions_train2014.json")
     drop_ids, drop_text = set(), set()
     if exclude is not None:
         other = _read_coco(Path(exclude))
@@ -84,7 +86,7 @@ def coco_captions(path: str | os.PathLike, exclude: str | os.PathLike | None = N
             seen.add(text)
             out.append(text)
     if not out:
-        raise ValueError(f"{path} has no captions left (calibration.path / calibration.exclude)")
+        raise InputError(f"{path} has no captions left (calibration.path / calibration.exclude)")
     if pool is not None and pool < len(out):
         out = random.Random(seed).sample(out, pool)
     return out

@@ -14,6 +14,8 @@ could decide the other way; it is logged and listed, naming the depth or positio
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 import logging
 import math
 from dataclasses import dataclass, field
@@ -57,7 +59,7 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
     `disc` is a `Discrepancy` (or anything with its `evaluate(parent, variants, tick)`). With
     `progress`, logs a cost estimate first and shows candidates scored per depth, with an ETA."""
     if beam_width < 1:
-        raise ValueError(f"beam width must be >= 1, got {beam_width}")
+        raise InputError(f"beam width must be >= 1, got {beam_width}")
     n = len(sub_blocks)
     max_depth = min(depth or n, n)
     if progress:

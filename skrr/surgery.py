@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from skrr.encoder import SubBlockEncoder, to_sub_blocks, total_params
+from skrr.errors import MissingFile
 from skrr.plan import Plan, PlanError, make_schedule, sparsity
 
 
@@ -43,7 +44,7 @@ def _load_changed_weights(model: nn.Module, plan: Plan, weights_dir) -> None:
     base = Path(weights_dir) if weights_dir else Path(plan.info.get("path", ".")).parent
     path = base / plan.weights
     if not path.is_file():
-        raise FileNotFoundError(f"plan needs changed weights {path}, which do not exist")
+        raise MissingFile(f"plan needs changed weights {path}, which do not exist")
     changed = load_file(str(path))
     own = dict(model.named_parameters())
     unknown = sorted(set(changed) - set(own))

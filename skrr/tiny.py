@@ -1,15 +1,20 @@
 """Offline twins of the real pipelines: same diffusers/transformers classes, tiny configs,
 random weights (fixed seed) and a tokenizer trained in-process. Built once, saved with
-`save_pretrained`, and from then on loaded with `from_pretrained` like the real models."""
+`save_pretrained`, and from then on loaded with `from_pretrained` like the real models. A model
+config reaches them through its pipeline adapter, `{_target_: skrr.tiny.TinyPipeline, twin: ...}`:
+the model registry itself knows nothing of them."""
 from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from skrr.atomic import atomic_path
+from skrr.errors import ConfigError, UnknownName
+from skrr.models import PipelineSource
 
 # A small caption corpus so the tokenizer knows ordinary words (prompts tokenize into several
 # real pieces, and padding lengths differ between prompts, as with the real tokenizer).
@@ -259,7 +264,7 @@ def cache_root() -> Path:
 def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     """Directory of the saved tiny pipeline `name`, built on first use (seeded, so identical everywhere)."""
     if name not in BUILDERS:
-        raise KeyError(f"unknown tiny model {name!r}; choose from {sorted(BUILDERS)}")
+        raise UnknownName(f"unknown tiny model {name!r}; choose from {sorted(BUILDERS)}")
     target = Path(root or cache_root() / "tiny") / name
     if (target / "model_index.json").is_file():
         return target
@@ -274,3 +279,26 @@ def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
         with atomic_path(target, directory=True) as tmp:  # also clears a killed process's half-built leftover
             pipe.save_pretrained(tmp)
     return target
+
+
+@dataclass(frozen=True)
+class TinyPipeline(PipelineSource):
+    """A model's pipeline adapter for its tiny twin: `pipeline_class` (the real model's) read from
+    the twin's folder under $SKRR_CACHE/tiny, built on first use by `BUILDERS[twin]`."""
+    pipeline_class: str
+    twin: str
+
+    def __post_init__(self):
+        if self.twin not in BUILDERS:
+            raise ConfigError("twin", f"names no tiny twin ({self.twin!r}); choose from {sorted(BUILDERS)}")
+
+    def check(self, model) -> None:
+        if model.pretrained is not None:  # never read: refuse rather than ignore it
+            raise ConfigError("pretrained", f"is not read by the tiny twin {self.twin} (random weights, built "
+                                            "offline); to read a saved copy, use skrr.models.read_from(model, folder)")
+
+    def folder(self, model) -> str:
+        return str(tiny_pipeline_dir(self.twin))
+
+    def provenance(self, model) -> str:
+        return f"tiny twin of {model.name} (random weights, built offline)"

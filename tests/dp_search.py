@@ -45,7 +45,7 @@ def main(out: str, models: list[str]) -> None:
             results[f"{model}/{name}"] = [digest(p) for p in prune(side, method, CALIBRATION, progress=False)]
     # which batches this rank searched, and the targets it holds
     disc = make_context(side, OmegaConf.create(CALIBRATION), batch_size=4, progress=False).discrepancy(
-        OmegaConf.create({"projection": True}))
+        metric="mse", projection=True, null_term=True)
     held = [bi for bi, b in enumerate(disc.batches) if b["target"] is not None]
     Path(f"{out}.rank{distributed.rank()}").write_text(json.dumps({"mine": disc.mine, "held": held,
                                                                   "batches": len(disc.batches)}))

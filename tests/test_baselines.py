@@ -7,7 +7,14 @@ from baselines import finercut, laco, shortgpt
 from experiments.prune import write_plans
 from skrr import Plan, apply_plan, load_pruned, save_pruned, to_sub_blocks
 from skrr.models import load_text_side
+from skrr.errors import ConfigError
+from skrr.methods import as_method
 from skrr.prune import make_context
+
+
+def as_method_run(ctx, cfg, targets):
+    """A baseline as the framework builds it: its YAML defaults under the test's settings."""
+    return as_method(cfg).run(ctx, targets)
 
 CALIB = OmegaConf.create({"source": "builtin", "pool": 200, "size": 8, "seed": 0})
 LACO = {"name": "laco", "merge": "rdsc", "C": 3, "L": 1, "H": 24, "I": 2, "T": -1.0, "num_sim_prompts": 4,
@@ -56,7 +63,7 @@ def test_identity_block_has_zero_influence_and_goes_first():
     with torch.no_grad():  # block 2 becomes the identity: no attention output, no FFN output
         enc.branches["4"].layer.SelfAttention.o.weight.zero_()
         enc.branches["5"].layer.DenseReluDense.wo.weight.zero_()
-    [plan] = shortgpt.run(c, OmegaConf.create({"name": "shortgpt", "reuse": False}), [0.05])
+    [plan] = as_method_run(c, OmegaConf.create({"name": "shortgpt", "reuse": False}), [0.05])
     assert plan.info["bi"][2] == pytest.approx(0.0, abs=1e-6)
     assert min(b for i, b in enumerate(plan.info["bi"]) if i != 2) > 1e-3
     assert plan.skip == [4, 5] and plan.info["removed_blocks"] == [2]
@@ -64,7 +71,7 @@ def test_identity_block_has_zero_influence_and_goes_first():
 
 def test_shortgpt_removes_lowest_bi_blocks_until_target(ctx):
     cfg = OmegaConf.create({"name": "shortgpt", "reuse": False})
-    plans = shortgpt.run(ctx, cfg, [0.2, 0.4])
+    plans = as_method_run(ctx, cfg, [0.2, 0.4])
     order = sorted(range(len(plans[0].info["bi"])), key=lambda b: plans[0].info["bi"][b])
     for plan, t in zip(plans, (0.2, 0.4)):
         k = len(plan.info["removed_blocks"])
@@ -91,7 +98,7 @@ def test_mergeable_excludes_norms(ctx):
 @pytest.mark.parametrize("how", ["rdsc", "last"])
 def test_laco_plan_writes_merged_weights_that_load_back(ctx, tmp_path, how):
     cfg = OmegaConf.create({**LACO, "merge": how})
-    [plan] = laco.run(ctx, cfg, [0.25])
+    [plan] = as_method_run(ctx, cfg, [0.25])
     # H clipped to 6 blocks, C=3: the first merge collapses blocks 3, 4, 5 into 3 (T=-1 accepts it).
     assert plan.info["reached_target"] and plan.info["removed_blocks"] == [4, 5]
     assert plan.skip == [8, 9, 10, 11] and plan.info["merged_blocks"] == [3]
@@ -129,22 +136,22 @@ def test_laco_plan_writes_merged_weights_that_load_back(ctx, tmp_path, how):
 
 
 def test_laco_similarity_gate_rejects_everything_below_threshold(ctx):
-    [plan] = laco.run(ctx, OmegaConf.create({**LACO, "C": 2, "T": 0.9999}), [0.25])
+    [plan] = as_method_run(ctx, OmegaConf.create({**LACO, "C": 2, "T": 0.9999}), [0.25])
     assert plan.skip == [] and plan.info["reached_target"] is False and plan.info["_weights"] == {}
     assert plan.info["merges"] and all(m["sim"] <= 0.9999 and not m["accepted"] for m in plan.info["merges"])
 
 
-def test_laco_rejects_bad_settings(ctx):
-    with pytest.raises(ValueError, match="merge"):
-        laco.run(ctx, OmegaConf.create({**LACO, "merge": "mean"}), [0.25])
-    with pytest.raises(ValueError, match="C >= 2"):
-        laco.run(ctx, OmegaConf.create({**LACO, "C": 1}), [0.25])
+def test_laco_rejects_bad_settings_when_built():
+    with pytest.raises(ConfigError, match="method.merge must be one of rdsc, last, got 'mean'"):
+        as_method({**LACO, "merge": "mean"})
+    with pytest.raises(ConfigError, match=r"method.C must be a whole number >= 2, got 1"):
+        as_method({**LACO, "C": 1})
 
 
 # --- FinerCut ------------------------------------------------------------------------------
 def test_finercut_first_removal_is_argmin_of_single_removal_mse(ctx):
     cfg = OmegaConf.create({"name": "finercut", "metric": "mse", "projection": False, "null_term": False})
-    [plan] = finercut.run(ctx, cfg, [0.05])
+    [plan] = as_method_run(ctx, cfg, [0.05])
     tokens = ctx.calib.tokens
     model = fresh_encoder()
     enc = to_sub_blocks(model)
@@ -163,8 +170,7 @@ def test_finercut_first_removal_is_argmin_of_single_removal_mse(ctx):
 @pytest.mark.parametrize("name,cfg", [("shortgpt", {}), ("finercut", {"null_term": False}), ("laco", LACO),
                                       ("finercut", {"null_term": False, "reuse": True})])
 def test_plans_load_validate_and_report_sparsity(ctx, tmp_path, name, cfg):
-    run = {"shortgpt": shortgpt.run, "laco": laco.run, "finercut": finercut.run}[name]
-    plans = run(ctx, OmegaConf.create({"name": name, "projection": False, **cfg}), [0.2, 0.3])
+    plans = as_method_run(ctx, OmegaConf.create({"name": name, "projection": False, **cfg}), [0.2, 0.3])
     paths = write_plans(plans, tmp_path, False, None, "cpu")
     for plan, path in zip(plans, paths):
         loaded = Plan.load(path)

@@ -6,8 +6,9 @@ import torch
 from omegaconf import OmegaConf
 
 from skrr.prompts import load_prompt_file
-from skrr.calibration import build_calibration, select_prompts
+from skrr.calibration import build_calibration
 from skrr.models import load_text_side
+from listed_prompts import select_prompts
 
 
 def test_cache_is_reused_and_follows_the_weights(tmp_path, monkeypatch):

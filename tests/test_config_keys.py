@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # group -> the code that consumes it
 CONSUMERS = {"model": ["skrr", "experiments/checks.py", "eval/sampler.py"], "method": ["skrr", "baselines"],
-             "calibration": ["skrr/calibration.py"],
+             "calibration": ["skrr/prompt_sources.py", "skrr/calibration.py"],
              "eval": ["eval", "experiments/run.py", "experiments/stages.py"], "logger": ["experiments"],
              "run.yaml": ["experiments"], "prune.yaml": ["experiments"], "inspect.yaml": ["experiments"]}
 READ_BY_HYDRA = {"defaults", "hydra", "_target_",
@@ -106,13 +106,17 @@ def test_every_metric_key_is_an_argument_of_its_class():
 
 
 def test_geneval_rule_keys_reach_the_rules():
-    """GenEval takes its rule thresholds as **rules: each one must be a RuleConfig field."""
+    """GenEval takes each RuleConfig threshold as a named argument (no **rules, so a typo is an
+    unknown key): every one is in the config, and its value reaches the rules."""
+    from dataclasses import asdict, fields
+
     from eval.geneval.evaluate import GenEval
+    from eval.geneval.rules import RuleConfig
 
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / "geneval" / "mask2former.yaml"))
-    own = set(inspect.signature(GenEval.__init__).parameters)
-    rules = {k: v for k, v in cfg.items() if k not in own and k != "_target_"}
-    assert rules and GenEval(detector=lambda image: [], color_classifier=None, **rules).rules.__dict__ == rules
+    rules = {f.name: cfg[f.name] for f in fields(RuleConfig)}
+    changed = {k: v * 2 for k, v in rules.items()}  # not the defaults, so a dropped argument shows
+    assert asdict(GenEval(detector=lambda image: [], color_classifier=None, **changed).rules) == changed
 
 
 def test_a_sentinel_metric_key_changes_the_built_metric(tmp_path):

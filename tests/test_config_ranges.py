@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR
+from skrr.errors import ConfigError
 
 CONF = Path(CONF_DIR)
 # read by Hydra's launcher plug-ins (joblib, submitit), which check them; skrr never sees them
@@ -48,9 +49,8 @@ def selection(path: Path) -> tuple[str, list[str], str]:
         return (rel.stem if rel.stem in ("run", "prune") else "run"), [], ""
     group, option = "/".join(rel.parts[:-1]), rel.stem
     global_package = path.read_text().lstrip().startswith("# @package _global_")
-    override = f"+{group}={option}" if group == "variant" else f"{group}={option}"
     extra = ["logger=wandb"] if group == "logger" else []
-    return "run", [override, *extra], "" if global_package else group.replace("/", ".")
+    return "run", [f"{group}={option}", *extra], "" if global_package else group.replace("/", ".")
 
 
 def numeric_leaves(node, prefix=""):
@@ -135,5 +135,13 @@ def test_the_lists_name_only_keys_that_exist():
 def test_a_new_unchecked_numeric_key_fails(hydra_conf):
     """The table test's premise: a numeric key nothing checks is accepted out of range."""
     cfg = compose(config_name="run")
-    OmegaConf.update(cfg, "method.brand_new_count", -1, force_add=True)
+    OmegaConf.update(cfg, "eval.brand_new_count", -1, force_add=True)
     check_config(cfg)  # accepted: the table test would list it as unchecked
+
+
+def test_a_method_refuses_a_key_it_does_not_take(hydra_conf):
+    """A method's keys are its constructor's: a new or mistyped one fails at construction, named."""
+    cfg = compose(config_name="run")
+    OmegaConf.update(cfg, "method.brand_new_count", -1, force_add=True)
+    with pytest.raises(ConfigError, match=r"^method.brand_new_count is not a setting of Skrr"):
+        check_config(cfg)

@@ -39,7 +39,7 @@ def test_a_default_skrr_plan_scores_its_own_d_final_and_laco_uses_its_merged_wei
     assert all(torch.equal(before[k], v) for k, v in ctx.text_side.encoder.state_dict().items())  # restored
     without = Plan.load(tmp_path / "laco.json")
     without.weights = None
-    disc = ctx.discrepancy(OmegaConf.create(SETTINGS))
+    disc = ctx.discrepancy(SETTINGS["metric"], SETTINGS["projection"], SETTINGS["null_term"])
     assert d["0.3100"] > 0 and d["0.3100"] != disc(without.schedule(len(ctx.sub_blocks)))
 
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from experiments.cli import CONF_DIR
 from experiments.run import run_job
 from skrr import Plan, apply_plan, load_pruned, save_pruned
-from skrr.models import _import, load_pipeline, load_text_side, model_config, resolve_pretrained
+from skrr.models import build_model, load_pipeline, load_text_side, model_config, resolve_pretrained
 
 TWINS = ["tiny_sana", "tiny_lumina2", "tiny_qwen_image"]
 PROMPTS = ["a red cat on a wooden table", "two dogs near a blue car in the city at night"]
@@ -20,8 +20,7 @@ PROMPTS = ["a red cat on a wooden table", "two dogs near a blue car in the city 
 
 def _stock_pipeline(name):
     """The pipeline exactly as diffusers loads it: its encoder untouched by skrr."""
-    cfg = model_config(name)
-    return _import(cfg.pipeline_class).from_pretrained(resolve_pretrained(cfg), dtype=torch.float32)
+    return build_model(name).pipeline.load_class().from_pretrained(resolve_pretrained(name), dtype=torch.float32)
 
 
 def _pipeline_embeds(pipe, name, prompts):

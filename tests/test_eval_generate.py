@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from eval import generate as gen
-from eval.efficiency import efficiency_report
+from experiments.efficiency import efficiency_report
 from skrr.encoder import count_params
 
 CFG = gen.SamplerConfig(height=32, width=32, num_inference_steps=2, base_seed=7, batch_size=2)

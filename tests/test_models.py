@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skrr.encoder import count_params
-from skrr.models import available_models, load_pipeline, load_text_side, meta_components, model_config
+from skrr.models import available_models, load_pipeline, load_text_side, meta_components, model_config, read_from
 
 PROMPTS = ["a red cat sitting on a wooden table near the window", "two dogs", ""]
 
@@ -92,8 +92,6 @@ def test_text_side_reads_the_projection_without_building_the_denoiser(name, monk
 
 def test_text_side_opens_only_the_projection_shard_and_casts_after_reading(tmp_path, monkeypatch):
     import safetensors
-    from omegaconf import OmegaConf
-
     from skrr.models import SAFETENSORS_INDEX, resolve_pretrained
 
     cfg = model_config("tiny_pixart")
@@ -108,7 +106,7 @@ def test_text_side_opens_only_the_projection_shard_and_casts_after_reading(tmp_p
 
     opened, real_open = [], safetensors.safe_open
     monkeypatch.setattr(safetensors, "safe_open", lambda f, *a, **k: opened.append(Path(f).name) or real_open(f, *a, **k))
-    local = OmegaConf.merge(cfg, {"tiny": False, "pretrained": str(root)})
+    local = read_from(cfg, root)
     assert resolve_pretrained(local) == str(root)
     side = load_text_side(local, dtype=torch.bfloat16)
     denoiser_shards = [f for f in opened if f.startswith("diffusion_pytorch_model")]
@@ -119,8 +117,6 @@ def test_text_side_opens_only_the_projection_shard_and_casts_after_reading(tmp_p
 
 
 def test_text_side_fails_clearly_on_a_dir_without_a_pipeline(tmp_path):
-    from omegaconf import OmegaConf
-
-    local = OmegaConf.merge(model_config("tiny_pixart"), {"tiny": False, "pretrained": str(tmp_path)})
+    local = read_from("tiny_pixart", tmp_path)
     with pytest.raises(FileNotFoundError, match="model_index.json is missing"):
         load_text_side(local)

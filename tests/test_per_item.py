@@ -61,16 +61,20 @@ def test_geneval_resample_unit_prompt_or_image():
     from eval.intervals import normal_half_width
     from eval.per_item import from_metric
 
+    import torch
+
     rng = np.random.default_rng(0)
     prompts = [f"prompt {i % 4}" for i in range(1600)]
     accuracy = {f"prompt {i}": p for i, p in enumerate([0.2, 0.5, 0.8, 0.95])}
-    results = [{"tag": "t", "prompt": p, "correct": bool(rng.random() < accuracy[p]), "reason": ""} for p in prompts]
+    correct = [bool(rng.random() < accuracy[p]) for p in prompts]
     widths = {}
     for unit in ("prompt", "image"):
         metric = GenEval(detector=lambda image: [], color_classifier=None, resample=unit)
-        metric.results = results
+        # the states update() fills: correctness and task (one task: "counting") per image
+        metric.item_scores.append(torch.tensor(correct, dtype=torch.float64))
+        metric.item_strata.append(torch.full((1600,), 2, dtype=torch.long))
         widths[unit] = from_metric(metric, prompts).interval(seed=0).half_width
-    p = np.mean([r["correct"] for r in results])
+    p = np.mean(correct)
     assert widths["image"] == pytest.approx(normal_half_width(p, 1600), rel=0.1)
     assert widths["prompt"] > 3 * widths["image"]  # four clusters: the spread between prompts dominates
     with pytest.raises(ValueError, match="resample"):

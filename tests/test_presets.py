@@ -1,9 +1,12 @@
 """The paper's plans as presets (`paper:pixart_sigma/skrr@0.40`), plan comparison in
 skrr-inspect, and `method=preset` cutting a saved order per target."""
 
+from pathlib import Path
+
 import pytest
 
 from skrr import Plan, PlanError
+from skrr.presets import load_plan
 from skrr.prune import prune
 
 SKRR_ORDER = [46, 5, 6, 47, 44, 2, 11, 24, 23, 17, 18, 45, 10, 30, 29, 40, 39, 38, 37, 42, 25, 22, 43, 36]
@@ -14,9 +17,9 @@ CALIB = {"source": "builtin", "pool": 50, "size": 4, "seed": 0, "min_tokens": No
 
 
 def test_paper_presets_reach_the_published_sparsities():
-    skrr = Plan.load("paper:pixart_sigma/skrr@0.40")
+    skrr = load_plan("paper:pixart_sigma/skrr@0.40")
     assert skrr.skip == SKRR_ORDER[:len(skrr.skip)] and round(100 * skrr.sparsity, 2) == 41.92
-    shortgpt = Plan.load("paper:pixart_sigma/shortgpt@0.40")
+    shortgpt = load_plan("paper:pixart_sigma/shortgpt@0.40")
     assert shortgpt.skip == [i for b in SHORTGPT_BLOCKS for i in (2 * b, 2 * b + 1)]
     assert round(100 * shortgpt.sparsity, 2) == 40.52
 
@@ -30,11 +33,11 @@ def test_a_preset_is_the_shortest_prefix_reaching_the_target():
         return sum(size[i % 2] for i in skip) / total
 
     for target in (0.1, 0.24, 0.32, 0.4):
-        plan = Plan.load(f"paper:pixart_sigma/skrr@{target}")
+        plan = load_plan(f"paper:pixart_sigma/skrr@{target}")
         assert plan.skip == SKRR_ORDER[:len(plan.skip)]
         assert sparsity(plan.skip) >= target > sparsity(plan.skip[:-1])
         assert plan.sparsity == pytest.approx(sparsity(plan.skip))
-    assert Plan.load("paper:pixart_sigma/skrr").skip == SKRR_ORDER  # no target: the whole order
+    assert load_plan("paper:pixart_sigma/skrr").skip == SKRR_ORDER  # no target: the whole order
 
 
 @pytest.mark.parametrize("spec, message", [("paper:sdxl/skrr@0.4", "unknown preset model"),
@@ -43,7 +46,7 @@ def test_a_preset_is_the_shortest_prefix_reaching_the_target():
                                            ("paper:pixart_sigma/skrr@0.6", "reaches only")])
 def test_bad_presets_are_clear_errors(spec, message):
     with pytest.raises(PlanError, match=message):
-        Plan.load(spec)
+        load_plan(spec)
 
 
 def test_inspect_prints_the_presets_sparsity(inspect_cli):
@@ -52,7 +55,7 @@ def test_inspect_prints_the_presets_sparsity(inspect_cli):
     code, out, _ = inspect_cli("model=pixart_sigma", "plan=paper:pixart_sigma/shortgpt@0.40",
                             "compare=paper:pixart_sigma/skrr@0.40")
     assert code == 0 and "sparsity: 40.52%" in out
-    shared = sorted(set(Plan.load("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
+    shared = sorted(set(load_plan("paper:pixart_sigma/shortgpt@0.40").skip) & set(SKRR_ORDER[:21]))
     assert f"shared skipped sub-blocks: {len(shared)} {shared}" in out
     assert f"jaccard: {len(shared) / (20 + 21 - len(shared)):.3f}" in out
 
@@ -88,14 +91,25 @@ def test_method_preset_refuses_a_preset_for_another_encoder():
               progress=False)
 
 
-def test_table1_sweeps_skrr_with_the_papers_search_depth():
+# the toy world keeps depth auto: its documented tables were measured with it (conf/experiment/demo.yaml)
+TOY_WORLD = {"demo", "toyworld_full"}
+
+
+def test_every_paper_table_and_ablation_runs_skrr_with_the_papers_search_depth():
+    """Each experiment's Skrr, swept (Table 1 methods) or fixed (ablations), is the paper's: depth 24,
+    one S* cut per target; the toy world's is depth auto. Twins inherit their parents' choice."""
     from hydra import compose, initialize_config_dir
 
     from experiments.cli import CONF_DIR
 
+    found = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="run", overrides=["experiment=table1_pixart"], return_hydra_config=True)
-        methods = cfg.hydra.sweeper.params.method.split(",")
-        skrr = next(m for m in methods if m.startswith("skrr"))
-        method = compose(config_name="run", overrides=[f"method={skrr}"]).method
-    assert method.name == "skrr" and method.depth == 24 and method.select == "prefix"
+        for path in sorted((Path(CONF_DIR) / "experiment").glob("*.yaml")):
+            cfg = compose(config_name="run", overrides=[f"experiment={path.stem}"], return_hydra_config=True)
+            swept = cfg.hydra.sweeper.params.get("method")
+            choices = swept.split(",") if swept else [cfg.hydra.runtime.choices.method]
+            skrr = [m for m in choices if m.startswith("skrr")]
+            method = compose(config_name="run", overrides=[f"experiment={path.stem}", f"method={skrr[0]}"]).method
+            found[path.stem] = (method.name, method.depth, method.select)
+    expected = {name: ("skrr", "auto" if name in TOY_WORLD else 24, "prefix") for name in found}
+    assert len(found) > len(TOY_WORLD) and found == expected

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from skrr import Plan
-from skrr.calibration import check_calibration, select_prompts, source_prompts
+from skrr.prompt_sources import as_source
 from skrr.models import CONF_DIR, load_text_side, model_config
 from skrr.real_prompts import CHOICES, check_prompts_fit_model, coco_captions
 
@@ -81,7 +81,7 @@ def test_table1_experiments_default_to_coco_and_ask_for_the_path(tmp_path):
         for name in ("tiny_table1_pixart", "tiny_sd3_t5"):
             assert compose(config_name="run", overrides=[f"experiment={name}"]).calibration.source == "builtin"
     with pytest.raises(ValueError, match="calibration.path=<annotations/captions_train2014.json>"):
-        check_calibration(calib())
+        as_source(calib()).check()
 
 
 def test_coco_captions_are_distinct_seeded_and_leave_val2014_out(tmp_path):
@@ -93,7 +93,7 @@ def test_coco_captions_are_distinct_seeded_and_leave_val2014_out(tmp_path):
     assert coco_captions(train, pool=10, seed=1) == coco_captions(train, pool=10, seed=1) != coco_captions(train, pool=10, seed=2)
     val = coco_file(tmp_path / "captions_val2014.json", "val2014", n_images=4, first_id=1000)  # shares captions with train
     with pytest.raises(ValueError, match="val2014"):
-        check_calibration(calib(path=str(val)))
+        as_source(calib(path=str(val))).check()
     renamed = tmp_path / "mine.json"
     renamed.write_text(val.read_text())
     with pytest.raises(ValueError, match="val2014 images"):
@@ -107,11 +107,11 @@ def test_coco_filter_uses_the_models_tokenizer(tmp_path):
     train = coco_file(tmp_path / "captions_train2014.json")
     side = load_text_side("tiny_pixart")
     length = lambda p: len(side.tokenizer(p, add_special_tokens=True).input_ids)  # noqa: E731
-    pool = source_prompts(calib(path=str(train)))
+    pool = as_source(calib(path=str(train))).prompts()
     lengths = sorted(length(p) for p in pool)
     lo, hi = lengths[len(lengths) // 3], lengths[2 * len(lengths) // 3]  # keep the middle third or so
     cfg = calib(path=str(train), size=6, min_tokens=lo, max_tokens=hi)
-    chosen = select_prompts(pool, cfg, token_length=length)
+    chosen = as_source(cfg).select(token_length=length)
     assert len(chosen) == 6 and all(lo <= length(p) <= hi for p in chosen)
     assert any(length(p) < lo for p in pool) and any(length(p) > hi for p in pool)  # the filter removed some
 

@@ -18,7 +18,7 @@ from experiments import stages as S
 from experiments.checks import check_config
 from experiments.cli import CONF_DIR, fail_fast
 from experiments.run import run_job
-from skrr.calibration import build_calibration, select_prompts
+from skrr.calibration import build_calibration
 from skrr.discrepancy import Discrepancy
 from skrr.finite import NotFinite, check_finite
 from skrr.prefix_cache import PrefixCachedDiscrepancy
@@ -26,9 +26,11 @@ from skrr.plan import make_schedule
 from skrr.tiny import _corpus
 from test_run import compose_run
 from test_skrr import output_weight, seeded_model, setup, text_side
+from listed_prompts import select_prompts
 
 REPO = Path(CONF_DIR).parent
 BIN = Path(sys.executable).parent
+
 
 
 def one_error_line(stderr: str) -> str:
@@ -159,6 +161,9 @@ def test_skrr_prune_with_nan_d_exits_in_one_line_and_saves_no_plan(tmp_path):
 class NaNMetric(Metric):
     """A metric whose value is NaN (as a backbone in the wrong dtype would give)."""
     prompt_set = None
+
+    def update(self, images, prompts, dense=None):  # reads no images (prompt_set None)
+        pass
 
     def compute(self):
         return {"value": float("nan"), "tflops": 1.0}

@@ -7,6 +7,8 @@ class probability x mean sigmoid over the binary mask, box = tight box of the ma
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,7 +70,7 @@ class Mask2FormerDetector:
                 model = Mask2FormerForUniversalSegmentation.from_pretrained(model_name)
                 processor = AutoImageProcessor.from_pretrained(model_name)
         if model.config.num_labels != len(classnames):
-            raise ValueError(f"detector has {model.config.num_labels} classes but {len(classnames)} class names; "
+            raise InputError(f"detector has {model.config.num_labels} classes but {len(classnames)} class names; "
                              "use a COCO-instance Mask2Former")
         self.model, self.processor = model.to(device).eval(), processor
         self.device, self.classnames, self.max_per_image = torch.device(device), classnames, max_per_image
@@ -121,7 +123,7 @@ class CLIPColorClassifier:
             crop = image
             if d.mask is not None:
                 if tuple(d.mask.shape) != (image.height, image.width):
-                    raise ValueError(f"mask shape {d.mask.shape} does not match image {image.size[::-1]}")
+                    raise InputError(f"mask shape {d.mask.shape} does not match image {image.size[::-1]}")
                 crop = Image.composite(image, blank, Image.fromarray(np.asarray(d.mask, dtype=bool)))
             out.append(crop.crop(tuple(d.box[:4])) if self.crop else crop)
         return out

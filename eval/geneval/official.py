@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from eval.geneval.rules import summarize
+from skrr.errors import InputError, MissingFile
 
 OURS = "skrr_results.jsonl"
 _FILE = re.compile(r"(\d+)[/\\]samples[/\\](\d+)\.png$")
@@ -32,9 +33,9 @@ _FILE = re.compile(r"(\d+)[/\\]samples[/\\](\d+)\.png$")
 def export_official(images: list[Path], metadata: list[dict], images_per_prompt: int, out_dir: str | os.PathLike) -> Path:
     """Images (image i = sample i % n of prompt i // n) and their per-image metadata -> official layout."""
     if len(images) != len(metadata):
-        raise ValueError(f"{len(images)} images but {len(metadata)} metadata rows; pass one row per image")
+        raise InputError(f"{len(images)} images but {len(metadata)} metadata rows; pass one row per image")
     if images_per_prompt < 1 or len(images) % images_per_prompt:
-        raise ValueError(f"{len(images)} images do not split into prompts of {images_per_prompt}")
+        raise InputError(f"{len(images)} images do not split into prompts of {images_per_prompt}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -63,7 +64,7 @@ def read_results(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
     """An official-format results.jsonl -> {(prompt folder, sample): row}. Raises on malformed rows."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no GenEval results at {path}; run the official evaluation/evaluate_images.py")
+        raise MissingFile(f"no GenEval results at {path}; run the official evaluation/evaluate_images.py")
     rows = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -71,13 +72,13 @@ def read_results(path: str | os.PathLike) -> dict[tuple[int, int], dict]:
         row = json.loads(line)
         missing = [k for k in ("filename", "tag", "correct") if k not in row]
         if missing:
-            raise ValueError(f"{path}:{n} is not an official GenEval result (missing {missing})")
+            raise InputError(f"{path}:{n} is not an official GenEval result (missing {missing})")
         m = _FILE.search(row["filename"])
         if m is None:
-            raise ValueError(f"{path}:{n}: filename {row['filename']!r} is not <prompt>/samples/<n>.png")
+            raise InputError(f"{path}:{n}: filename {row['filename']!r} is not <prompt>/samples/<n>.png")
         rows[(int(m.group(1)), int(m.group(2)))] = row
     if not rows:
-        raise ValueError(f"{path} holds no GenEval results")
+        raise InputError(f"{path} holds no GenEval results")
     return rows
 
 
@@ -92,7 +93,7 @@ def agreement(official: dict[tuple[int, int], dict], ours: dict[tuple[int, int],
     both scored; also how often each alone calls an image correct."""
     shared = sorted(set(official) & set(ours))
     if not shared:
-        raise ValueError("the two result sets share no images (are they of the same export?)")
+        raise InputError("the two result sets share no images (are they of the same export?)")
     by_task: dict[str, list[tuple[bool, bool]]] = {}
     for key in shared:
         by_task.setdefault(official[key]["tag"], []).append((bool(official[key]["correct"]), bool(ours[key]["correct"])))
@@ -109,11 +110,10 @@ def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prom
     """This project's detector on the exported images, as official-format rows."""
     from eval.images import load_images
 
+    verdicts = [v for start in range(0, len(images), 64)
+                for v in metric.verdicts(load_images(images[start:start + 64]), metadata[start:start + 64])]
     rows = []
-    metric.reset()
-    for start in range(0, len(images), 64):
-        metric.update(load_images(images[start:start + 64]), metadata[start:start + 64])
-    for i, (result, meta) in enumerate(zip(metric.results, metadata)):
+    for i, (result, meta) in enumerate(zip(verdicts, metadata)):
         prompt, sample = divmod(i, images_per_prompt)
         rows.append({"filename": f"{prompt:05}/samples/{sample:05}.png", "tag": result["tag"],
                      "prompt": result["prompt"], "correct": bool(result["correct"]), "reason": result.get("reason", ""),

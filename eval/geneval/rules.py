@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from skrr.errors import InputError
+
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"]
 TASKS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 
@@ -92,7 +94,7 @@ def group_detections(metadata: dict, detections: Sequence[Detection], cfg: RuleC
 def _colors_of(found: list[Detection], classname: str, color_fn: ColorFn | None) -> list[str]:
     missing = [d for d in found if d.color is None]
     if missing and color_fn is None:
-        raise ValueError("a colour prompt needs detections with .color set or a color_fn (CLIP colour classifier)")
+        raise InputError("a colour prompt needs detections with .color set or a color_fn (CLIP colour classifier)")
     predicted = iter(color_fn(missing, classname)) if missing else iter(())
     return [d.color if d.color is not None else next(predicted) for d in found]
 
@@ -152,7 +154,7 @@ def summarize(results: Sequence[dict]) -> dict[str, float]:
 
     Each result needs 'tag' and 'correct'. Only tasks present are averaged, as the official script does."""
     if not results:
-        raise ValueError("no GenEval results to summarize; score some images first")
+        raise InputError("no GenEval results to summarize; score some images first")
     by_task: dict[str, list[bool]] = {}
     for r in results:
         by_task.setdefault(r["tag"], []).append(bool(r["correct"]))

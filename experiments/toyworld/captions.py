@@ -11,6 +11,8 @@ import numpy as np
 
 from .scenes import COLORS, GRID, PLURALS, SHAPES, Obj, Scene, relation
 
+from skrr.errors import InputError
+
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
@@ -80,7 +82,7 @@ def sample_example(task: str, rng: np.random.Generator, prefix: str = PREFIXES[0
         scene, text = _long_example(rng)
         meta = {"tag": task, "include": _exact_include(scene)}
     else:
-        raise ValueError(f"unknown task {task!r}; use one of {TASKS + ('long',)}")
+        raise InputError(f"unknown task {task!r}; use one of {TASKS + ('long',)}")
     meta["prompt"] = text
     return scene, text, meta
 
@@ -138,9 +140,9 @@ def prompt_scenes(task_mix: str = "geneval", n: int = 96, seed: int = 0) -> list
     elif task_mix in TASKS:
         order = (task_mix,)
     else:
-        raise ValueError(f"unknown task_mix {task_mix!r}; use 'geneval' or one of {TASKS}")
+        raise InputError(f"unknown task_mix {task_mix!r}; use 'geneval' or one of {TASKS}")
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InputError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
     return [sample_example(order[i % len(order)], rng)[::2] for i in range(n)]
 

@@ -14,6 +14,8 @@ from torch import nn
 
 from .scenes import COLORS, GRID, SHAPES
 
+from skrr.errors import MissingFile
+
 
 class FeatureNet(nn.Module):
     feature_dim = 256
@@ -53,7 +55,7 @@ class FeatureNet(nn.Module):
     def from_pretrained(cls, path) -> "FeatureNet":
         path = Path(path)
         if not (path / "model.safetensors").exists():
-            raise FileNotFoundError(f"no feature network at {path}; train it with experiments/train_toyworld.py")
+            raise MissingFile(f"no feature network at {path}; train it with experiments/train_toyworld.py")
         net = cls(**json.loads((path / "config.json").read_text()))
         net.load_state_dict(load_file(path / "model.safetensors"))
         return net.eval()

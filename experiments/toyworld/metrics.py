@@ -24,6 +24,8 @@ from .detect import ToyDetector
 from .features import FeatureNet
 from .scenes import render
 
+from skrr.errors import InputError
+
 FEATURES = WEIGHTS / "features"
 
 
@@ -73,7 +75,7 @@ def pairwise_similarity(dense_images, pruned_images, extractor: ToyFeatureExtrac
     merely because both are mostly black background."""
     a, b = features(dense_images, extractor, "cells"), features(pruned_images, extractor, "cells")
     if a.shape != b.shape:
-        raise ValueError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
+        raise InputError(f"dense and pruned image sets differ in size: {len(a)} vs {len(b)}")
     centre = features(reference_images(500, seed=54321), extractor, "cells").mean(0)
     a, b = a - centre, b - centre
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
@@ -119,11 +121,13 @@ class ToyFID(FID):
 
 
 class ToySimilarity(Metric):
-    """Mean pairwise similarity of each image to the dense image of its prompt and seed (dense = 1)."""
+    """Mean pairwise similarity of each image to the dense image of its prompt and seed (dense = 1).
+    `item_scores`: each pair's similarity (float64)."""
+    higher_is_better = True
 
     def __init__(self, batch_size: int = 16):
+        super().__init__()
         self.extractor, self.batch_size = load_feature_extractor(), batch_size
-        self.values: list[np.ndarray] = []
 
     @classmethod
     def needs_dense(cls, cfg) -> bool:
@@ -131,23 +135,18 @@ class ToySimilarity(Metric):
 
     def update(self, images, prompts=None, dense=None) -> None:
         if dense is None:
-            raise ValueError("the toy similarity compares with the dense images; pass dense=")
-        self.values.append(pairwise_similarity(dense, images, self.extractor))
+            raise InputError("the toy similarity compares with the dense images; pass dense=")
+        self.item_scores.append(torch.from_numpy(pairwise_similarity(dense, images, self.extractor)))
 
     def compute(self) -> float:
-        if not self.values:
-            raise ValueError("no image pairs were given to the toy similarity metric")
-        return float(np.concatenate(self.values).mean())
-
-    def reset(self) -> None:
-        self.values = []
+        if not len(self.item_scores):
+            raise InputError("no image pairs were given to the toy similarity metric")
+        return float(self.item_tensor().numpy().mean())  # numpy's (pairwise) mean, as the value always was
 
 
 def geneval_results(images, metadata: list[dict]) -> list[dict]:
     """One {'tag', 'prompt', 'correct', 'reason'} per image: GenEval with the exact detector."""
-    metric = GenEval(detector=ToyDetector(), color_classifier=None)
-    metric.update(images, metadata)
-    return metric.results
+    return GenEval(detector=ToyDetector(), color_classifier=None).verdicts(images, metadata)
 
 
 def geneval_scores(images, metadata: list[dict]) -> dict[str, float]:

@@ -14,6 +14,8 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import T5EncoderModel, T5TokenizerFast
 
+from skrr.errors import InputError
+
 MAX_LENGTH = 48  # tokens; the longest toy caption is 44 words + </s>
 
 
@@ -38,9 +40,9 @@ class ToyWorldPipeline(PixArtSigmaPipeline):
         there is no resolution binning table for 32x32, and captions fit in 48 tokens.
         """
         if use_resolution_binning:
-            raise ValueError("ToyWorldPipeline has no resolution bins; call it with use_resolution_binning=False")
+            raise InputError("ToyWorldPipeline has no resolution bins; call it with use_resolution_binning=False")
         if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+            raise InputError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         pixels = super().__call__(prompt, output_type="latent", return_dict=False, clean_caption=clean_caption,
                                   use_resolution_binning=False, max_sequence_length=max_sequence_length,
                                   **kwargs)[0]

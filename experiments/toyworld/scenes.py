@@ -6,6 +6,8 @@ scene: no randomness, no anti-aliasing, so the detector can recover the scene ex
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +74,10 @@ class Scene:
     def __post_init__(self):
         cells = [(o.row, o.col) for o in self.objects]
         if len(set(cells)) != len(cells):
-            raise ValueError(f"two objects share a cell in {self.objects}; give each object its own cell")
+            raise InputError(f"two objects share a cell in {self.objects}; give each object its own cell")
         for o in self.objects:
             if o.shape not in SHAPES or o.color not in PALETTE or not (0 <= o.row < GRID and 0 <= o.col < GRID):
-                raise ValueError(f"bad object {o}; shapes {SHAPES}, colours {COLORS}, cells 0..{GRID - 1}")
+                raise InputError(f"bad object {o}; shapes {SHAPES}, colours {COLORS}, cells 0..{GRID - 1}")
 
 
 def render(scene: Scene) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from .captions import COL_WORDS, NUMBERS, RELATIONS, ROW_WORDS
 from .scenes import COLORS, GRID, PLURALS, SHAPES
 
+from skrr.errors import InputError
+
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 _SINGULAR = {p: s for s, p in PLURALS.items()}
 _COUNT_WORDS = {w: n for n, w in NUMBERS.items()}
@@ -62,7 +64,7 @@ def caption_targets(caption: str) -> dict[str, list[int]]:
             a1["relation"] = RELATIONS.index(INVERSE[found[0]]) + 1
     n_objects = sum(a["count"] + 1 for _, _, a in mentions)
     if not 1 <= n_objects <= 4:
-        raise ValueError(f"caption states {n_objects} objects (the toy world draws 1-4): {caption!r}")
+        raise InputError(f"caption states {n_objects} objects (the toy world draws 1-4): {caption!r}")
     for start, end, attrs in mentions:
         if attrs["relation"]:  # the relation words belong to the subject
             end += len(RELATIONS[attrs["relation"] - 1].split()) if _relation_at(words, end) else 0

@@ -1,5 +1,10 @@
 """Efficiency of a text-to-image pipeline: parameters, memory, TFLOPs of one generation, encoder share.
 
+A report of the pipeline a plan gives, not a metric of images, so it lives beside the other reports.
+It still plugs in as `metrics.efficiency` (`conf/metrics/efficiency/flops.yaml`, `eval.metrics=[...,
+efficiency]`) and fills the row's `metrics.efficiency`, through the part of eval.metrics.Metric's
+contract the runner reads (prompt_set None, needs_pipeline, needs_dense, validate, compute).
+
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one real call of each part:
 text encoder once, denoiser once (x steps x 2 with CFG, as the sampler calls it on a doubled batch),
 VAE decode once. Memory: the resident parameter and buffer bytes (the runner's result row also
@@ -11,7 +16,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.generate import call_options
-from eval.metrics import Metric
 from skrr.encoder import count_params
 from skrr.quantize import stored_bytes
 
@@ -117,9 +121,10 @@ def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_s
     return report
 
 
-class Efficiency(Metric):
-    """Measures the pipeline it is built with (params, bytes, FLOPs of one generation, shares) on the
-    prompt of the first update, else `prompt`; it reads no images."""
+class Efficiency:
+    """Measures the pipeline it is built with (params, bytes, FLOPs of one generation, shares) on
+    `prompt`. Not a torchmetrics.Metric: it reads no images and accumulates nothing, so it has no
+    state to declare, reduce or sync; one call of compute() measures the pipeline once."""
     prompt_set = None
     needs_pipeline = True
 
@@ -128,13 +133,14 @@ class Efficiency(Metric):
         self.pipeline, self.prompt = pipeline, prompt
         self.settings = dict(height=height, width=width, num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale)
-        self.prompts: list[str] = []
 
-    def update(self, images, prompts: list[str], dense=None) -> None:
-        self.prompts.extend(prompts)
+    @classmethod
+    def needs_dense(cls, cfg) -> bool:
+        return False
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        """Nothing beyond its keys (checked against the constructor by eval.metrics.check_metric)."""
 
     def compute(self) -> dict:
-        return efficiency_report(self.pipeline, prompt=self.prompts[0] if self.prompts else self.prompt, **self.settings)
-
-    def reset(self) -> None:
-        self.prompts = []
+        return efficiency_report(self.pipeline, prompt=self.prompt, **self.settings)
