@@ -25,7 +25,7 @@ from skrr.conf_files import group_option
 from skrr.discrepancy import METRICS
 from skrr.errors import ConfigError
 from skrr.plan import Plan, make_schedule
-from skrr.ranges import AT_LEAST_ONE, POSITIVE, Range
+from skrr.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 
 
 def sparsity_targets(value, key: str = "sparsity") -> list[float]:
@@ -56,8 +56,7 @@ class Method:
 
     def __post_init__(self):
         sparsity_targets(self.sparsity)
-        for key, rng in self.RANGES.items():
-            rng.check(getattr(self, key), key)
+        check_ranges(vars(self), self.RANGES, "")
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(key, f"must be one of {', '.join(map(str, allowed))}, got {getattr(self, key)!r}")

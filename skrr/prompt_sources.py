@@ -23,7 +23,7 @@ from skrr.build import build
 from skrr.conf_files import CONF_DIR, group_option
 from skrr.errors import ConfigError, InputError, MissingFile
 from skrr.prompts import check_nonempty, load_prompt_file
-from skrr.ranges import AT_LEAST_ONE, OPTIONAL_COUNT, WHOLE, Range
+from skrr.ranges import AT_LEAST_ONE, OPTIONAL_COUNT, WHOLE, Range, check_ranges
 from skrr.real_prompts import check_coco, coco_captions
 from skrr.tiny import _corpus as corpus
 
@@ -45,8 +45,7 @@ class PromptSource:
                                           "max_tokens": OPTIONAL_COUNT}
 
     def __post_init__(self):
-        for key, rng in self.RANGES.items():
-            rng.check(getattr(self, key), key)
+        check_ranges(vars(self), self.RANGES, "")
         lo, hi = self.min_tokens, self.max_tokens
         if lo is not None and hi is not None and lo > hi:
             raise InputError(f"calibration.min_tokens must be <= calibration.max_tokens, got {lo} > {hi}")
@@ -134,7 +133,7 @@ class Coco(PromptSource):
     RANGES: ClassVar[dict[str, Range]] = {**PromptSource.RANGES, "pool": OPTIONAL_COUNT}
 
     def check(self) -> None:
-        check_coco(OmegaConf.create({"path": self.path, "exclude": self.exclude, "pool": self.pool}))
+        check_coco(self.path, self.exclude)
 
     def prompts(self) -> list[str]:
         return coco_captions(self.path, exclude=self.exclude, pool=self.pool, seed=self.seed)

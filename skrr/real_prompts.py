@@ -35,23 +35,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_coco(cfg: DictConfig) -> None:
-    """Cheap checks of calibration=coco, before any model loads."""
-    if OmegaConf.is_missing(cfg, "path"):
-        raise InputError("calibration=coco needs calibration.path=<annotations/captions_train2014.json> "
-                         "(MS-COCO 2014 train captions)")
-    path = Path(str(cfg.path))
+def check_coco(path, exclude=None) -> None:
+    """Cheap checks of calibration=coco's files, before any model loads (a missing path and the
+    numbers are refused when the source is built: skrr.prompt_sources)."""
+    path = Path(str(path))
     if not path.is_file():
         raise MissingFile(f"COCO captions file {path} not found (calibration.path)")
     if "val2014" in path.name:
         raise InputError(f"calibration.path={path} holds val2014 captions, which FID is scored on; "
                          "calibrate on captions_train2014.json")
-    exclude = cfg.get("exclude")
     if exclude is not None and not Path(str(exclude)).is_file():
         raise MissingFile(f"calibration.exclude={exclude} not found (a COCO captions file whose captions to leave out)")
-    pool = cfg.get("pool")
-    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
-        raise InputError(f"calibration.pool must be a whole number >= 1 or null (all captions), got {pool!r}")
 
 
 def _read_coco(path: Path) -> dict:
