@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 tests -m "not slurm"
 
 # a real single-node SLURM cluster (root; apt-get install slurm-wlm munge): the tiny Table 1 sweep

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from skrr.methods import Measured
-from skrr.search import reuse_phase
+from skrr.search.skip_reuse import reuse_phase
 
 
 def maybe_reuse(ctx, method: Measured, skip: list[int], disc=None) -> tuple[dict[int, int], list[float]]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from baselines.common import maybe_reuse
+from skrr.baselines.common import maybe_reuse
 from skrr.methods import Searched
 from skrr.plan import Plan
-from skrr.search import beam_search, prefix_for
+from skrr.search.skip_reuse import beam_search, prefix_for
 
 
 @dataclass(kw_only=True)

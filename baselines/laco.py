@@ -21,13 +21,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from baselines.common import blocks_skip, maybe_reuse
-from skrr import distributed
-from skrr.calibration import token_batches
-from skrr.encoder import find_sub_block_encoder
+from skrr.baselines.common import blocks_skip, maybe_reuse
+from skrr.config.ranges import AT_LEAST_ONE, Range
+from skrr.encoders.view import find_sub_block_encoder
 from skrr.methods import Measured
 from skrr.plan import Plan, make_schedule, sparsity
-from skrr.ranges import AT_LEAST_ONE, Range
+from skrr.search import distributed
+from skrr.search.calibration import token_batches
 
 log = logging.getLogger(__name__)
 MERGES = ("rdsc", "last")

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from baselines.common import blocks_skip, maybe_reuse
-from skrr import distributed
-from skrr.calibration import token_batches
-from skrr.encoder import find_sub_block_encoder
+from skrr.baselines.common import blocks_skip, maybe_reuse
+from skrr.encoders.view import find_sub_block_encoder
 from skrr.methods import Measured
 from skrr.plan import Plan, sparsity
+from skrr.search import distributed
+from skrr.search.calibration import token_batches
 
 log = logging.getLogger(__name__)
 

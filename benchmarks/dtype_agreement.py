@@ -22,9 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from skrr.discrepancy import Discrepancy  # noqa: E402
 from skrr.plan import make_schedule  # noqa: E402
 from skrr.prune import make_context, prune  # noqa: E402
+from skrr.search.discrepancy import Discrepancy  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = [0.24, 0.32, 0.40]
@@ -71,7 +71,7 @@ def searches(model: str, size: int):
 
 def metrics_table(results: str):
     """GenEval overall and similarity of each (k, dtype, target) row of a toy-world sweep."""
-    from experiments.results import load_results
+    from skrr.experiments.runner.results import load_results
 
     rows = [r for r in load_results(results) if r["config"]["method"]["name"] == "skrr"]
     print("\n## toy world v2: downstream metrics of the fp32 and bf16 plans (value [95% interval])")

@@ -25,8 +25,8 @@ CONFIGS = [("dense", "dense", "none"), ("dense + int8", "dense", "int8"),
 def run_row(root: str, method: str, quantize: str, calib_size: int) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from experiments.cli import CONF_DIR
-    from experiments.run import run_job
+    from skrr.experiments.cli.app import CONF_DIR
+    from skrr.experiments.cli.run import run_job
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="run", overrides=[
@@ -80,7 +80,7 @@ def main() -> None:
         row = run_row(args.root, method, quantize, args.calibration_size)
         nbytes = row["metrics"]["efficiency"]["encoder_bytes"]
         base = base or nbytes
-        overall = row["metrics"]["geneval"]["overall"]  # the metric's own 95% interval (eval.intervals)
+        overall = row["metrics"]["geneval"]["overall"]  # the metric's own 95% interval (skrr.eval.intervals)
         point, (lo, hi) = overall["value"], overall["ci"]
         print(f"{name:<18} {row['sparsity']:>8.1%} {nbytes:>14,} {nbytes / base:>12.3f}  {point:.3f} [{lo:.3f}, {hi:.3f}]")
     print("\nT5-XXL encoder (computed from the meta-device build, not measured):")

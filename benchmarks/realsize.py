@@ -15,7 +15,7 @@ phase runs in a fresh process, its peak RSS read after every weight has been tou
 - text_side: skrr.models.load_text_side peak (encoder + tokenizer + projection) minus the encoder's
 - forward: time ratios on a mid-size T5 (fast on CPU): sub-block encoder / stock, pruned / dense
 - table: the paper's Table 2 (parameters, bf16 weight memory, TFLOPs of a 512x512 image), FLOPs
-  counted on the meta device (shapes only) as experiments.efficiency books them: encoder once, denoiser
+  counted on the meta device (shapes only) as skrr.experiments.runner.efficiency books them: encoder once, denoiser
   x steps (x2 under CFG), VAE decode once
 - cuda (--device cuda): peak CUDA memory of a 512x512 generation, dense and pruned
 """
@@ -49,7 +49,7 @@ MID_T5 = dict(vocab_size=32128, d_model=768, d_ff=2048, d_kv=64, num_heads=12, n
 
 
 def default_cache() -> Path:
-    from skrr.tiny import cache_root
+    from skrr.models.tiny import cache_root
 
     return cache_root() / "realsize"
 
@@ -97,7 +97,7 @@ def write_weights(module: nn.Module, out: Path, dtype: torch.dtype, stem: str, f
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from skrr.atomic import atomic_path
+    from skrr.hub.atomic import atomic_path
 
     entries = unique_state(module)
     shards, size = [[]], 0
@@ -129,7 +129,7 @@ def write_weights(module: nn.Module, out: Path, dtype: torch.dtype, stem: str, f
 
 
 def build_component(cls_path: str, module: nn.Module, out: Path, dtype: torch.dtype, fill: RandomFill) -> None:
-    from skrr.atomic import atomic_path
+    from skrr.hub.atomic import atomic_path
 
     with atomic_path(out, directory=True) as tmp:
         if cls_path.startswith("transformers."):
@@ -147,7 +147,7 @@ def build(model: str, cache: Path) -> Path:
     import diffusers
 
     from skrr.models import CONFIGS_DIR, meta_components, model_config
-    from skrr.tiny import clip_tokenizer, t5_tokenizer
+    from skrr.models.tiny import clip_tokenizer, t5_tokenizer
 
     cfg = model_config(model)
     spec = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
@@ -233,7 +233,7 @@ def load_dense(pipe_dir: Path, cfg):
 
 
 def phase_encoder(args, cfg, pipe_dir: Path) -> dict:
-    from skrr.calibration import weights_fingerprint
+    from skrr.search.calibration import weights_fingerprint
 
     before = rss_gib()
     enc = load_dense(pipe_dir, cfg)
@@ -252,7 +252,7 @@ def phase_prune(args, cfg, pipe_dir: Path) -> dict:
     from safetensors import safe_open
 
     from skrr import Plan, apply_plan, save_pruned
-    from skrr.pruned_io import WEIGHTS
+    from skrr.hub.pruned_io import WEIGHTS
 
     def file_bytes(files):
         n = 0
@@ -370,7 +370,7 @@ def phase_table(args, cfg, pipe_dir: Path) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from skrr import Plan, apply_plan
-    from skrr.encoder import count_params
+    from skrr.encoders.view import count_params
     from skrr.models import meta_components
 
     def flops(fn):
@@ -408,8 +408,8 @@ def phase_table(args, cfg, pipe_dir: Path) -> dict:
 
 def phase_cuda(args, cfg, pipe_dir: Path) -> dict:
     """Peak CUDA memory of one 512x512 generation (load included), dense or pruned (args.variant)."""
-    from eval.generate import SamplerConfig, pipeline_kwargs
     from skrr import load_pruned
+    from skrr.eval.generate import SamplerConfig, pipeline_kwargs
     from skrr.models import load_pipeline, read_from
 
     device = torch.device(args.device)

@@ -4,7 +4,7 @@ For each model: beam search + re-use with `fast=False` (a full forward per candi
 `fast=True` (prefix-state cache + candidates stacked along the batch); prints the ratios
 (straightforward / fast) of sub-block forward evaluations, wall time and peak memory, and
 asserts the exactness contract (docs/exactness.md): identical plans, every D value within the compute
-dtype's relative tolerance (skrr.compute.TOLERANCE), and prints the smallest decision margins.
+dtype's relative tolerance (skrr.search.compute.TOLERANCE), and prints the smallest decision margins.
 `--save F` writes the fast search's plans and D values; `--against F` checks another run's (another
 CPU, `ATEN_CPU_CAPABILITY=avx2 ...`, a GPU) against this one by the same contract.
 Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 1000 prompts x
@@ -14,7 +14,7 @@ Finally an *estimate* of the paper-scale search time (T5-XXL, 48 sub-blocks, 100
     python benchmarks/search.py --models tiny --depth 12 --beam 3
     python benchmarks/search.py --only fast --dtype bfloat16           # the contract for a bf16 search
 
-With `--ranks N`: the data-parallel search instead (skrr.distributed). For each model, the fast
+With `--ranks N`: the data-parallel search instead (skrr.search.distributed). For each model, the fast
 search in 1 process and in N gloo ranks (one thread each, as separate processes), asserting that
 plans and D per depth are identical, also for ShortGPT, LaCo and FinerCut; prints the wall-time
 ratio (1 rank / N ranks) and the per-rank cache memory ratio (prefix states + dense targets held).
@@ -40,16 +40,16 @@ from omegaconf import OmegaConf  # noqa: E402
 from transformers import T5Config, T5EncoderModel  # noqa: E402
 
 from skrr import distributed  # noqa: E402
-from skrr.calibration import build_calibration  # noqa: E402
-from skrr.compute import DTYPES, TOLERANCE  # noqa: E402
-from skrr.discrepancy import Discrepancy  # noqa: E402
-from skrr.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
-from skrr.encoder import to_sub_blocks, total_params  # noqa: E402
-from skrr.models import TextSide  # noqa: E402
+from skrr.encoders.view import to_sub_blocks, total_params  # noqa: E402
 from skrr.methods import load as load_method  # noqa: E402
+from skrr.models import TextSide  # noqa: E402
+from skrr.models.tiny import _corpus, t5_tokenizer  # noqa: E402
 from skrr.prune import make_context  # noqa: E402
-from skrr.search import beam_search, near_ties, reuse_phase  # noqa: E402
-from skrr.tiny import _corpus, t5_tokenizer  # noqa: E402
+from skrr.search.calibration import build_calibration  # noqa: E402
+from skrr.search.compute import DTYPES, TOLERANCE  # noqa: E402
+from skrr.search.discrepancy import Discrepancy  # noqa: E402
+from skrr.search.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
+from skrr.search.skip_reuse import beam_search, near_ties, reuse_phase  # noqa: E402
 
 # T5-XXL's width (t5-v1_1-xxl): what one sub-block costs on the real model
 XXL = dict(d_model=4096, d_ff=10240, num_heads=64, d_kv=64)
@@ -263,7 +263,7 @@ def bench_buckets(args):
 @torch.no_grad()
 def bench_compute_dtype(args, rows=512, width=4096):
     """A bf16 Linear on this CPU: as stored (bf16) vs weights cast to fp32 for the call."""
-    from skrr.compute import cpu_slowdown, weights_in
+    from skrr.search.compute import cpu_slowdown, weights_in
 
     lin = torch.nn.Linear(width, width, bias=False).to(torch.bfloat16)
     x = torch.randn(rows, width)

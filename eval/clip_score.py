@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from eval.images import to_pil_list
-from eval.metrics import Metric
 from skrr.errors import InputError
+from skrr.eval.images import to_pil_list
+from skrr.eval.metrics import Metric
 
 
 def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | None = "openai",
@@ -18,7 +18,7 @@ def load_open_clip(model_name: str = "ViT-B-32-quickgelu", pretrained: str | Non
     import open_clip
 
     if tiny:
-        from eval.tiny import register_tiny_open_clip
+        from skrr.eval.tiny import register_tiny_open_clip
         model_name, pretrained = register_tiny_open_clip(), None
     with torch.random.fork_rng():  # a tiny random backbone must be the same one in every process
         torch.manual_seed(0)

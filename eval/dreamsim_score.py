@@ -10,9 +10,9 @@ import contextlib
 
 import torch
 
-from eval.images import to_pil_list, to_uint8_tensor
-from eval.metrics import Metric
 from skrr.errors import InputError
+from skrr.eval.images import to_pil_list, to_uint8_tensor
+from skrr.eval.metrics import Metric
 
 
 @contextlib.contextmanager

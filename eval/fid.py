@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics.utilities import dim_zero_cat
 from tqdm.auto import tqdm
 
-from eval.images import batched, list_images, load_images, to_uint8_tensor
-from torchmetrics.utilities import dim_zero_cat
-
-from eval.metrics import Metric
 from skrr.errors import InputError, MissingFile
+from skrr.eval.images import batched, list_images, load_images, to_uint8_tensor
+from skrr.eval.metrics import Metric
 
 BACKENDS = ("clean", "torchmetrics")
 
@@ -48,7 +47,7 @@ class FID(Metric):
         if backend not in BACKENDS:
             raise InputError(f"unknown FID backend {backend!r}; use one of {BACKENDS}")
         if tiny and feature_extractor is None:
-            from eval.tiny import TinyFeatureNet
+            from skrr.eval.tiny import TinyFeatureNet
             feature_extractor = TinyFeatureNet()
         self.backend, self.batch_size = backend, batch_size
         self.resize = (299 if feature_extractor is None and backend == "clean" else None) if resize == "auto" else resize
@@ -80,7 +79,7 @@ class FID(Metric):
     def validate(cls, cfg) -> None:
         if not cfg.get("reference_stats") and not cfg.get("tiny"):
             raise InputError("FID needs reference statistics: set metrics.fid.reference_stats=PATH "
-                             "(build them once with `python -m eval.fid build-ref`)")
+                             "(build them once with `python -m skrr.eval.fid build-ref`)")
 
     def preprocess(self, images) -> torch.Tensor:
         x = to_uint8_tensor(images)
@@ -131,7 +130,7 @@ class FID(Metric):
             reference = {"mu": dense.mean(0), "sigma": np.cov(dense, rowvar=False), "count": len(dense)}
         if reference is None:
             raise InputError("FID has no reference statistics; pass reference_stats= (build them with "
-                             "`python -m eval.fid build-ref --images DIR --out STATS.npz`)")
+                             "`python -m skrr.eval.fid build-ref --images DIR --out STATS.npz`)")
         feats = self.item_tensor().numpy() if self.backend == "clean" else np.zeros((int(self.fake_num), 0))
         if len(feats) < 2:
             raise InputError(f"FID needs at least 2 images, got {len(feats)}; generate more images")
@@ -193,7 +192,7 @@ def load_reference_stats(path: str | os.PathLike, backend: str = "clean") -> dic
     path = Path(path)
     if not path.is_file():
         raise MissingFile(f"FID reference statistics {path} not found; build them once with "
-                                f"`python -m eval.fid build-ref --images REF_DIR --out {path}` (e.g. COCO val2014 resized)")
+                                f"`python -m skrr.eval.fid build-ref --images REF_DIR --out {path}` (e.g. COCO val2014 resized)")
     with np.load(path) as z:
         ref = {k: z[k] for k in z.files}
     if str(ref.get("backend", backend)) != backend:

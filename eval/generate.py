@@ -87,9 +87,10 @@ def share(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list
     return [i for chunk in chunks(rank, world_size, num_prompts, batch_size) for i in chunk]
 
 
-def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig = SamplerConfig(),
+def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig | None = None,
              rank: int | None = None, world_size: int | None = None, extra: dict | None = None) -> list[int]:
     """Generate this rank's missing images, each inside its fixed chunk. Returns the indices written."""
+    cfg = cfg if cfg is not None else SamplerConfig()
     if not prompts:
         raise InputError("empty prompt set; pass at least one prompt (check the prompt file path)")
     if cfg.batch_size < 1:
@@ -157,7 +158,7 @@ def merge(out_dir: str | os.PathLike, num_prompts: int) -> Path:
 
 
 def main(argv=None):
-    from skrr.prompts import load_prompt_file
+    from skrr.prompts.files import load_prompt_file
 
     parser = argparse.ArgumentParser(description="generate evaluation images (resumable, sharded)")
     parser.add_argument("command", choices=["generate", "merge"])

@@ -17,9 +17,9 @@ interval is reproducible and two metrics bootstrapped with the same seed share t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Sequence
 
 import numpy as np
 

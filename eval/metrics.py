@@ -8,7 +8,7 @@ images of the same prompts and seeds; `compute()`, `reset()`, `forward`, `Metric
 `sync` are torchmetrics' own, because every state is declared with `add_state` (tensors, or "cat"
 lists of tensors that distributed sync concatenates in rank order).
 
-Per-image scores, the contract `eval.per_item` reads (nothing else):
+Per-image scores, the contract `skrr.eval.per_item` reads (nothing else):
 
     item_scores       a "cat" state on every metric: one row per image, in update order; a score
                       (N,) or, for item_kind "fid", the image's feature vector (N, D)
@@ -23,7 +23,7 @@ What else the runner reads is declared on the class, so no caller switches on a 
 
     prompt_set        the prompt set whose images it scores: "text", "geneval", or None (no images)
     needs_pipeline    it is built with the pipeline itself (`pipeline=`): a report of the pipeline
-                      such as experiments.efficiency.Efficiency, which shares this contract without
+                      such as skrr.experiments.runner.efficiency.Efficiency, which shares this contract without
                       being a metric of images
     needs_dense(cfg)  whether update needs the dense images (DreamSim; FID without reference stats)
     validate(cfg)     cheap config checks, run before anything heavy loads (check_metric also
@@ -37,10 +37,10 @@ import torch
 import torchmetrics
 from torchmetrics.utilities import dim_zero_cat
 
-from eval.images import list_images, load_images
-from skrr.build import build, check_keys, target_class
+from skrr.config.build import build, check_keys, target_class
 from skrr.errors import InputError
-from skrr.finite import check_finite
+from skrr.eval.images import list_images, load_images
+from skrr.search.finite import check_finite
 
 
 class Metric(torchmetrics.Metric):

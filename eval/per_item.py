@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from torchmetrics.utilities import dim_zero_cat
 
-from eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
 from skrr.errors import InputError, MissingFile
+from skrr.eval.intervals import LEVEL, RESAMPLES, Interval, balanced_mean, bootstrap_mean, bootstrap_statistic
 
 KINDS = ("mean", "fid")
 FID_RESAMPLES = 500  # each FID resample is a matrix square root; 500 keep the percentiles to ~1% of the width
@@ -50,14 +50,14 @@ class Items:
             raise InputError("FID items need the reference statistics (mu, sigma)")
 
     @classmethod
-    def mean(cls, values, keys, clusters=None, strata=None) -> "Items":
+    def mean(cls, values, keys, clusters=None, strata=None) -> Items:
         keys = np.asarray(keys, dtype=str)
         return cls("mean", keys, np.asarray(values, dtype=np.float64),
                    keys if clusters is None else np.asarray(clusters, dtype=str),
                    None if strata is None else np.asarray(strata, dtype=str))
 
     @classmethod
-    def fid(cls, features, keys, clusters, reference: dict) -> "Items":
+    def fid(cls, features, keys, clusters, reference: dict) -> Items:
         return cls("fid", np.asarray(keys, dtype=str), np.asarray(features, dtype=np.float64),
                    np.asarray(clusters, dtype=str), None,
                    {"mu": np.asarray(reference["mu"], np.float64), "sigma": np.asarray(reference["sigma"], np.float64)})
@@ -67,7 +67,7 @@ class Items:
         """The metric of a set of this kind's rows (for fid: features)."""
         if self.kind == "mean":
             raise InputError("a 'mean' metric is bootstrapped with its clusters and strata, not row-wise")
-        from cleanfid.fid import frechet_distance  # the same distance eval.fid.FID reports
+        from cleanfid.fid import frechet_distance  # the same distance skrr.eval.fid.FID reports
 
         return float(frechet_distance(rows.mean(0), np.cov(rows, rowvar=False), self.reference["mu"],
                                       self.reference["sigma"]))
@@ -98,7 +98,7 @@ class Items:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Items":
+    def load(cls, path: str | os.PathLike) -> Items:
         path = Path(path)
         if not path.is_file():
             raise MissingFile(f"no per-item scores at {path}")
@@ -134,7 +134,7 @@ def with_seeds(items: Items, image_dir) -> Items:
     when both the prompts and the seeds agree."""
     import json
 
-    from eval.generate import METADATA
+    from skrr.eval.generate import METADATA
 
     meta = [json.loads(line) for line in (Path(image_dir) / METADATA).read_text().splitlines() if line.strip()]
     meta.sort(key=lambda m: m["index"])
@@ -150,7 +150,7 @@ def summary(value, items: Items | None, resamples: int | None = None, seed: int 
     if items is None:
         return value
     if items.strata is not None:  # GenEval
-        from eval.intervals import geneval_intervals
+        from skrr.eval.intervals import geneval_intervals
 
         return {k: v.as_dict() for k, v in geneval_intervals(items.values, items.strata, items.clusters,
                                                              resamples or RESAMPLES, seed).items()}

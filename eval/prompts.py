@@ -1,4 +1,4 @@
-"""Evaluation prompt sets: MS-COCO captions, GenEval metadata, prompt lists or plug-in sources (prompt files: skrr.prompts)."""
+"""Evaluation prompt sets: MS-COCO captions, GenEval metadata, prompt lists or plug-in sources (prompt files: skrr.prompts.files)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from skrr.errors import InputError, MissingFile
-from skrr.prompts import check_nonempty
+from skrr.prompts.files import check_nonempty
 
 COCO_30K = 30_000
 
@@ -40,7 +40,7 @@ def load_geneval_metadata(metadata_jsonl: str) -> list[dict]:
     path = Path(metadata_jsonl)
     if not path.is_file():
         raise MissingFile(f"GenEval metadata {path} not found; take prompts/evaluation_metadata.jsonl from "
-                                "github.com/djghosh13/geneval, or use eval.geneval.prompts.generate_suite offline")
+                                "github.com/djghosh13/geneval, or use skrr.eval.geneval.prompts.generate_suite offline")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for i, row in enumerate(rows):
         if "prompt" not in row or "tag" not in row or "include" not in row:
@@ -61,10 +61,11 @@ def prompt_sets(p) -> dict[str, list]:
     `geneval_generated` (n per task, offline) or a `geneval` `_target_` node returning metadata."""
     from hydra.utils import instantiate
 
-    from eval.geneval.evaluate import expand_metadata
+    from skrr.config.build import with_current_targets
+    from skrr.eval.geneval.evaluate import expand_metadata
 
     def made(node):
-        return list(instantiate(node)) if isinstance(node, Mapping) and "_target_" in node else node
+        return list(instantiate(with_current_targets(node))) if isinstance(node, Mapping) and "_target_" in node else node
 
     text = made(p.get("text"))
     text = texts_of(text) if text else None
@@ -74,7 +75,7 @@ def prompt_sets(p) -> dict[str, list]:
     if p.get("geneval_metadata"):
         metadata = load_geneval_metadata(p.geneval_metadata)
     elif p.get("geneval_generated"):
-        from eval.geneval.prompts import generate_suite
+        from skrr.eval.geneval.prompts import generate_suite
         suite = generate_suite(n=p.geneval_generated)
         metadata = [m for m in suite if m["tag"] != "single_object"] + suite[:p.geneval_generated]
     elif p.get("geneval"):

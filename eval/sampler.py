@@ -1,15 +1,15 @@
 """The sampler settings a run generates with. A model may name its own defaults (`model.sampler`:
 Sana, Lumina 2 and Qwen-Image were trained at 1024x1024 with their own steps and guidance);
 `eval.sampler` overrides them key by key, and a key it leaves null takes the model's value, else
-eval.generate.SamplerConfig's (guidance_scale null: the pipeline's own default). Every value is
+skrr.eval.generate.SamplerConfig's (guidance_scale null: the pipeline's own default). Every value is
 range-checked before anything loads."""
 from __future__ import annotations
 
 from dataclasses import asdict, fields
 
-from eval.generate import SamplerConfig
+from skrr.config.ranges import AT_LEAST_ONE, WHOLE, Range
 from skrr.errors import InputError
-from skrr.ranges import AT_LEAST_ONE, WHOLE, Range
+from skrr.eval.generate import SamplerConfig
 
 MODEL_KEYS = ("height", "width", "num_inference_steps", "guidance_scale")  # what a model's defaults may set
 RANGES = {"num_inference_steps": AT_LEAST_ONE, "guidance_scale": Range(0, none=True), "base_seed": WHOLE,

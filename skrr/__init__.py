@@ -1,29 +1,46 @@
-"""skrr: Skip and Re-use text-encoder sub-blocks for memory-efficient text-to-image generation."""
-__version__ = "0.1.0"
+"""skrr: Skip and Re-use text-encoder sub-blocks for memory-efficient text-to-image generation.
 
-import logging as _logging
-import sys as _sys
+The public API, loaded on first use (as diffusers' `_LazyModule` does) so that `import skrr`, and the
+console scripts' check of their arguments, cost no torch or transformers import:
+
+    skrr.Plan / skrr.apply_plan          a plan, and applying it to an encoder
+    skrr.save_pruned / skrr.load_pruned  kept weights to and from a folder    (skrr.hub)
+
+Using any of them registers the Skrr classes with transformers' AutoConfig / AutoModel, so a pruned
+folder then loads with `AutoModel.from_pretrained(folder)` without `trust_remote_code`.
+"""
+import logging
+from importlib import import_module
+from importlib.metadata import version
+
+__version__ = version("skrr")  # one version: pyproject.toml's
 
 # Importing torchao (the quantize option's library; diffusers imports it whenever it is installed)
 # prints torch's deprecation of its pytree registrations, and diffusers 0.42.1 warns that the
 # torchao tensor classes it knew have moved. skrr loads no torchao-serialized checkpoint: both are
 # noise on every command's stderr.
 for _name in ("diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree"):
-    _logging.getLogger(_name).setLevel(_logging.ERROR)
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
-from skrr.plan import Plan, PlanError  # noqa: E402
-from skrr.encoder import to_sub_blocks  # noqa: E402
-from skrr.surgery import apply_plan  # noqa: E402
-from skrr.pruned_io import load_pruned, save_pruned  # noqa: E402
-import skrr.pretrained as _pretrained_module  # noqa: E402
-from skrr.pretrained import (SkrrCLIPTextModel, SkrrCLIPTextModelWithProjection, SkrrT5EncoderModel,  # noqa: E402
-                             register as _register)
+# public name -> the module that defines it
+_API = {
+    "Plan": "skrr.plan", "PlanError": "skrr.plan",
+    "to_sub_blocks": "skrr.encoders.view",
+    "apply_plan": "skrr.encoders.surgery",
+    "load_pruned": "skrr.hub.pruned_io", "save_pruned": "skrr.hub.pruned_io",
+    "SkrrT5EncoderModel": "skrr.hub.pretrained", "SkrrCLIPTextModel": "skrr.hub.pretrained",
+    "SkrrCLIPTextModelWithProjection": "skrr.hub.pretrained",
+}
+__all__ = sorted(_API)
 
-_register()  # AutoConfig / AutoModel know the Skrr classes (skrr_t5, skrr_clip_text, ...) from here on
-# A pruned pipeline folder names its encoder ["modeling_skrr", "Skrr..."] (the modelling file in the
-# component's folder, for trust_remote_code=True); with skrr imported that name is skrr's own classes,
-# so diffusers accepts the component passed in: `from_pretrained(dir, text_encoder=skrr.load_pruned(...))`.
-_sys.modules.setdefault("modeling_skrr", _pretrained_module)
 
-__all__ = ["Plan", "PlanError", "to_sub_blocks", "apply_plan", "load_pruned", "save_pruned", "SkrrT5EncoderModel",
-           "SkrrCLIPTextModel", "SkrrCLIPTextModelWithProjection"]
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'skrr' has no attribute {name!r}")
+    value = getattr(import_module(_API[name]), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -13,7 +13,7 @@ class InputError(ValueError):
 
 class ConfigError(InputError):
     """A config key that is unknown, missing or out of range: `<key> <problem>`. A constructor names
-    its own key (`beam_width`); skrr.build names it in full (`method.beam_width`) with `within`."""
+    its own key (`beam_width`); skrr.config.build names it in full (`method.beam_width`) with `within`."""
 
     def __init__(self, key: str, problem: str):
         super().__init__(f"{key} {problem}" if key else problem)

@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from skrr import distributed
-from skrr.build import build, settings
-from skrr.compute import CHOICES as COMPUTE_DTYPES
-from skrr.conf_files import group_option
-from skrr.discrepancy import METRICS
+from skrr.config.build import build, settings
+from skrr.config.files import group_option
+from skrr.config.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 from skrr.errors import ConfigError
 from skrr.plan import Plan, make_schedule
-from skrr.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
+from skrr.search import distributed
+from skrr.search.compute import CHOICES as COMPUTE_DTYPES
+from skrr.search.discrepancy import METRICS
 
 
 def sparsity_targets(value, key: str = "sparsity") -> list[float]:
@@ -129,7 +129,7 @@ class Skrr(Searched):
             raise ConfigError("depth", f"must be auto or a whole number >= 1, got {self.depth!r}")
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
-        from skrr.search import beam_search, near_ties, per_target, prefix_for, reuse_phase
+        from skrr.search.skip_reuse import beam_search, near_ties, per_target, prefix_for, reuse_phase
 
         disc = self.discrepancy(ctx)
         depth = None if self.depth in (None, "auto") else int(self.depth)

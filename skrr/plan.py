@@ -11,9 +11,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from skrr.atomic import atomic_path
-from skrr.encoder import SubBlock
+from skrr.encoders.view import SubBlock
 from skrr.errors import InputError, MissingFile
+from skrr.hub.atomic import atomic_path
 
 FORMAT = "skrr-plan/1"
 # Keys that name a checkpoint rather than the architecture; excluded from the config hash.
@@ -50,7 +50,7 @@ class Plan:
         return make_schedule(n, self.skip, self.reuse)
 
     # --- validation -------------------------------------------------------------------
-    def validate(self, sub_blocks: list[SubBlock], config=None, name: str | None = None) -> "Plan":
+    def validate(self, sub_blocks: list[SubBlock], config=None, name: str | None = None) -> Plan:
         """Check the plan against an encoder and fill in its identity. Raises PlanError."""
         n = len(sub_blocks)
         if len(set(self.skip)) != len(self.skip):
@@ -84,7 +84,7 @@ class Plan:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         if "skip" not in d:
             raise PlanError("a plan needs a 'skip' list of sub-block indices")
         try:
@@ -107,7 +107,7 @@ class Plan:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Plan":
+    def load(cls, path: str | os.PathLike) -> Plan:
         """A plan file or a directory holding plan.json (`skrr.presets.load_plan` also takes the
         paper's presets, `paper:pixart_sigma/skrr@0.40`)."""
         if str(path).startswith("paper:"):

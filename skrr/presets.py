@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
+from skrr.config.files import CONFIGS_DIR
 from skrr.errors import ConfigError
 from skrr.methods import Measured
 from skrr.plan import Plan, PlanError, config_hash, make_schedule, sparsity
-from skrr.shipped import CONFIGS_DIR
 
 SCHEME = "paper:"
 
@@ -54,13 +54,13 @@ def parse(spec: str) -> tuple[str, str, float | None]:
     return model, method, t
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoder_layout(config_file: str):
     """Sub-blocks, dense parameter count and config hash of the encoder, built on meta (no weights)."""
     import torch
     from transformers import T5Config, T5EncoderModel
 
-    from skrr.encoder import to_sub_blocks, total_params
+    from skrr.encoders.view import to_sub_blocks, total_params
 
     config = T5Config(**json.loads((CONFIGS_DIR / config_file).read_text()))
     with torch.device("meta"):

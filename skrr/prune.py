@@ -12,18 +12,18 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from skrr import distributed
-from skrr.calibration import Calibration, build_calibration
-from skrr.compute import DEFAULT as COMPUTE_DEFAULT
-from skrr.compute import choose_compute_dtype
-from skrr.discrepancy import Discrepancy
-from skrr.encoder import SubBlock, to_sub_blocks, total_params
+from skrr.encoders.view import SubBlock, to_sub_blocks, total_params
 from skrr.methods import Method, as_method
 from skrr.models import TextSide, load_text_side, model_config
 from skrr.plan import Plan, config_hash, sparsity
-from skrr.prefix_cache import PrefixCachedDiscrepancy
-from skrr.prompt_sources import as_source
-from skrr.real_prompts import calibration_record, check_prompts_fit_model
+from skrr.prompts.real import calibration_record, check_prompts_fit_model
+from skrr.prompts.sources import as_source
+from skrr.search import distributed
+from skrr.search.calibration import Calibration, build_calibration
+from skrr.search.compute import DEFAULT as COMPUTE_DEFAULT
+from skrr.search.compute import choose_compute_dtype
+from skrr.search.discrepancy import Discrepancy
+from skrr.search.prefix_cache import PrefixCachedDiscrepancy
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def prune(model, method: Method | DictConfig | dict, calibration: DictConfig | d
     """Plans (one per sparsity target) for `model` (a registry name, model config or TextSide).
     `method`: a Method, a method config (`_target_`), or `{"name": "skrr", ...}` over that YAML's
     defaults (skrr.methods.as_method). Inside a process group (torchrun, srun;
-    `skrr.distributed.init_from_env`) every rank calls this and searches its share of the
+    `skrr.search.distributed.init_from_env`) every rank calls this and searches its share of the
     calibration batches; all ranks return the same plans."""
     method, calibration = as_method(method), OmegaConf.create(calibration)
     check_prompts_fit_model(calibration, model.cfg if isinstance(model, TextSide) else model_config(model))

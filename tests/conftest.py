@@ -33,7 +33,7 @@ def skrr_cache(tmp_path_factory):
 @pytest.fixture
 def tiny_t5():
     """A 6-block (12 sub-block) T5 encoder with seeded random weights, in eval mode."""
-    from skrr.tiny import tiny_t5 as build
+    from skrr.models.tiny import tiny_t5 as build
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -45,7 +45,7 @@ def tiny_clip():
     """A 3-block (6 sub-block) CLIP text model with seeded random weights, in eval mode."""
     from transformers import CLIPTextModel
 
-    from skrr.tiny import _tiny_clip
+    from skrr.models.tiny import _tiny_clip
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -69,7 +69,7 @@ def t5_inputs():
 def inspect_cli(monkeypatch, capsys):
     """skrr-inspect in-process (faster than the console script): call with its arguments, get
     (exit status, stdout, stderr)."""
-    from experiments import inspect as inspect_app
+    from skrr.experiments.cli import inspect as inspect_app
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["skrr-inspect", *args])

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from skrr import distributed
 from skrr.models import load_text_side
 from skrr.prune import make_context, prune
+from skrr.search import distributed
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 CALIBRATION = {"source": "builtin", "pool": 200, "size": 20, "seed": 0}  # 5 batches of 4 + the null batch

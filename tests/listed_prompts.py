@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from skrr.prompt_sources import PromptSource
+from skrr.prompts.sources import PromptSource
 
 
 @dataclass(kw_only=True)

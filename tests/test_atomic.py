@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from skrr import Plan, apply_plan, save_pruned
-from skrr.atomic import atomic_path, current_umask
+from skrr.hub.atomic import atomic_path, current_umask
 
 
 @pytest.fixture(params=[0o022, 0o027])

@@ -3,12 +3,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from baselines import finercut, laco, shortgpt
-from experiments.prune import write_plans
 from skrr import Plan, apply_plan, load_pruned, save_pruned, to_sub_blocks
-from skrr.models import load_text_side
+from skrr.baselines import laco, shortgpt
 from skrr.errors import ConfigError
+from skrr.experiments.cli.prune import write_plans
 from skrr.methods import as_method
+from skrr.models import load_text_side
 from skrr.prune import make_context
 
 

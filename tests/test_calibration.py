@@ -3,12 +3,12 @@ import json
 
 import pytest
 import torch
+from listed_prompts import select_prompts
 from omegaconf import OmegaConf
 
-from skrr.prompts import load_prompt_file
-from skrr.calibration import build_calibration
 from skrr.models import load_text_side
-from listed_prompts import select_prompts
+from skrr.prompts.files import load_prompt_file
+from skrr.search.calibration import build_calibration
 
 
 def test_cache_is_reused_and_follows_the_weights(tmp_path, monkeypatch):
@@ -16,7 +16,7 @@ def test_cache_is_reused_and_follows_the_weights(tmp_path, monkeypatch):
     prompts = ["a red cat on a table", "two dogs", "a blue car near a river"]
     first = build_calibration(ts, prompts, cache_dir=tmp_path)
     calls = []
-    monkeypatch.setattr("skrr.calibration.embed", lambda *a, **k: calls.append(1) or torch.zeros(1))
+    monkeypatch.setattr("skrr.search.calibration.embed", lambda *a, **k: calls.append(1) or torch.zeros(1))
     again = build_calibration(ts, prompts, cache_dir=tmp_path)
     assert not calls and torch.equal(first.target, again.target)  # served from disk
 
@@ -60,7 +60,7 @@ def test_prompt_files_filters_and_sampling(tmp_path):
 
 
 def test_weights_fingerprint_follows_every_kind_of_change():
-    from skrr.calibration import weights_fingerprint
+    from skrr.search.calibration import weights_fingerprint
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(300, 500), torch.nn.LayerNorm(500))
@@ -87,9 +87,9 @@ def test_weights_fingerprint_follows_every_kind_of_change():
 
 
 PROMPTS = ["a red cat on a table", "two dogs", "a blue car near a river"]
-TORN_WRITER = """
+TORN_WRITER = f"""
 import io, os, sys, time, torch
-from skrr.calibration import build_calibration
+from skrr.search.calibration import build_calibration
 from skrr.models import load_text_side
 save = torch.save
 def torn_save(obj, f):  # half the bytes on disk, then wait to be killed
@@ -98,8 +98,8 @@ def torn_save(obj, f):  # half the bytes on disk, then wait to be killed
     f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush()
     print("mid-write", flush=True); time.sleep(600)
 torch.save = torn_save
-build_calibration(load_text_side("tiny_pixart"), %r, cache_dir=sys.argv[1])
-""" % PROMPTS
+build_calibration(load_text_side("tiny_pixart"), {PROMPTS!r}, cache_dir=sys.argv[1])
+"""
 
 
 def test_a_kill_mid_write_leaves_no_cache_a_later_run_would_trust(tmp_path, monkeypatch):
@@ -119,8 +119,8 @@ def test_a_kill_mid_write_leaves_no_cache_a_later_run_would_trust(tmp_path, monk
     assert left and all(name.startswith(".") for name in left)  # only the torn temporary, never a `.pt`
 
     calls = []
-    real_embed = __import__("skrr.calibration", fromlist=["embed"]).embed
-    monkeypatch.setattr("skrr.calibration.embed", lambda *a, **k: calls.append(1) or real_embed(*a, **k))
+    real_embed = __import__("skrr.search.calibration", fromlist=["embed"]).embed
+    monkeypatch.setattr("skrr.search.calibration.embed", lambda *a, **k: calls.append(1) or real_embed(*a, **k))
     ts = load_text_side("tiny_pixart")
     calib = build_calibration(ts, PROMPTS, cache_dir=tmp_path)
     assert calls  # computed, not read from the torn file

@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # group -> the code that consumes it
-CONSUMERS = {"model": ["skrr", "experiments/checks.py", "eval/sampler.py"], "method": ["skrr", "baselines"],
-             "calibration": ["skrr/prompt_sources.py", "skrr/calibration.py"],
-             "eval": ["eval", "experiments/run.py", "experiments/stages.py"], "logger": ["experiments"],
+CONSUMERS = {"model": ["skrr", "experiments/runner/checks.py", "eval/sampler.py"], "method": ["skrr", "baselines"],
+             "calibration": ["skrr/prompts/sources.py", "skrr/search/calibration.py"],
+             "eval": ["eval", "experiments/cli/run.py", "experiments/runner/stages.py"], "logger": ["experiments"],
              "run.yaml": ["experiments"], "prune.yaml": ["experiments"], "inspect.yaml": ["experiments"]}
 READ_BY_HYDRA = {"defaults", "hydra", "_target_",
-                 "tiny",  # eval.tiny: interpolated into the metric configs (tiny backbones)
+                 "tiny",  # skrr.eval.tiny: interpolated into the metric configs (tiny backbones)
                  "experiment"}  # a defaults choice, not a value
 
 
@@ -110,8 +110,8 @@ def test_geneval_rule_keys_reach_the_rules():
     unknown key): every one is in the config, and its value reaches the rules."""
     from dataclasses import asdict, fields
 
-    from eval.geneval.evaluate import GenEval
-    from eval.geneval.rules import RuleConfig
+    from skrr.eval.geneval.evaluate import GenEval
+    from skrr.eval.geneval.rules import RuleConfig
 
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / "geneval" / "mask2former.yaml"))
     rules = {f.name: cfg[f.name] for f in fields(RuleConfig)}
@@ -123,8 +123,8 @@ def test_a_sentinel_metric_key_changes_the_built_metric(tmp_path):
     """metrics.<name>.<key> on the command line reaches the metric (not a copy of the config)."""
     from hydra import compose, initialize_config_dir
 
-    from eval.metrics import build_metric
-    from experiments.cli import CONF_DIR
+    from skrr.eval.metrics import build_metric
+    from skrr.experiments.cli.app import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="run", overrides=["metrics.clip.batch_size=7", "metrics.efficiency.height=24"])

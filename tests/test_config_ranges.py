@@ -1,6 +1,6 @@
 """Every numeric key under conf/ is range-checked before anything loads: for each YAML file, each
 int/float leaf (and each key documented as numeric but null or `auto` by default) is set to NaN, to
--1 and to 0 in the composed config, and `experiments.checks.check_config` (the pure check both apps
+-1 and to 0 in the composed config, and `skrr.experiments.runner.checks.check_config` (the pure check both apps
 run first) must refuse it in one line that names the key. A new numeric key without a check fails
 here. Keys for which -1 or 0 is a legitimate value are listed with the reason."""
 from pathlib import Path
@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.checks import check_config
-from experiments.cli import CONF_DIR
 from skrr.errors import ConfigError
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.runner.checks import check_config
 
 CONF = Path(CONF_DIR)
 # read by Hydra's launcher plug-ins (joblib, submitit), which check them; skrr never sees them

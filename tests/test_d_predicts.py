@@ -10,10 +10,10 @@ import torch
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
-from experiments import d_predicts
-from experiments.plan_d import SETTINGS, plan_discrepancies
-from experiments.report import report
-from experiments.results import append_result
+from skrr.experiments.report import d_predicts
+from skrr.experiments.report.tables import report
+from skrr.experiments.runner.plan_d import SETTINGS, plan_discrepancies
+from skrr.experiments.runner.results import append_result
 from skrr.plan import Plan
 from skrr.prune import make_context, prune
 

@@ -5,12 +5,20 @@ import copy
 
 import pytest
 import torch
-from transformers import (Gemma2Config, Gemma2Model, LlamaConfig, LlamaModel, Qwen2_5_VLConfig,
-                          Qwen2_5_VLForConditionalGeneration, Qwen2Config, Qwen2Model)
+from transformers import (
+    Gemma2Config,
+    Gemma2Model,
+    LlamaConfig,
+    LlamaModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Config,
+    Qwen2Model,
+)
 
 from skrr import Plan, apply_plan, to_sub_blocks
-from skrr.decoder_only import decoder_stack
-from skrr.encoder import total_params
+from skrr.encoders.decoder_only import decoder_stack
+from skrr.encoders.view import total_params
 
 SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, pad_token_id=0)

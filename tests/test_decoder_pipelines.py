@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.cli import CONF_DIR
-from experiments.run import run_job
 from skrr import Plan, apply_plan, load_pruned, save_pruned
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.cli.run import run_job
 from skrr.models import build_model, load_pipeline, load_text_side, model_config, resolve_pretrained
 
 TWINS = ["tiny_sana", "tiny_lumina2", "tiny_qwen_image"]

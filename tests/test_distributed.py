@@ -1,4 +1,4 @@
-"""The data-parallel search (skrr.distributed): two real gloo ranks under torchrun find the same
+"""The data-parallel search (skrr.search.distributed): two real gloo ranks under torchrun find the same
 plans, D per depth, re-use traces, block influences and LaCo similarities as one process, for
 Skrr and every baseline on tiny_pixart and toyworld_v2; each rank holds only its own batches'
 targets; `skrr-prune` under torchrun writes one plan from rank 0; a rank that dies or hangs
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skrr import distributed
+from skrr.search import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -33,7 +33,7 @@ def test_one_process_is_rank_zero_of_one():
 
 
 def test_two_ranks_find_what_one_process_finds(tmp_path):
-    from skrr.tiny import tiny_pipeline_dir
+    from skrr.models.tiny import tiny_pipeline_dir
 
     tiny_pipeline_dir("tiny_pixart")  # built once, before two processes load it
     models = ["tiny_pixart", "toyworld_v2"]
@@ -61,7 +61,7 @@ def test_skrr_prune_under_torchrun_writes_one_plan_from_rank_zero(tmp_path):
 
     args = ["model=tiny_pixart", "method=shortgpt", "method.batch_size=4", "calibration.size=12", "progress=false",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    p = subprocess.run([*TORCHRUN, "-m", "experiments.prune", *args], capture_output=True, text=True, env=ENV,
+    p = subprocess.run([*TORCHRUN, "-m", "skrr.experiments.cli.prune", *args], capture_output=True, text=True, env=ENV,
                        timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
@@ -75,7 +75,7 @@ def test_skrr_prune_under_torchrun_writes_one_plan_from_rank_zero(tmp_path):
 
 RANK_SCRIPT = """
 import os, sys, time, torch
-from skrr import distributed
+from skrr.search import distributed
 distributed.init_from_env("cpu", timeout_s=float(sys.argv[1]))
 if distributed.rank() == 1:
     os._exit(3) if sys.argv[2] == "die" else time.sleep(120)

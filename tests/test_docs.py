@@ -5,10 +5,10 @@ link resolves. Commands are parsed, never run."""
 import importlib.util
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -111,6 +111,6 @@ def test_the_checker_catches_what_it_should():
     assert check_command("skrr-run experiment=no_such_table")  # a config that does not exist
     assert check_command("skrr-run -m method=skrr,no_such_method")
     assert check_command('CALIB="calibration=nofile calibration.path=x"')
-    assert check_command("python -m experiments.no_such_module")
+    assert check_command("python -m skrr.experiments.no_such_module")
     assert check_command("make deploy")
-    assert not check_command("make demo") and not check_command("python -m experiments.train_toyworld_v2 encoder")
+    assert not check_command("make demo") and not check_command("python -m skrr.experiments.toyworld.train_v2 encoder")

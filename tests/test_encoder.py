@@ -7,7 +7,7 @@ import torch
 from transformers import T5Config, T5EncoderModel
 
 from skrr import Plan, apply_plan, to_sub_blocks
-from skrr.encoder import ATTN, FFN, total_params
+from skrr.encoders.view import ATTN, FFN, total_params
 from skrr.models import CONFIGS_DIR
 from skrr.plan import PlanError
 
@@ -167,7 +167,7 @@ def test_unsupported_model_is_a_clear_error():
 def test_clip_with_projection_dense_schedule_reproduces_original():
     from transformers import CLIPTextModelWithProjection
 
-    from skrr.tiny import _tiny_clip
+    from skrr.models.tiny import _tiny_clip
 
     torch.manual_seed(0)
     model = _tiny_clip(CLIPTextModelWithProjection).eval()

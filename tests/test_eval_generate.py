@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from eval import generate as gen
-from experiments.efficiency import efficiency_report
-from skrr.encoder import count_params
+from skrr.encoders.view import count_params
+from skrr.eval import generate as gen
+from skrr.experiments.runner.efficiency import efficiency_report
 
 CFG = gen.SamplerConfig(height=32, width=32, num_inference_steps=2, base_seed=7, batch_size=2)
 PROMPTS = ["a photo of a cat", "a red car", "two dogs", "a blue bench", "a green apple"]
@@ -91,10 +91,9 @@ def test_efficiency_counts(pipe):
 
 
 def test_geneval_tiny_end_to_end():
-    from eval.geneval.detector import instance_postprocess
-    from eval.geneval.evaluate import expand_metadata
-    from eval.geneval.prompts import generate_suite
-    from eval.geneval.evaluate import GenEval
+    from skrr.eval.geneval.detector import instance_postprocess
+    from skrr.eval.geneval.evaluate import GenEval, expand_metadata
+    from skrr.eval.geneval.prompts import generate_suite
 
     metric = GenEval(tiny=True)
     suite = generate_suite(n=1)

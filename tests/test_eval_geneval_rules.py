@@ -1,8 +1,8 @@
 """GenEval decision rules on hand-built detections: every task, pass and fail."""
 import pytest
 
-from eval.geneval.prompts import CLASSNAMES, generate_suite
-from eval.geneval.rules import Detection, RuleConfig, relative_position, score_image, summarize
+from skrr.eval.geneval.prompts import CLASSNAMES, generate_suite
+from skrr.eval.geneval.rules import Detection, RuleConfig, relative_position, score_image, summarize
 
 
 def det(label, score=0.95, box=(10, 10, 30, 30), color=None):

@@ -5,11 +5,11 @@ import torch
 from PIL import Image
 from scipy import linalg
 
-from eval import fid as fid_mod
-from eval.clip_score import CLIPScore
-from eval.dreamsim_score import DreamSimScore
-from eval.metrics import score_folder
-from eval.tiny import TinyFeatureNet
+from skrr.eval import fid as fid_mod
+from skrr.eval.clip_score import CLIPScore
+from skrr.eval.dreamsim_score import DreamSimScore
+from skrr.eval.metrics import score_folder
+from skrr.eval.tiny import TinyFeatureNet
 
 
 def random_images(n, seed, size=48, shift=0):
@@ -146,7 +146,7 @@ def test_folder_scorer_checks_the_image_count(tmp_path):
     with pytest.raises(ValueError, match="holds 2 images but the prompt set has 3"):
         score_folder(metric, folder, ["a", "b", "c"])
     assert -1 <= score_folder(metric, folder, ["a", "b"]) <= 1
-    from skrr.prompts import load_prompt_file
+    from skrr.prompts.files import load_prompt_file
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     with pytest.raises(ValueError, match="empty"):

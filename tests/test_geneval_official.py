@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.geneval import official as O
-from experiments import geneval_official as G
+from skrr.eval.geneval import official as O
+from skrr.experiments.report import geneval_official as G
 
 META = [{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
         {"tag": "counting", "include": [{"class": "dog", "count": 2}], "exclude": [{"class": "dog", "count": 3}],
@@ -110,9 +110,9 @@ def test_export_of_a_run_scores_its_images_with_this_projects_detector(tmp_path)
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from experiments.cli import CONF_DIR
-    from experiments.toyworld.captions import prompt_scenes
-    from experiments.toyworld.scenes import render
+    from skrr.experiments.cli.app import CONF_DIR
+    from skrr.experiments.toyworld.captions import prompt_scenes
+    from skrr.experiments.toyworld.scenes import render
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="run", overrides=["eval=toyworld", "eval.prompts.text.n=6"])

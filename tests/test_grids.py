@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.per_item import Items, item_keys
-from experiments.grids import TASK_ORDER, choose_prompts, grids
-from experiments.report import latest, report
-from experiments.results import append_result
-from experiments.toyworld.captions import prompt_scenes
-from experiments.toyworld.scenes import render
+from skrr.eval.per_item import Items, item_keys
+from skrr.experiments.report.grids import TASK_ORDER, choose_prompts, grids
+from skrr.experiments.report.tables import latest, report
+from skrr.experiments.runner.results import append_result
+from skrr.experiments.toyworld.captions import prompt_scenes
+from skrr.experiments.toyworld.scenes import render
 
 N = 24  # four prompts per task
-SOURCE = {"_target_": "experiments.toyworld.captions.prompts", "task_mix": "geneval", "n": N, "seed": 0}
+SOURCE = {"_target_": "skrr.experiments.toyworld.captions.prompts", "task_mix": "geneval", "n": N, "seed": 0}
 
 
 def write_run(tmp_path, name, method, target, sparsity, correct, sim, toy=True):

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from PIL import Image
-
-from experiments.cli import CONF_DIR
-from experiments.results import load_results
-from experiments.run import run_job
 from test_run import compose_run, stage_log
+
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.cli.run import run_job
+from skrr.experiments.runner.results import load_results
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 TOY = ["model=toyworld", "eval=toyworld", "method=dense", "eval.metrics=[dreamsim,geneval]",
@@ -22,7 +22,7 @@ TINY = ["method=skrr", "method.beam_width=1", "sparsity=[0.2,0.4]", "calibration
 
 
 def cli(*args):
-    p = subprocess.run([sys.executable, "-m", "experiments.run", *args], capture_output=True, text=True, env=ENV,
+    p = subprocess.run([sys.executable, "-m", "skrr.experiments.cli.run", *args], capture_output=True, text=True, env=ENV,
                        cwd=Path(CONF_DIR).parent, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout + p.stderr
@@ -93,7 +93,7 @@ def test_a_damaged_stage_record_reruns_the_stage(tmp_path):
 def test_a_failed_or_interrupted_first_attempt_leaves_no_empty_stage_folder(tmp_path):
     import pytest
 
-    from experiments.stages import Store
+    from skrr.experiments.runner.stages import Store
 
     store = Store(tmp_path)
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from skrr import Plan, apply_plan, load_pruned, save_pruned
-from skrr.hub_code import MODULE_FILE, modeling_source
+from skrr.hub.pruned_io import save_pruned_pipeline
+from skrr.hub.remote_code import MODULE_FILE, modeling_source
 from skrr.models import load_pipeline
-from skrr.pruned_io import save_pruned_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = torch.tensor([[5, 17, 42, 9, 1, 0, 0], [7, 3, 11, 25, 33, 8, 1]])
@@ -107,10 +107,10 @@ def test_the_modelling_file_is_cut_from_skrr_and_imports_only_torch_and_transfor
     assert roots <= {"__future__", "dataclasses", "torch", "transformers"}, roots
     import inspect
 
-    import skrr.decoder_only
-    import skrr.pretrained
+    import skrr.encoders.decoder_only
+    import skrr.hub.pretrained
     # the very source of skrr's classes, not a copy kept by hand: a change there is a change here
-    for obj in (skrr.pretrained.SkrrT5EncoderModel, skrr.pretrained._build_pruned, skrr.decoder_only.DecoderSubBlockEncoder):
+    for obj in (skrr.hub.pretrained.SkrrT5EncoderModel, skrr.hub.pretrained._build_pruned, skrr.encoders.decoder_only.DecoderSubBlockEncoder):
         assert inspect.getsource(obj) in source
 
 
@@ -176,15 +176,15 @@ def test_pruned_folders_load_without_skrr_and_equal_load_pruned(tmp_path, tiny_c
 
 def test_a_changed_skrr_class_changes_the_folder_it_writes(tiny_t5, tmp_path, monkeypatch):
     """The file follows skrr's source: no hand-kept copy can drift from it."""
-    import skrr.hub_code
+    import skrr.hub.remote_code
 
     plan = Plan(skip=[1])
     apply_plan(tiny_t5, plan)
     before = save_pruned(tiny_t5, plan, tmp_path / "a") / MODULE_FILE
-    monkeypatch.setattr(skrr.hub_code, "PARTS", [*skrr.hub_code.PARTS[:-1], ("skrr.pretrained", ["FORMAT"])])
+    monkeypatch.setattr(skrr.hub.remote_code, "PARTS", [*skrr.hub.remote_code.PARTS[:-1], ("skrr.hub.pretrained", ["FORMAT"])])
     after = save_pruned(tiny_t5, plan, tmp_path / "b") / MODULE_FILE
     assert "class SkrrT5EncoderModel" in before.read_text() and "class SkrrT5EncoderModel" not in after.read_text()
-    monkeypatch.setattr(skrr.hub_code, "PARTS", [("skrr.pretrained", ["NoSuchClass"])])
+    monkeypatch.setattr(skrr.hub.remote_code, "PARTS", [("skrr.hub.pretrained", ["NoSuchClass"])])
     with pytest.raises(RuntimeError, match="NoSuchClass"):
         modeling_source()
 

@@ -1,13 +1,20 @@
-"""eval.intervals against closed forms and published values, and the properties a bootstrap
+"""skrr.eval.intervals against closed forms and published values, and the properties a bootstrap
 over prompts must have (clusters resample together, pairing cancels shared prompt effects)."""
 import math
 
 import numpy as np
 import pytest
 
-from eval.intervals import (bootstrap_mean, bootstrap_statistic, geneval_intervals, normal_half_width,
-                            paired_difference, paired_statistic, wilson)
-from eval.geneval.rules import summarize
+from skrr.eval.geneval.rules import summarize
+from skrr.eval.intervals import (
+    bootstrap_mean,
+    bootstrap_statistic,
+    geneval_intervals,
+    normal_half_width,
+    paired_difference,
+    paired_statistic,
+    wilson,
+)
 
 
 def test_bootstrap_of_bernoulli_matches_normal_closed_form():

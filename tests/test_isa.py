@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.results import load_results
-from skrr.compute import TOLERANCE
+from skrr.experiments.runner.results import load_results
+from skrr.search.compute import TOLERANCE
 
 REPO = Path(__file__).resolve().parents[1]
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -37,7 +37,7 @@ def toy_rows(tmp_path_factory):
     root = tmp_path_factory.mktemp("isa")
     rows = {}
     for name in SETTINGS:
-        run("experiments.run", name, f"paths.root={root / name}", *TOY)
+        run("skrr.experiments.cli.run", name, f"paths.root={root / name}", *TOY)
         (rows[name],) = load_results(root / name / "results" / "adhoc.jsonl")
     return rows
 
@@ -58,7 +58,7 @@ def test_the_avx2_limits_take_effect():
 def test_a_tiny_search_makes_the_same_plan_under_both_instruction_sets(tmp_path):
     plans = {}
     for name in SETTINGS:
-        run("experiments.prune", name, "model=tiny_pixart", "method=skrr", "method.beam_width=2",
+        run("skrr.experiments.cli.prune", name, "model=tiny_pixart", "method=skrr", "method.beam_width=2",
             "method.sparsity=0.4", "calibration.size=16", "progress=false", f"hydra.run.dir={tmp_path / name}")
         plans[name] = json.loads((tmp_path / name / "plan.json").read_text())
     a, b = plans["default"], plans["avx2"]

@@ -1,96 +1,136 @@
-"""The layers stand on the ones below: skrr (the core) imports nothing of baselines, eval or
-experiments; baselines and eval import only skrr; experiments sits on top. Checked on the source
-of every module (imports inside functions included)."""
+"""The layers stand on the ones below, and no module imports itself back through others.
+
+    skrr.experiments   (experiments/)  entry points, run machinery, report, toy world
+    skrr.baselines     (baselines/)    ShortGPT, LaCo, FinerCut      skrr.eval (eval/)  metrics, generation
+    skrr               (skrr/)         the core
+
+Checked on the source of every module of every package, imports inside functions included."""
 import ast
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOWED = {"skrr": {"skrr"}, "baselines": {"skrr", "baselines"}, "eval": {"skrr", "eval"},
-           "experiments": {"skrr", "baselines", "eval", "experiments"}}
+FOLDERS = {"skrr": "skrr", "skrr.baselines": "baselines", "skrr.eval": "eval", "skrr.experiments": "experiments"}
+RANK = {"skrr": 0, "skrr.baselines": 1, "skrr.eval": 1, "skrr.experiments": 2}
+# the one core module that names the upper layers' old module paths, as data, to map them to today's
+LEGACY = ROOT / "skrr" / "config" / "legacy.py"
 
 
-def imported_packages(source: str, own: str) -> set[str]:
-    """Top-level packages of this project that a module of package `own` imports (relative
-    imports stay in its own)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            found.add(own if node.level else node.module.split(".")[0])
-    return found & set(ALLOWED)
+def layer(module: str) -> str:
+    """The layer a dotted module name belongs to."""
+    for name in ("skrr.baselines", "skrr.eval", "skrr.experiments"):
+        if module == name or module.startswith(name + "."):
+            return name
+    return "skrr"
 
 
-def test_no_layer_imports_a_layer_above_it():
-    bad = []
-    for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
-            bad += [f"{path.relative_to(ROOT)} imports {p}"
-                    for p in sorted(imported_packages(path.read_text(), package) - allowed)]
-    assert not bad, "\n".join(bad)
+def project_modules() -> dict[str, Path]:
+    """Every module of the project by its installed dotted name."""
+    modules = {}
+    for package, folder in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join([package, *parts])] = path
+    return modules
 
 
-def test_the_checker_sees_every_import_form():
-    source = "import experiments.run\nfrom . import x\ndef f():\n    from eval.fid import FID\n    import numpy\n"
-    assert imported_packages(source, "skrr") == {"experiments", "skrr", "eval"}
-
-
-def test_the_core_holds_no_toy_world():
-    assert not list((ROOT / "skrr").rglob("*toyworld*"))
-    text = "\n".join(p.read_text() for p in (ROOT / "skrr").rglob("*.py"))
-    assert "toyworld" not in text and "toy world" not in text.lower()
-
-
-# --- no circles inside the core, and the core names nothing above it, not even in a string -----
-ABOVE = re.compile(r"\b(baselines|eval|experiments)[./:][A-Za-z_]")
-
-
-def skrr_imports(path: Path) -> set[str]:
-    """The skrr modules a skrr module imports, anywhere in it (lazy imports inside functions too)."""
+def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules `module` imports anywhere in its source (relative imports resolved;
+    `from package import submodule` counts as the submodule)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("skrr."):
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from skrr.x import submodule`
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("skrr.")}
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                found.add(target)
     return found
 
 
-def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every cycle found by a depth-first walk (each reported once, from its smallest module)."""
+def graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {m: imports_of(m, p, set(modules)) for m, p in modules.items()}
+
+
+def import_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first walk (each reported once)."""
     cycles, seen = [], set()
 
     def walk(node, path):
-        for nxt in sorted(graph.get(node, ())):
+        for nxt in sorted(edges.get(node, ())):
             if nxt in path:
                 cycle = path[path.index(nxt):]
-                key = frozenset(cycle)
-                if key not in seen:
-                    seen.add(key)
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
                     cycles.append(cycle + [nxt])
-            elif len(path) < 12:
+            elif len(path) < 16:
                 walk(nxt, path + [nxt])
 
-    for start in sorted(graph):
+    for start in sorted(edges):
         walk(start, [start])
     return cycles
 
 
-def test_no_import_circles_inside_the_core():
-    modules = {f"skrr.{p.stem}": p for p in (ROOT / "skrr").glob("*.py") if p.stem != "__init__"}
-    graph = {m: {i for i in skrr_imports(p) if i in modules and i != m} for m, p in modules.items()}
-    cycles = import_cycles(graph)
+def test_no_layer_imports_a_layer_above_or_beside_it():
+    bad = [f"{m} imports {t}" for m, targets in graph().items() for t in sorted(targets)
+           if layer(t) != layer(m) and RANK[layer(t)] >= RANK[layer(m)]]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_circles_anywhere():
+    cycles = import_cycles(graph())
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
-def test_the_cycle_finder_finds_a_lazy_circle():
+def test_the_checker_sees_every_import_form_and_the_finder_a_lazy_circle():
+    known = {"skrr.plan", "skrr.experiments.cli.run", "skrr.eval.fid", "skrr.search", "skrr.search.compute",
+             "skrr.search.discrepancy"}
+    path = ROOT / "skrr" / "search" / "discrepancy.py"
+    source = ("import skrr.experiments.cli.run\nfrom . import compute\ndef f():\n    from skrr.eval.fid import FID\n"
+              "    import numpy\nfrom skrr.plan import Plan\n")
+    tmp = path.with_name("_probe_layers.py")
+    try:
+        tmp.write_text(source)
+        assert imports_of("skrr.search.discrepancy", tmp, known) == \
+            {"skrr.experiments.cli.run", "skrr.search.compute", "skrr.eval.fid", "skrr.plan"}
+    finally:
+        tmp.unlink()
     assert import_cycles({"skrr.plan": {"skrr.presets"}, "skrr.presets": {"skrr.plan"}}) == \
         [["skrr.plan", "skrr.presets", "skrr.plan"]]
 
 
+def test_nothing_imports_the_upper_layers_by_their_folder_names():
+    """`eval`, `experiments` and `baselines` install as skrr.*; importing them by the folder name
+    would load a second copy of each module when run from the repository root."""
+    bare = re.compile(r"^\s*(from|import) (baselines|eval|experiments)\b", re.M)
+    folders = [ROOT / f for f in ("skrr", "baselines", "eval", "experiments", "tests", "benchmarks")]
+    bad = [str(p.relative_to(ROOT)) for d in folders for p in d.rglob("*.py") if bare.search(p.read_text())]
+    assert not bad, bad
+
+
+def test_the_core_holds_no_toy_world():
+    assert not list((ROOT / "skrr").rglob("*toyworld*"))
+    text = "\n".join(p.read_text() for p in (ROOT / "skrr").rglob("*.py") if p != LEGACY)
+    assert "toyworld" not in text and "toy world" not in text.lower()
+
+
+ABOVE = re.compile(r"\b(skrr\.)?(baselines|eval|experiments)[./:][A-Za-z_]")
+
+
 def test_the_core_names_no_module_above_it_even_in_strings():
-    bad = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in sorted((ROOT / "skrr").glob("*.py"))
+    bad = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in sorted((ROOT / "skrr").rglob("*.py")) if p != LEGACY
            for i, line in enumerate(p.read_text().splitlines(), 1) if ABOVE.search(line)]
     assert not bad, "\n".join(bad)

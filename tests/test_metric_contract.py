@@ -9,13 +9,13 @@ import torch
 import torchmetrics
 from PIL import Image
 
-from eval import fid as fid_mod
-from eval.clip_score import CLIPScore
-from eval.dreamsim_score import DreamSimScore
-from eval.geneval.evaluate import GenEval
-from eval.metrics import Metric
-from eval.per_item import from_metric
-from eval.tiny import TinyFeatureNet
+from skrr.eval import fid as fid_mod
+from skrr.eval.clip_score import CLIPScore
+from skrr.eval.dreamsim_score import DreamSimScore
+from skrr.eval.geneval.evaluate import GenEval
+from skrr.eval.metrics import Metric
+from skrr.eval.per_item import from_metric
+from skrr.eval.tiny import TinyFeatureNet
 
 
 def random_images(n, seed, size=48, shift=0):
@@ -26,21 +26,21 @@ def random_images(n, seed, size=48, shift=0):
 
 def toy_geneval(n, seed):
     """GenEval metadata and the exact renders of their true scenes, every third one blank (wrong)."""
-    from experiments.toyworld.captions import prompts
-    from experiments.toyworld.metrics import prompt_reference_images
+    from skrr.experiments.toyworld.captions import prompts
+    from skrr.experiments.toyworld.metrics import prompt_reference_images
 
     renders = list(prompt_reference_images("geneval", n, seed))
     return [np.zeros_like(r) if i % 3 == 1 else r for i, r in enumerate(renders)], prompts("geneval", n, seed)
 
 
 def toy_geneval_metric():
-    from experiments.toyworld.detect import ToyDetector
+    from skrr.experiments.toyworld.detect import ToyDetector
 
     return GenEval(detector=ToyDetector(), color_classifier=None)
 
 
 def test_every_metric_class_is_a_torchmetrics_metric_with_declared_states():
-    from experiments.toyworld.metrics import ToyFID, ToySimilarity
+    from skrr.experiments.toyworld.metrics import ToyFID, ToySimilarity
 
     for cls in (CLIPScore, DreamSimScore, fid_mod.FID, GenEval, ToyFID, ToySimilarity):
         assert issubclass(cls, Metric) and issubclass(cls, torchmetrics.Metric), cls
@@ -204,9 +204,9 @@ def test_two_gloo_ranks_sync_to_the_one_process_value(tmp_path):
 def test_a_mistyped_metric_key_fails_at_validation_naming_it(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from experiments.cli import CONF_DIR
-    from experiments.job import validate
     from skrr.errors import ConfigError
+    from skrr.experiments.cli.app import CONF_DIR
+    from skrr.experiments.runner.job import validate
 
     for override, key in (("+metrics.clip.batchsize=4", "metrics.clip.batchsize"),
                           ("+metrics.geneval.treshold=0.5", "metrics.geneval.treshold"),
@@ -217,10 +217,10 @@ def test_a_mistyped_metric_key_fails_at_validation_naming_it(tmp_path):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
             validate(cfg)
         assert "\n" not in str(e.value) and e.value.key == key
-    from eval.metrics import build_metric
+    from skrr.eval.metrics import build_metric
 
     with pytest.raises(ConfigError, match=r"metrics\.clip\.batchsize is not a setting of CLIPScore; did you mean batch_size"):
-        build_metric({"_target_": "eval.clip_score.CLIPScore", "tiny": True, "batchsize": 4}, "clip")  # nothing built
+        build_metric({"_target_": "skrr.eval.clip_score.CLIPScore", "tiny": True, "batchsize": 4}, "clip")  # nothing built
     with pytest.raises(ConfigError, match=r"metrics\.geneval\.resample must be 'prompt' or 'image'"):
-        build_metric({"_target_": "eval.geneval.evaluate.GenEval", "detector": {"_target_": "experiments.toyworld.detect.ToyDetector"},
+        build_metric({"_target_": "skrr.eval.geneval.evaluate.GenEval", "detector": {"_target_": "skrr.experiments.toyworld.detect.ToyDetector"},
                       "color_classifier": None, "resample": "seed"}, "geneval")

@@ -9,11 +9,11 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from experiments.prune import card_source, write_plans
-from experiments.push import main as push_main
-from experiments.push import push
 from skrr import Plan
-from skrr.model_card import render_card, write_card
+from skrr.experiments.cli.prune import card_source, write_plans
+from skrr.experiments.cli.push import main as push_main
+from skrr.experiments.cli.push import push
+from skrr.hub.model_card import render_card, write_card
 
 PLAN = dict(skip=[2, 3, 7], reuse={3: 1}, method={"name": "skrr", "beam_width": 3, "sparsity": 0.2},
             info={"target": 0.2, "d_final": 0.0123, "calibration": {"source": "coco", "size": 64, "sha256": "ab12cd34"}})
@@ -136,18 +136,19 @@ def test_write_card_renders_again_for_a_local_folder(folders, tmp_path):
 
 
 def test_console_script_is_declared():
-    import tomllib
     from pathlib import Path
 
+    import tomllib
+
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["skrr-push"] == "experiments.push:main"
+    assert scripts["skrr-push"] == "skrr.experiments.cli.push:main"
     assert torch  # (imported for the fixtures' models)
 
 
 def test_skrr_run_save_encoder_writes_a_folder_whose_card_has_the_measured_metrics(tmp_path):
     from test_run import compose_run
 
-    from experiments.run import run_job
+    from skrr.experiments.cli.run import run_job
 
     cfg = compose_run(tmp_path, "method=skrr", "method.beam_width=1", "sparsity=[0.3]", "save_encoder=true",
                       "eval.metrics=[efficiency]")

@@ -10,13 +10,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.cli import CONF_DIR
-from experiments.checks import check_config
 from skrr import Plan, apply_plan
 from skrr.errors import ConfigError
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.runner.checks import check_config
 from skrr.models import HubPipeline, Model, build_model, load_pipeline, model_config, read_from, resolve_pretrained
+from skrr.models.tiny import TinyPipeline, tiny_pipeline_dir
 from skrr.plan import plan_file_name
-from skrr.tiny import TinyPipeline, tiny_pipeline_dir
 
 
 def _cfg(name, **changes):
@@ -39,9 +39,9 @@ def test_every_shipped_model_builds_with_its_adapter():
 
 @pytest.mark.parametrize("changes,key", [
     ({"pretraind": "x"}, "model.pretraind"),                               # a typo at the top
-    ({"pipeline": {"_target_": "skrr.tiny.TinyPipeline", "pipeline_class": "diffusers.PixArtSigmaPipeline",
+    ({"pipeline": {"_target_": "skrr.models.tiny.TinyPipeline", "pipeline_class": "diffusers.PixArtSigmaPipeline",
                    "twn": "tiny_pixart"}}, "model.pipeline.twn"),          # a typo inside the adapter
-    ({"pipeline": {"_target_": "skrr.tiny.TinyPipeline", "pipeline_class": "diffusers.PixArtSigmaPipeline",
+    ({"pipeline": {"_target_": "skrr.models.tiny.TinyPipeline", "pipeline_class": "diffusers.PixArtSigmaPipeline",
                    "twin": "tiny_pixrt"}}, "model.pipeline.twin"),         # an adapter's own range check
     ({"pipeline": {"_target_": "skrr.models.HubPipeline"}}, "model.pipeline.pipeline_class"),  # missing
     ({"pipeline": {"_target_": "skrr.models.Nope", "pipeline_class": "x"}}, "model.pipeline._target_"),
@@ -69,7 +69,7 @@ def test_the_commands_check_the_model_before_anything_loads():
 
 
 def test_the_registry_does_not_import_the_tiny_builders():
-    code = "import sys, skrr.models; print('skrr.tiny' in sys.modules)"
+    code = "import sys, skrr.models; print('skrr.models.tiny' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -99,7 +99,7 @@ def test_load_pipeline_with_a_plan_is_the_pipeline_pruned_by_it(tmp_path):
 
 
 def test_one_plan_file_name_for_a_target():
-    from experiments.stages import plan_file
+    from skrr.experiments.runner.stages import plan_file
 
     assert plan_file_name(0.4) == "plan_0.4000.json" == plan_file(0.4)
     assert plan_file_name(0.125) != plan_file_name(0.1251)  # four decimals tell close targets apart
@@ -107,7 +107,7 @@ def test_one_plan_file_name_for_a_target():
 
 def test_skrr_prune_names_each_target_s_plan_file(tmp_path):
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "experiments.prune", "model=tiny_pixart", "method=shortgpt",
+    subprocess.run([sys.executable, "-m", "skrr.experiments.cli.prune", "model=tiny_pixart", "method=shortgpt",
                     "method.sparsity=[0.1,0.2]", "calibration.size=4", "progress=false", f"paths.root={tmp_path}",
                     f"hydra.run.dir={out}"], check=True, capture_output=True, text=True, timeout=600)
     names = sorted(p.name for p in out.glob("plan_*.json"))

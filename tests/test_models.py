@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skrr.encoder import count_params
+from skrr.encoders.view import count_params
 from skrr.models import available_models, load_pipeline, load_text_side, meta_components, model_config, read_from
 
 PROMPTS = ["a red cat sitting on a wooden table near the window", "two dogs", ""]
@@ -92,6 +92,7 @@ def test_text_side_reads_the_projection_without_building_the_denoiser(name, monk
 
 def test_text_side_opens_only_the_projection_shard_and_casts_after_reading(tmp_path, monkeypatch):
     import safetensors
+
     from skrr.models import SAFETENSORS_INDEX, resolve_pretrained
 
     cfg = model_config("tiny_pixart")

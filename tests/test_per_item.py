@@ -1,10 +1,10 @@
-"""eval.per_item: per-image scores saved beside a result, reloaded, bootstrapped and paired (FID too)."""
+"""skrr.eval.per_item: per-image scores saved beside a result, reloaded, bootstrapped and paired (FID too)."""
 import numpy as np
 import pytest
 
-from eval.intervals import bootstrap_mean
-from eval.per_item import Items, item_keys
-from experiments.compare import Point, difference
+from skrr.eval.intervals import bootstrap_mean
+from skrr.eval.per_item import Items, item_keys
+from skrr.experiments.report.compare import Point, difference
 
 
 def test_mean_items_round_trip_and_interval(tmp_path):
@@ -57,11 +57,11 @@ def test_bad_items_fail_fast(tmp_path):
 def test_geneval_resample_unit_prompt_or_image():
     """Few distinct prompts (as in the toy language): resampling whole prompts measures prompt-to-prompt
     spread; resampling images (the prompts as the population) gives the Bernoulli closed form."""
-    from eval.geneval.evaluate import GenEval
-    from eval.intervals import normal_half_width
-    from eval.per_item import from_metric
-
     import torch
+
+    from skrr.eval.geneval.evaluate import GenEval
+    from skrr.eval.intervals import normal_half_width
+    from skrr.eval.per_item import from_metric
 
     rng = np.random.default_rng(0)
     prompts = [f"prompt {i % 4}" for i in range(1600)]

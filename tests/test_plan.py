@@ -4,8 +4,8 @@ import json
 import pytest
 
 from skrr import Plan, PlanError, apply_plan, to_sub_blocks
+from skrr.models.tiny import tiny_t5 as build_t5
 from skrr.plan import config_hash, sparsity
-from skrr.tiny import tiny_t5 as build_t5
 
 
 def _validate(plan: Plan, model) -> Plan:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import fail_fast
-from skrr.build import check_keys, target_class
-from skrr.conf_files import group_option, options
+from skrr.config.build import check_keys, target_class
+from skrr.config.files import group_option, options
 from skrr.errors import ConfigError, InputError
+from skrr.experiments.cli.app import fail_fast
 from skrr.methods import Method, as_method, load
-from skrr.prompt_sources import PromptSource, as_source
+from skrr.prompts.sources import PromptSource, as_source
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

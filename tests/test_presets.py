@@ -100,7 +100,7 @@ def test_every_paper_table_and_ablation_runs_skrr_with_the_papers_search_depth()
     one S* cut per target; the toy world's is depth auto. Twins inherit their parents' choice."""
     from hydra import compose, initialize_config_dir
 
-    from experiments.cli import CONF_DIR
+    from skrr.experiments.cli.app import CONF_DIR
 
     found = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):

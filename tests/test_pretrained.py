@@ -100,8 +100,8 @@ def test_a_config_naming_another_architecture_is_a_clear_error(tiny_t5, tmp_path
 def test_saved_pipeline_loads_with_its_pruned_encoder_and_generates(tmp_path):
     from diffusers import PixArtSigmaPipeline
 
+    from skrr.hub.pruned_io import save_pruned_pipeline
     from skrr.models import load_pipeline
-    from skrr.pruned_io import save_pruned_pipeline
 
     pipe = load_pipeline("tiny_pixart")
     plan = Plan(skip=[1, 2, 5])
@@ -122,8 +122,8 @@ def test_saved_pipeline_loads_with_its_pruned_encoder_and_generates(tmp_path):
 def test_skrr_prune_save_pipeline_writes_a_loadable_pipeline_folder(tmp_path):
     from diffusers import PixArtSigmaPipeline
 
-    from experiments.prune import write_plans
-    from skrr.atomic import current_umask
+    from skrr.experiments.cli.prune import write_plans
+    from skrr.hub.atomic import current_umask
 
     plan = Plan(skip=[2, 3], info={"target": 0.1})
     write_plans([plan], tmp_path, save_encoder=False, model_name="tiny_pixart", device="cpu", save_pipeline=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import skrr.pretrained
+import skrr.hub.pretrained
 from skrr import Plan, apply_plan, load_pruned, save_pruned
-from skrr.pruned_io import WEIGHTS
+from skrr.hub.pruned_io import WEIGHTS
 
 PLAN = {"skip": [0, 3, 4, 5, 6, 7, 9, 10], "reuse": {4: 2, 9: 11}}  # 8 of 12 sub-blocks, incl. the bias holder
 
@@ -79,7 +79,7 @@ def test_pruned_parameter_bytes_are_one_minus_sparsity_of_dense(tiny_t5, tmp_pat
 
 
 def test_loading_never_materialises_the_dense_weights(tiny_t5, tmp_path):
-    from skrr.tiny import tiny_t5 as build_t5
+    from skrr.models.tiny import tiny_t5 as build_t5
 
     dense_bytes = _param_bytes(tiny_t5)
     plan, directory = _pruned(tiny_t5, tmp_path)
@@ -97,13 +97,13 @@ def test_load_pruned_builds_on_meta(tiny_t5, tmp_path, monkeypatch):
     """Every parameter the loader creates before assigning the saved tensors is on meta."""
     plan, directory = _pruned(tiny_t5, tmp_path)
     seen = []
-    real_cut = skrr.pretrained.cut
+    real_cut = skrr.hub.pretrained.cut
 
     def spy(enc, *args, **kwargs):
         seen.extend(p.device.type for p in enc.parameters())
         return real_cut(enc, *args, **kwargs)
 
-    monkeypatch.setattr(skrr.pretrained, "cut", spy)
+    monkeypatch.setattr(skrr.hub.pretrained, "cut", spy)
     load_pruned(directory)
     assert seen and set(seen) == {"meta"}
 

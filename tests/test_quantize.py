@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from skrr import Plan, apply_plan
-from skrr.quantize import quantize_encoder, stored_bytes, validate
+from skrr.encoders.quantize import quantize_encoder, stored_bytes, validate
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_bad_quantize_options_fail_fast(args, message):
 def test_skrr_run_reports_quantized_encoder_bytes(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from experiments.cli import CONF_DIR
-    from experiments.run import run_job
+    from skrr.experiments.cli.app import CONF_DIR
+    from skrr.experiments.cli.run import run_job
 
     def run(quantize):
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):

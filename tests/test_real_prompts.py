@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from skrr import Plan
-from skrr.prompt_sources import as_source
 from skrr.models import CONF_DIR, load_text_side, model_config
-from skrr.real_prompts import CHOICES, check_prompts_fit_model, coco_captions
+from skrr.prompts.real import CHOICES, check_prompts_fit_model, coco_captions
+from skrr.prompts.sources import as_source
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -54,10 +54,10 @@ def test_real_models_refuse_builtin_calibration_and_twins_accept_it():
 
 
 def test_skrr_prune_on_a_real_model_with_the_default_calibration_fails_in_one_line_before_loading(tmp_path):
-    from skrr.tiny import tiny_pipeline_dir
+    from skrr.models.tiny import tiny_pipeline_dir
 
     folder = tiny_pipeline_dir("tiny_pixart")  # a PixArt pipeline folder; the refusal comes before it is read
-    p = subprocess.run([sys.executable, "-m", "experiments.prune", "model=pixart_sigma", f"model.pretrained={folder}",
+    p = subprocess.run([sys.executable, "-m", "skrr.experiments.cli.prune", "model=pixart_sigma", f"model.pretrained={folder}",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2
     err = p.stderr.strip().splitlines()
@@ -118,7 +118,7 @@ def test_coco_filter_uses_the_models_tokenizer(tmp_path):
 
 def test_skrr_prune_with_coco_records_the_calibration_in_the_plan_and_card(tmp_path):
     train = coco_file(tmp_path / "captions_train2014.json")
-    p = subprocess.run([sys.executable, "-m", "experiments.prune", "model=tiny_pixart", "calibration=coco",
+    p = subprocess.run([sys.executable, "-m", "skrr.experiments.cli.prune", "model=tiny_pixart", "calibration=coco",
                         f"calibration.path={train}", "calibration.size=8", "method.beam_width=1", "method.sparsity=0.2",
                         "progress=false", "save_encoder=true", f"hydra.run.dir={tmp_path / 'run'}"],
                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)

@@ -15,7 +15,7 @@ SPEC.loader.exec_module(realsize)
 def test_sharded_random_t5_loads_back(tmp_path, monkeypatch):
     from transformers import T5EncoderModel
 
-    from skrr.tiny import tiny_t5
+    from skrr.models.tiny import tiny_t5
 
     monkeypatch.setattr(realsize, "SHARD_BYTES", 20_000)
     with torch.device("meta"):

@@ -12,21 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-
-from eval.metrics import Metric, computed
-from experiments import stages as S
-from experiments.checks import check_config
-from experiments.cli import CONF_DIR, fail_fast
-from experiments.run import run_job
-from skrr.calibration import build_calibration
-from skrr.discrepancy import Discrepancy
-from skrr.finite import NotFinite, check_finite
-from skrr.prefix_cache import PrefixCachedDiscrepancy
-from skrr.plan import make_schedule
-from skrr.tiny import _corpus
+from listed_prompts import select_prompts
 from test_run import compose_run
 from test_skrr import output_weight, seeded_model, setup, text_side
-from listed_prompts import select_prompts
+
+from skrr.eval.metrics import Metric, computed
+from skrr.experiments.cli.app import CONF_DIR, fail_fast
+from skrr.experiments.cli.run import run_job
+from skrr.experiments.runner import stages as S
+from skrr.experiments.runner.checks import check_config
+from skrr.models.tiny import _corpus
+from skrr.plan import make_schedule
+from skrr.search.calibration import build_calibration
+from skrr.search.finite import NotFinite, check_finite
+from skrr.search.prefix_cache import PrefixCachedDiscrepancy
 
 REPO = Path(CONF_DIR).parent
 BIN = Path(sys.executable).parent
@@ -101,7 +100,7 @@ def test_check_finite_counts_every_number_in_nested_values():
 
 
 def test_a_nan_weight_stops_the_calibration_targets_and_caches_nothing(tmp_path):
-    from skrr.tiny import t5_tokenizer
+    from skrr.models.tiny import t5_tokenizer
 
     model, projection = seeded_model()
     with torch.no_grad():
@@ -116,7 +115,7 @@ def test_a_nan_weight_stops_the_calibration_targets_and_caches_nothing(tmp_path)
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_nan_in_d_stops_the_search_in_both_evaluators(tmp_path, fast):
-    from skrr.tiny import t5_tokenizer
+    from skrr.models.tiny import t5_tokenizer
 
     model, projection = seeded_model()
     weight = output_weight(model, 5)  # the same tensor lives on in the sub-block view
@@ -140,7 +139,7 @@ def poisoned(*args, **kwargs):  # clean targets, then an encoder weight turns Na
         next(iter(ctx.text_side.encoder.parameters())).fill_(float("nan"))
     return ctx
 skrr.prune.make_context = poisoned
-from experiments.prune import main
+from skrr.experiments.cli.prune import main
 sys.argv = ["skrr-prune", *sys.argv[1:]]
 main()
 """

@@ -7,8 +7,9 @@ import sys
 import pytest
 from PIL import Image
 
-from experiments.report import latest, main, report
-from experiments.results import append_result
+from skrr.experiments.cli.report import main
+from skrr.experiments.report.tables import latest, report
+from skrr.experiments.runner.results import append_result
 
 GENEVAL_KEYS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 
@@ -70,7 +71,7 @@ def test_ablation_labels_and_latest_row_wins(tmp_path):
 
 
 def test_cli_missing_file_is_one_line_error(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "none.jsonl")],
+    p = subprocess.run([sys.executable, "-m", "skrr.experiments.cli.report", str(tmp_path / "none.jsonl")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.startswith("error: no results file") and "Traceback" not in p.stderr
     with pytest.raises(SystemExit):

@@ -3,12 +3,12 @@ or nearest point), paired differences from per-image scores, and the claims' ver
 import numpy as np
 import pytest
 
-from eval.intervals import geneval_intervals
-from eval.per_item import Items, item_keys
-from experiments.claims import claims, comparison_pairs, differences
-from experiments.compare import Point, difference, matched
-from experiments.report import latest, report
-from experiments.results import append_result
+from skrr.eval.intervals import geneval_intervals
+from skrr.eval.per_item import Items, item_keys
+from skrr.experiments.report.claims import claims, comparison_pairs, differences
+from skrr.experiments.report.compare import Point, difference, matched
+from skrr.experiments.report.tables import latest, report
+from skrr.experiments.runner.results import append_result
 
 TAGS = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 N = 480

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments.results import append_result, load_results, read_results
+from skrr.experiments.runner.results import append_result, load_results, read_results
 
 
 def row(key: str, **extra) -> dict:
@@ -46,7 +46,7 @@ def test_lines_that_are_not_rows_are_named(tmp_path):
 
 
 def report(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.report", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "skrr.experiments.cli.report", *map(str, args)], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from eval.per_item import Items
-from experiments import stages
-from experiments.cli import CONF_DIR
-from experiments.results import load_results
-from experiments.run import run_job
+from skrr.eval.per_item import Items
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.cli.run import run_job
+from skrr.experiments.runner import stages
+from skrr.experiments.runner.results import load_results
 
 FAST = ["calibration.size=8", "eval.metrics=[clip,dreamsim,efficiency]",
         "eval.prompts.text=[a red cube,two blue balls,a cat]", "progress=false"]
@@ -103,12 +103,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_TH
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.run", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "skrr.experiments.cli.run", *args], capture_output=True, text=True, env=ENV,
                           cwd=Path(CONF_DIR).parent, timeout=600)
 
 
 def test_bad_input_fails_fast_with_one_line_and_no_artifacts(tmp_path, capsys):
-    from experiments.cli import fail_fast
+    from skrr.experiments.cli.app import fail_fast
 
     for bad, words in ((["eval.metrics=[bogus]"], "unknown metrics"),
                        (["eval=paper", "eval.device=cpu"], "metrics.fid.reference_stats"),

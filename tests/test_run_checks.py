@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from experiments import stages as S
-from experiments.cli import CONF_DIR, fail_fast
-from experiments.run import run_job
 from test_run import compose_run, stage_log
+
+from skrr.experiments.cli.app import CONF_DIR, fail_fast
+from skrr.experiments.cli.run import run_job
+from skrr.experiments.runner import stages as S
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 
 
 def cli(*args):
     start = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "experiments.run", *args], capture_output=True, text=True, env=ENV,
+    p = subprocess.run([sys.executable, "-m", "skrr.experiments.cli.run", *args], capture_output=True, text=True, env=ENV,
                        cwd=Path(CONF_DIR).parent, timeout=600)
     return p, time.perf_counter() - start
 
@@ -74,12 +74,12 @@ import signal, sys, time
 # Ctrl-C as a terminal delivers it: a process started in the background (nohup, `&` without job
 # control, some pytest-xdist workers) inherits SIGINT ignored, and Python then installs no handler
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import eval.generate
+import skrr.eval.generate
 def stuck(*args, **kwargs):  # a known point inside the images stage
     print("generating", flush=True)
     time.sleep(600)
-eval.generate.generate = stuck
-from experiments.run import main
+skrr.eval.generate.generate = stuck
+from skrr.experiments.cli.run import main
 sys.argv = ["skrr-run", *sys.argv[1:]]
 main()
 """

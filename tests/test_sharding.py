@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eval import generate as gen
+from skrr.eval import generate as gen
 
 PROMPTS = ["a red cube", "two blue balls", "a cat on a mat", "a green tree", "a yellow car"]
 SAMPLER = ["--height", "16", "--width", "16", "--steps", "2", "--batch-size", "2", "--seed", "3", "--device", "cpu"]
@@ -22,7 +22,7 @@ def pixels(path):
 
 
 def test_torchrun_two_ranks_then_merge_equals_single_process(tmp_path):
-    from skrr.tiny import tiny_pipeline_dir
+    from skrr.models.tiny import tiny_pipeline_dir
 
     tiny_pipeline_dir("tiny_pixart")  # build the cached tiny pipeline once, before two processes load it
     prompt_file = tmp_path / "prompts.txt"
@@ -30,7 +30,7 @@ def test_torchrun_two_ranks_then_merge_equals_single_process(tmp_path):
     out = tmp_path / "sharded"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([*torchrun, "-m", "eval.generate", "generate", "--out", str(out), "--prompts", str(prompt_file),
+    p = subprocess.run([*torchrun, "-m", "skrr.eval.generate", "generate", "--out", str(out), "--prompts", str(prompt_file),
                         "--pipeline", "tiny_pixart", *SAMPLER], capture_output=True, text=True, env=env, timeout=300,
                        cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 0, p.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_torchrun_two_ranks_then_merge_equals_single_process(tmp_path):
 
     # the same prompts from one process, with the same thread count: the same chunks, so the same bytes
     single = tmp_path / "single"
-    p = subprocess.run([sys.executable, "-m", "eval.generate", "generate", "--out", str(single), "--prompts",
+    p = subprocess.run([sys.executable, "-m", "skrr.eval.generate", "generate", "--out", str(single), "--prompts",
                         str(prompt_file), "--pipeline", "tiny_pixart", *SAMPLER], capture_output=True, text=True,
                        env=env, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 0, p.stderr[-3000:]
@@ -53,14 +53,14 @@ def test_torchrun_two_ranks_then_merge_equals_single_process(tmp_path):
 
 
 def test_skrr_run_under_torchrun_shards_every_image_stage(tmp_path):
-    """`torchrun --nproc_per_node 2 -m experiments.run ...`: both ranks generate, rank 0 merges, scores, stores."""
-    from experiments.results import load_results
-    from skrr.tiny import tiny_pipeline_dir
+    """`torchrun --nproc_per_node 2 -m skrr.experiments.cli.run ...`: both ranks generate, rank 0 merges, scores, stores."""
+    from skrr.experiments.runner.results import load_results
+    from skrr.models.tiny import tiny_pipeline_dir
 
     tiny_pipeline_dir("tiny_pixart")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "experiments.run", f"paths.root={tmp_path}", "method=finercut", "sparsity=[0.3]",
+                        "-m", "skrr.experiments.cli.run", f"paths.root={tmp_path}", "method=finercut", "sparsity=[0.3]",
                         "calibration.size=8", "eval.metrics=[clip,dreamsim]", "progress=false", "eval.sampler.batch_size=2",
                         "eval.prompts.text=[a red cube,two blue balls,a cat on a mat]"],
                        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[1])

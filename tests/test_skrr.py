@@ -16,14 +16,14 @@ from diffusers.models.embeddings import PixArtAlphaTextProjection
 from omegaconf import OmegaConf
 
 from skrr import Plan, apply_plan
-from skrr.calibration import build_calibration
-from skrr.discrepancy import Discrepancy
-from skrr.encoder import to_sub_blocks
+from skrr.encoders.view import to_sub_blocks
 from skrr.models import TextSide
+from skrr.models.tiny import _corpus, t5_tokenizer, tiny_t5
 from skrr.plan import make_schedule
-from skrr.prefix_cache import PrefixCachedDiscrepancy
-from skrr.search import beam_search, reuse_phase
-from skrr.tiny import _corpus, t5_tokenizer, tiny_t5
+from skrr.search.calibration import build_calibration
+from skrr.search.discrepancy import Discrepancy
+from skrr.search.prefix_cache import PrefixCachedDiscrepancy
+from skrr.search.skip_reuse import beam_search, reuse_phase
 
 MAX_LEN = 24
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +253,7 @@ def test_fast_search_meets_the_exactness_contract(tokenizer, tmp_path, k, dtype)
     """Stacking variants changes batch shapes, and kernels may round by shape (AMX CPUs, GPUs): the
     prefix-cached search must make the reference's decisions with every D within the dtype's
     tolerance, whatever its cache budget holds."""
-    from skrr.compute import TOLERANCE
+    from skrr.search.compute import TOLERANCE
 
     model, proj = (m.to(dtype) for m in seeded_model())
     enc, slow, calib = setup(model, proj, tokenizer, tmp_path, fast=False)
@@ -272,7 +272,7 @@ def test_fast_search_meets_the_exactness_contract(tokenizer, tmp_path, k, dtype)
 
 
 def test_margins_are_the_gaps_between_independently_scored_candidates(tokenizer, tmp_path):
-    from skrr.search import relative_gap
+    from skrr.search.skip_reuse import relative_gap
 
     model, proj = seeded_model()
     enc, fast, calib = setup(model, proj, tokenizer, tmp_path)
@@ -292,7 +292,7 @@ def test_margins_are_the_gaps_between_independently_scored_candidates(tokenizer,
 def test_an_exact_tie_is_reported_as_a_near_tie(tokenizer, tmp_path, caplog, monkeypatch):
     """Two sub-blocks that write nothing: removing either leaves D at exactly 0, so which one a
     search drops first is decided by the index rule alone, and it must say so."""
-    from skrr.search import near_ties
+    from skrr.search.skip_reuse import near_ties
 
     model, proj = seeded_model()
     with torch.no_grad():
@@ -300,8 +300,8 @@ def test_an_exact_tie_is_reported_as_a_near_tie(tokenizer, tmp_path, caplog, mon
             output_weight(model, i).zero_()
     enc, fast, _ = setup(model, proj, tokenizer, tmp_path)
     import logging
-    monkeypatch.setattr(logging.getLogger("skrr.search"), "disabled", False)  # a Hydra app in this worker may have disabled it
-    with caplog.at_level("WARNING", logger="skrr.search"):
+    monkeypatch.setattr(logging.getLogger("skrr.search.skip_reuse"), "disabled", False)  # a Hydra app in this worker may have disabled it
+    with caplog.at_level("WARNING", logger="skrr.search.skip_reuse"):
         result = beam_search(fast, enc.sub_blocks, 1, 1, depth=2, progress=False)
     assert result.order == [3, 8] and result.depth_d == [0.0, 0.0]
     assert result.margins[0]["keep"] == 0.0 and "depth 1: near-tie" in caplog.text
@@ -319,12 +319,12 @@ CALIB = {"source": "builtin", "pool": 200, "size": 12, "seed": 0}
 
 
 def test_one_search_serves_all_targets(monkeypatch):
-    import skrr.search
+    import skrr.search.skip_reuse
     from skrr.prune import prune
 
     calls = []
-    real = skrr.search.beam_search
-    monkeypatch.setattr(skrr.search, "beam_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = skrr.search.skip_reuse.beam_search
+    monkeypatch.setattr(skrr.search.skip_reuse, "beam_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     plans = prune("tiny_pixart", skrr_method(sparsity=[0.2, 0.4], beam_width=2), CALIB, progress=False)
     assert len(calls) == 1
     low, high = plans
@@ -337,7 +337,7 @@ def test_one_search_serves_all_targets(monkeypatch):
 
 def skrr_prune(tmp_path, *overrides):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "experiments.prune", "model=tiny_pixart", "method=skrr",
+    return subprocess.run([sys.executable, "-m", "skrr.experiments.cli.prune", "model=tiny_pixart", "method=skrr",
                            "calibration.size=16", "progress=false", f"hydra.run.dir={tmp_path}", *overrides],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -389,7 +389,7 @@ def mixed_length_prompts(n=20, seed=4):
 
 
 def test_batches_are_cut_to_the_longest_real_prompt_only_where_a_mask_is_passed(tokenizer):
-    from skrr.calibration import MIN_TOKEN_ROWS, encoder_batches
+    from skrr.search.calibration import MIN_TOKEN_ROWS, encoder_batches
 
     side = text_side(seeded_model()[0], None, tokenizer)
     tokens = side.tokenize(mixed_length_prompts())
@@ -431,7 +431,7 @@ def test_cut_batches_give_the_full_length_d_and_the_same_plan(tokenizer, tmp_pat
 
 # --- compute dtype and progress -------------------------------------------------------------------
 def test_weights_in_computes_in_fp32_without_touching_the_stored_weights():
-    from skrr.compute import weights_in
+    from skrr.search.compute import weights_in
 
     lin = torch.nn.Linear(16, 8).to(torch.bfloat16)
     stored = [(p.data_ptr(), p.dtype) for p in lin.parameters()]
@@ -444,7 +444,7 @@ def test_weights_in_computes_in_fp32_without_touching_the_stored_weights():
 
 
 def test_choose_compute_dtype():
-    from skrr.compute import choose_compute_dtype
+    from skrr.search.compute import choose_compute_dtype
 
     assert choose_compute_dtype("auto", torch.float32, "cpu") == (torch.float32, None)
     assert choose_compute_dtype("bfloat16", torch.bfloat16, "cpu") == (torch.bfloat16, None)

@@ -7,7 +7,6 @@ takes the same sweep again; plus the search shared out by srun. Needs root and t
     .venv/bin/python -m pytest tests/test_slurm.py -m slurm -p no:xdist
 """
 import json
-import os
 import subprocess
 import sys
 import time
@@ -109,7 +108,7 @@ def test_table_sweep_on_slurm_survives_a_cancelled_job(cluster, tmp_path):
 
 
 def test_srun_shares_the_search_across_tasks(cluster, tmp_path):
-    args = ["-m", "experiments.prune", "method=finercut", "method.batch_size=4", "calibration.size=12",
+    args = ["-m", "skrr.experiments.cli.prune", "method=finercut", "method.batch_size=4", "calibration.size=12",
             "method.sparsity=0.1", "progress=false"]
     two = subprocess.run(["srun", "-n", "2", "-c", "1", "--mem=3G", sys.executable, *args,
                           f"hydra.run.dir={tmp_path / 'two'}"], cwd=ROOT, env=cluster, capture_output=True,

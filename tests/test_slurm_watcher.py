@@ -1,4 +1,4 @@
-"""experiments/slurm.py without a cluster: scontrol's job list parsed as submitit names jobs, and the
+"""experiments/runner/slurm.py without a cluster: scontrol's job list parsed as submitit names jobs, and the
 watcher on a cluster whose sacct fails (fake sacct/scontrol on PATH): states come from scontrol,
 a job the controller no longer lists counts as ended, and no "Bypassing sacct error" is logged.
 (tests/test_slurm.py runs it against a real cluster.)"""
@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 
-from experiments.slurm import SlurmStates, make_watcher, scontrol_states
+from skrr.experiments.runner.slurm import SlurmStates, make_watcher, scontrol_states
 
 SCONTROL = """JobId=7 JobName=a JobState=RUNNING Partition=debug NodeList=n1 Command=/x/y z
 JobId=8 ArrayJobId=5 ArrayTaskId=0 JobName=b JobState=COMPLETED NodeList=n1

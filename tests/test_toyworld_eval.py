@@ -5,12 +5,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from eval.metrics import build_metric, metric_class
-from eval.per_item import Items
-from eval.prompts import prompt_sets
-from experiments import toyworld
-from experiments.cli import CONF_DIR
-from experiments.toyworld.metrics import prompt_reference_images
+from skrr.eval.metrics import build_metric, metric_class
+from skrr.eval.per_item import Items
+from skrr.eval.prompts import prompt_sets
+from skrr.experiments import toyworld
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.toyworld.metrics import prompt_reference_images
 
 N = 12
 
@@ -57,7 +57,7 @@ def test_metrics_on_true_renders_and_on_blank_images():
 def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     """With eval=toyworld the GenEval prompts are the text prompts: their images are linked, not
     generated twice, and every toy metric lands in the result row."""
-    from experiments.run import run_job
+    from skrr.experiments.cli.run import run_job
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="run", overrides=[

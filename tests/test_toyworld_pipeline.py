@@ -8,14 +8,19 @@ import torch
 from PIL import Image
 from transformers import T5EncoderModel
 
-from experiments.toyworld import WEIGHTS, prompts
-from experiments.toyworld.captions import sample_example
-from eval.generate import SamplerConfig, generate
-from eval.metrics import score_folder
-from experiments.toyworld.metrics import (ToyFID, geneval_scores, load_feature_extractor, pairwise_similarity,
-                                          prompt_reference_images)
-from experiments.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
-from experiments.toyworld.scenes import render
+from skrr.eval.generate import SamplerConfig, generate
+from skrr.eval.metrics import score_folder
+from skrr.experiments.toyworld import WEIGHTS, prompts
+from skrr.experiments.toyworld.captions import sample_example
+from skrr.experiments.toyworld.metrics import (
+    ToyFID,
+    geneval_scores,
+    load_feature_extractor,
+    pairwise_similarity,
+    prompt_reference_images,
+)
+from skrr.experiments.toyworld.pipeline import MAX_LENGTH, ToyWorldPipeline
+from skrr.experiments.toyworld.scenes import render
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from experiments.toyworld import TASKS, prompts
-from experiments.toyworld.captions import sample_example
-from experiments.toyworld.metrics import geneval_results, geneval_scores
-from experiments.toyworld.scenes import COLORS, GRID, SHAPES, Obj, Scene, render
+from skrr.experiments.toyworld import TASKS, prompts
+from skrr.experiments.toyworld.captions import sample_example
+from skrr.experiments.toyworld.metrics import geneval_results, geneval_scores
+from skrr.experiments.toyworld.scenes import COLORS, GRID, SHAPES, Obj, Scene, render
 
 
 def _examples(task, n=30, seed=0):
@@ -65,7 +65,7 @@ def test_empty_and_mismatched_images_are_wrong():
 
 
 def test_prompt_reference_images_are_the_ground_truth_of_prompts():
-    from experiments.toyworld.metrics import prompt_reference_images
+    from skrr.experiments.toyworld.metrics import prompt_reference_images
 
     meta, images = prompts("geneval", 36, seed=5), prompt_reference_images("geneval", 36, seed=5)
     assert geneval_scores(images, meta)["overall"] == 1.0

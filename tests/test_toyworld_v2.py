@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from experiments.toyworld import TASKS, WEIGHTS
-from experiments.toyworld.captions import RELATIONS, prompt_scenes, sample_example
-from experiments.toyworld.metrics import geneval_scores
-from experiments.toyworld.scenes import COLORS, SHAPES, relation, render
-from experiments.toyworld.structure import IGNORE, caption_targets
-from experiments.train_toyworld_v2 import ENCODER, FULL_GENEVAL, build_encoder
+from skrr.experiments.toyworld import TASKS, WEIGHTS
+from skrr.experiments.toyworld.captions import RELATIONS, prompt_scenes, sample_example
+from skrr.experiments.toyworld.metrics import geneval_scores
+from skrr.experiments.toyworld.scenes import COLORS, SHAPES, relation, render
+from skrr.experiments.toyworld.structure import IGNORE, caption_targets
+from skrr.experiments.toyworld.train_v2 import ENCODER, FULL_GENEVAL, build_encoder
 
 WEIGHTS_V2 = WEIGHTS.with_name("weights_v2")
 
@@ -83,7 +83,7 @@ def test_true_scenes_score_perfectly_on_the_full_geneval_set():
 
 
 def test_trainer_stages_refuse_missing_inputs_before_any_work(tmp_path):
-    from experiments.train_toyworld_v2 import main
+    from skrr.experiments.toyworld.train_v2 import main
 
     with pytest.raises(SystemExit, match="no trained text encoder"):
         main(["denoiser", "--work", str(tmp_path)])
@@ -95,7 +95,7 @@ def test_trainer_stages_refuse_missing_inputs_before_any_work(tmp_path):
 
 
 def test_denoiser_settings_override_and_are_recorded():
-    from experiments.train_toyworld_v2 import DENOISER, MIX, with_settings
+    from skrr.experiments.toyworld.train_v2 import DENOISER, MIX, with_settings
 
     cfg = with_settings({**DENOISER, "mix": dict(MIX)}, ["lr=0.0006", "mix.position=0.36"])
     assert cfg["lr"] == 0.0006 and cfg["mix"]["position"] == 0.36 and MIX["position"] != 0.36
@@ -108,7 +108,7 @@ def test_v2_weights_are_small_and_carry_their_commands():
     files = [p for p in WEIGHTS_V2.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 50 * 2**20
     record = json.loads((WEIGHTS_V2 / "training.json").read_text())
-    assert all(c.startswith("python -m experiments.train_toyworld_v2 ") for c in record["commands"])
+    assert all(c.startswith("python -m skrr.experiments.toyworld.train_v2 ") for c in record["commands"])
     config = json.loads((WEIGHTS_V2 / "text_encoder" / "config.json").read_text())
     assert (config["num_layers"], config["d_ff"], config["d_model"]) == (24, 160, 64)
 
@@ -129,9 +129,9 @@ def test_v2_dense_model_follows_relational_prompts(tmp_path):
     is told, relations included: v1 scored 0.22 on position and 0.16 on colour attribution."""
     from PIL import Image
 
-    from eval.generate import SamplerConfig, generate
-    from experiments.toyworld.captions import prompts
-    from experiments.toyworld.pipeline import ToyWorldPipeline
+    from skrr.eval.generate import SamplerConfig, generate
+    from skrr.experiments.toyworld.captions import prompts
+    from skrr.experiments.toyworld.pipeline import ToyWorldPipeline
 
     meta = prompts("geneval", 96, seed=11)
     generate(ToyWorldPipeline.from_pretrained(WEIGHTS_V2), [m["prompt"] for m in meta], tmp_path,
@@ -143,7 +143,7 @@ def test_v2_dense_model_follows_relational_prompts(tmp_path):
 
 
 def test_a_resumed_denoiser_replays_as_one_command_per_run(tmp_path):
-    from experiments.train_toyworld_v2 import main
+    from skrr.experiments.toyworld.train_v2 import main
 
     work, out = str(tmp_path / "work"), tmp_path / "weights"
     main(["encoder", "--work", work, "--steps", "2", "--minutes", "1"])

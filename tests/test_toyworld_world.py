@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from experiments.toyworld import TASKS, calibration_prompts, prompts
-from experiments.toyworld.captions import sample_example, sample_training_example
-from experiments.toyworld.detect import detect
-from experiments.toyworld.pipeline import MAX_LENGTH
-from experiments.toyworld.scenes import COLORS, PALETTE, SHAPE_MASKS, SHAPES, Obj, Scene, relation, render
-from experiments.toyworld.tokenizer import build_tokenizer
+from skrr.experiments.toyworld import TASKS, calibration_prompts, prompts
+from skrr.experiments.toyworld.captions import sample_example, sample_training_example
+from skrr.experiments.toyworld.detect import detect
+from skrr.experiments.toyworld.pipeline import MAX_LENGTH
+from skrr.experiments.toyworld.scenes import COLORS, PALETTE, SHAPE_MASKS, SHAPES, Obj, Scene, relation, render
+from skrr.experiments.toyworld.tokenizer import build_tokenizer
 
 
 def _scene_set(scene):

@@ -7,10 +7,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from experiments.cli import CONF_DIR
-from experiments.logging_wandb import log_run, scalars
-from experiments.results import load_results
-from experiments.run import run_job
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.cli.run import run_job
+from skrr.experiments.runner.logging_wandb import log_run, scalars
+from skrr.experiments.runner.results import load_results
 
 
 def fake_row(tmp_path):

@@ -1,4 +1,5 @@
-"""The built wheel carries what a non-editable install needs at run time: every Hydra config of
+"""The built wheel carries what a non-editable install needs at run time: every Python module, all
+under skrr/ (the upper layers as skrr/baselines, skrr/eval, skrr/experiments), every Hydra config of
 the top-level conf/ (as skrr/conf), the real models' meta configs and the toy world's weights."""
 import subprocess
 import sys
@@ -18,4 +19,9 @@ def test_wheel_ships_conf_and_package_data(tmp_path):
     conf = {str(f.relative_to(ROOT)) for f in (ROOT / "conf").rglob("*.yaml")}
     assert conf and {f"skrr/{c}" for c in conf} <= names, sorted({f"skrr/{c}" for c in conf} - names)[:5]
     assert "skrr/configs/pixart_sigma.json" in names
-    assert "experiments/toyworld/weights/transformer/diffusion_pytorch_model.safetensors" in names
+    assert "skrr/experiments/toyworld/weights/transformer/diffusion_pytorch_model.safetensors" in names
+    modules = {f"skrr/{p.relative_to(ROOT / 'skrr')}" for p in (ROOT / "skrr").rglob("*.py")}
+    for folder in ("baselines", "eval", "experiments"):  # installed under skrr/
+        modules |= {f"skrr/{p.relative_to(ROOT)}" for p in (ROOT / folder).rglob("*.py")}
+    assert modules <= names, sorted(modules - names)  # pyproject's package list misses none
+    assert not {n.split("/")[0] for n in names} - {"skrr", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}

@@ -7,23 +7,26 @@ class probability x mean sigmoid over the binary mask, box = tight box of the ma
 """
 from __future__ import annotations
 
-from skrr.errors import InputError
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from eval.geneval.prompts import CLASSNAMES
-from eval.geneval.rules import COLORS, Detection
+from skrr.errors import InputError
+from skrr.eval.geneval.prompts import CLASSNAMES
+from skrr.eval.geneval.rules import COLORS, Detection
 
 MASK2FORMER = "facebook/mask2former-swin-small-coco-instance"
 
 
 def build_tiny_mask2former(num_labels: int = 80, seed: int = 0):
     """Random tiny Mask2Former (tiny Swin backbone) and an image processor; runs on CPU in milliseconds."""
-    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
-                              SwinConfig)
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
 
     torch.manual_seed(seed)
     swin = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
@@ -95,7 +98,7 @@ class CLIPColorClassifier:
 
     def __init__(self, model_name: str = "ViT-L-14-quickgelu", pretrained: str | None = "openai",
                  device: str | torch.device = "cpu", tiny: bool = False, bgcolor: str = "#999", crop: bool = True):
-        from eval.clip_score import load_open_clip
+        from skrr.eval.clip_score import load_open_clip
 
         self.model, self.preprocess, self.tokenizer = load_open_clip(model_name, pretrained, device, tiny)
         self.device, self.bgcolor, self.crop = torch.device(device), bgcolor, crop

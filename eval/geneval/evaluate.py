@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import torch
-
 from torchmetrics.utilities import dim_zero_cat
 
-from eval.geneval.rules import TASKS, RuleConfig, score_image, summarize
-from eval.images import to_pil_list
-from eval.metrics import Metric
 from skrr.errors import ConfigError, InputError
+from skrr.eval.geneval.rules import TASKS, RuleConfig, score_image, summarize
+from skrr.eval.images import to_pil_list
+from skrr.eval.metrics import Metric
 
 IMAGES_PER_PROMPT = 4
 
@@ -42,7 +41,7 @@ class GenEval(Metric):
                  threshold: float = RuleConfig.threshold, counting_threshold: float = RuleConfig.counting_threshold,
                  max_objects: int = RuleConfig.max_objects, max_overlap: float = RuleConfig.max_overlap,
                  position_threshold: float = RuleConfig.position_threshold):
-        from eval.geneval.detector import MASK2FORMER, CLIPColorClassifier, Mask2FormerDetector
+        from skrr.eval.geneval.detector import MASK2FORMER, CLIPColorClassifier, Mask2FormerDetector
 
         super().__init__()
         if resample not in ("prompt", "image"):

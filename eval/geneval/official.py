@@ -1,10 +1,10 @@
 """The official GenEval evaluator's (djghosh13/geneval) formats: its folder layout, its results
-file, its rules. The round trip through a run's row lives in `experiments/geneval_official.py`
+file, its rules. The round trip through a run's row lives in `experiments/report/geneval_official.py`
 (the results store is the experiments layer's):
 
-    python -m experiments.geneval_official export --results runs/results/adhoc.jsonl --run-key KEY --out geneval_dir
+    python -m skrr.experiments.report.geneval_official export --results runs/results/adhoc.jsonl --run-key KEY --out geneval_dir
     # elsewhere: python evaluation/evaluate_images.py geneval_dir --outfile results.jsonl --model-path ...
-    python -m experiments.geneval_official import --results runs/results/adhoc.jsonl --run-key KEY --official results.jsonl
+    python -m skrr.experiments.report.geneval_official import --results runs/results/adhoc.jsonl --run-key KEY --official results.jsonl
 
 `export` writes the official layout (as generation/diffusers_generate.py does): one folder per
 prompt, `<dir>/<prompt:05>/metadata.jsonl` (the prompt's metadata, one JSON object) and
@@ -23,8 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from eval.geneval.rules import summarize
 from skrr.errors import InputError, MissingFile
+from skrr.eval.geneval.rules import summarize
 
 OURS = "skrr_results.jsonl"
 _FILE = re.compile(r"(\d+)[/\\]samples[/\\](\d+)\.png$")
@@ -108,7 +108,7 @@ def agreement(official: dict[tuple[int, int], dict], ours: dict[tuple[int, int],
 
 def score_ours(images: list[Path], metadata: list[dict], metric, images_per_prompt: int) -> list[dict]:
     """This project's detector on the exported images, as official-format rows."""
-    from eval.images import load_images
+    from skrr.eval.images import load_images
 
     verdicts = [v for start in range(0, len(images), 64)
                 for v in metric.verdicts(load_images(images[start:start + 64]), metadata[start:start + 64])]

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from eval.geneval.rules import COLORS
+from skrr.eval.geneval.rules import COLORS
 
 # GenEval's object_names.txt: the 80 COCO classes in detector order (mouse/remote/keyboard renamed).
 CLASSNAMES = [

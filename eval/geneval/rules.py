@@ -6,8 +6,8 @@ class, overlap exclusion off (max_overlap=1.0), position margin 0.1 of the summe
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import COLORS, GRID, PLURALS, SHAPES, Obj, Scene, relation
-
 from skrr.errors import InputError
+
+from .scenes import COLORS, GRID, PLURALS, SHAPES, Obj, Scene, relation
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from eval.geneval.rules import Detection
-from eval.images import to_uint8_tensor
+from skrr.eval.geneval.rules import Detection
+from skrr.eval.images import to_uint8_tensor
 
 from .scenes import PALETTE, SHAPE_MASKS
 
@@ -66,7 +66,7 @@ def detect(image) -> list[Detection]:
 
 
 class ToyDetector:
-    """Callable detector for eval.geneval.evaluate.GenEval(detector=ToyDetector(), color_classifier=None)."""
+    """Callable detector for skrr.eval.geneval.evaluate.GenEval(detector=ToyDetector(), color_classifier=None)."""
 
     def __call__(self, image) -> list[Detection]:
         return detect(image)

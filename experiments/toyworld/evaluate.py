@@ -1,8 +1,8 @@
 """Score the toy-world pipeline on its exact benchmark, without the experiment runner.
 
-    python -m experiments.toyworld.evaluate --n 96 --out /tmp/toyworld_eval --grid /tmp/toyworld_grid.png
+    python -m skrr.experiments.toyworld.evaluate --n 96 --out /tmp/toyworld_eval --grid /tmp/toyworld_grid.png
 
-Generates one image per prompt with eval.generate (seed i for prompt i), then scores the folder
+Generates one image per prompt with skrr.eval.generate (seed i for prompt i), then scores the folder
 with the toy world's GenEval (exact detector) and FID against renders of 10x as many true scenes.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eval import generate as gen
-from eval.geneval.evaluate import GenEval
-from eval.images import list_images, load_images, to_uint8_tensor
-from eval.metrics import score_folder
+from skrr.eval import generate as gen
+from skrr.eval.geneval.evaluate import GenEval
+from skrr.eval.images import list_images, load_images, to_uint8_tensor
+from skrr.eval.metrics import score_folder
 
 from . import WEIGHTS
 from .captions import prompts

@@ -1,6 +1,6 @@
 """A small CNN trained on toy images: the toy world's feature network for FID and similarity.
 
-It is trained (experiments/train_toyworld.py) to name each 8x8 cell's shape and colour,
+It is trained (experiments/toyworld/train.py) to name each 8x8 cell's shape and colour,
 so its pooled features describe what is drawn where; Inception plays this role on photos.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .scenes import COLORS, GRID, SHAPES
-
 from skrr.errors import MissingFile
+
+from .scenes import COLORS, GRID, SHAPES
 
 
 class FeatureNet(nn.Module):
@@ -52,10 +52,10 @@ class FeatureNet(nn.Module):
         (path / "config.json").write_text(json.dumps({"width": self.width}) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path) -> "FeatureNet":
+    def from_pretrained(cls, path) -> FeatureNet:
         path = Path(path)
         if not (path / "model.safetensors").exists():
-            raise MissingFile(f"no feature network at {path}; train it with experiments/train_toyworld.py")
+            raise MissingFile(f"no feature network at {path}; train it with experiments/toyworld/train.py")
         net = cls(**json.loads((path / "config.json").read_text()))
         net.load_state_dict(load_file(path / "model.safetensors"))
         return net.eval()

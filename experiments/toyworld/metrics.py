@@ -1,11 +1,11 @@
 """The paper's metrics in the toy world, as eval metrics (plugged in by conf/metrics/*/toyworld.yaml).
 
-- FID (`ToyFID`): eval.fid.FID with the toy feature network instead of Inception, projected on the
+- FID (`ToyFID`): skrr.eval.fid.FID with the toy feature network instead of Inception, projected on the
   top 32 principal axes of the reference (so a few hundred images suffice), against exact renders of
   the ground-truth scenes of the same prompt mix.
 - DreamSim's role (`ToySimilarity`): cosine of centred per-cell feature maps of the dense and the
   pruned image of the same prompt and seed (1 = same image).
-- GenEval: eval.geneval.evaluate.GenEval with `detect.ToyDetector`, which reads colours exactly
+- GenEval: skrr.eval.geneval.evaluate.GenEval with `detect.ToyDetector`, which reads colours exactly
   (configured in conf/metrics/geneval/toyworld.yaml; `geneval_scores` here for direct use).
 """
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eval.fid import FID
-from eval.geneval.evaluate import GenEval
-from eval.images import to_uint8_tensor
-from eval.metrics import Metric
+from skrr.errors import InputError
+from skrr.eval.fid import FID
+from skrr.eval.geneval.evaluate import GenEval
+from skrr.eval.images import to_uint8_tensor
+from skrr.eval.metrics import Metric
 
 from . import WEIGHTS
 from .captions import prompt_scenes, sample_training_example
@@ -24,13 +25,11 @@ from .detect import ToyDetector
 from .features import FeatureNet
 from .scenes import render
 
-from skrr.errors import InputError
-
 FEATURES = WEIGHTS / "features"
 
 
 class ToyFeatureExtractor(torch.nn.Module):
-    """uint8 (N, 3, H, W) -> (N, 256) FeatureNet features; drops into eval.fid.FID(feature_extractor=...)."""
+    """uint8 (N, 3, H, W) -> (N, 256) FeatureNet features; drops into skrr.eval.fid.FID(feature_extractor=...)."""
 
     def __init__(self, net: FeatureNet):
         super().__init__()

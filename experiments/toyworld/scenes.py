@@ -6,13 +6,12 @@ scene: no randomness, no anti-aliasing, so the detector can recover the scene ex
 """
 from __future__ import annotations
 
-from skrr.errors import InputError
-
 from dataclasses import dataclass
 
 import numpy as np
 
-from eval.geneval.rules import relative_position
+from skrr.errors import InputError
+from skrr.eval.geneval.rules import relative_position
 
 IMAGE_SIZE = 32
 CELL = 8

@@ -9,10 +9,10 @@ to objects. Parsed from the caption grammar of `captions.py`; unstated attribute
 """
 from __future__ import annotations
 
+from skrr.errors import InputError
+
 from .captions import COL_WORDS, NUMBERS, RELATIONS, ROW_WORDS
 from .scenes import COLORS, GRID, PLURALS, SHAPES
-
-from skrr.errors import InputError
 
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 _SINGULAR = {p: s for s, p in PLURALS.items()}
@@ -57,7 +57,7 @@ def caption_targets(caption: str) -> dict[str, list[int]]:
             attrs["col"] = COL_WORDS.index(col) + 1
             end += 3 + len(col.split())
         mentions.append([start, end, attrs])
-    for (s0, e0, a0), (s1, _, a1) in zip(mentions, mentions[1:]):
+    for (_, e0, a0), (s1, _, a1) in zip(mentions, mentions[1:]):
         found = _relation_at(words, e0)
         if found and e0 + found[1] == s1:  # "<mention> left of <mention>"
             a0["relation"] = RELATIONS.index(found[0]) + 1

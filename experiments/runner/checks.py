@@ -1,0 +1,97 @@
+"""Every numeric setting of a composed config checked against its allowed range, before anything
+loads: a pure function of the config, called by skrr-prune and skrr-run (and by the table-driven
+test that tries an out-of-range value for every numeric key under conf/). Method and calibration
+ranges live with their code (the constructors of the method and prompt-source classes), the sampler's in
+eval.sampler; the rest are here."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, open_dict
+
+from skrr.config.ranges import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    OPTIONAL_COUNT,
+    POSITIVE,
+    WHOLE,
+    Range,
+    check_ranges,
+)
+from skrr.eval import sampler as sampling
+from skrr.models import pixel_multiple
+
+MODEL_RANGES = {"max_length": AT_LEAST_ONE, "hidden_state": WHOLE}  # hidden_state: a layer index, -1 = last
+PROMPT_RANGES = {"coco_num": OPTIONAL_COUNT, "coco_seed": WHOLE, "geneval_images_per_prompt": AT_LEAST_ONE,
+                 "geneval_generated": OPTIONAL_COUNT}
+PLUGIN_PROMPT_RANGES = {"n": AT_LEAST_ONE, "seed": WHOLE}  # a `_target_` prompt source's (n, seed)
+METRIC_RANGES = {"batch_size": AT_LEAST_ONE,
+                 # toy FID: reference prompts, their seed, feature axes
+                 "n": AT_LEAST_ONE, "seed": WHOLE, "dims": AT_LEAST_ONE,
+                 # GenEval's rules
+                 "threshold": FRACTION, "counting_threshold": FRACTION, "max_objects": AT_LEAST_ONE,
+                 "max_overlap": FRACTION, "position_threshold": NON_NEGATIVE,
+                 # efficiency: one generation at the eval's sampler settings
+                 "height": AT_LEAST_ONE, "width": AT_LEAST_ONE, "num_inference_steps": AT_LEAST_ONE,
+                 "guidance_scale": Range(0, none=True)}
+LOGGER_RANGES = {"num_samples": Range(0, whole=True)}
+TOP_RANGES = {"threads": OPTIONAL_COUNT, "distributed_timeout_s": POSITIVE}
+
+
+def with_sampler(cfg: DictConfig) -> DictConfig:
+    """cfg with eval.sampler resolved (model.sampler's defaults under eval.sampler's non-null keys), so
+    everything downstream (the images key, efficiency's interpolated settings, the row) sees the values
+    used. Both are checked first, each under its own key."""
+    multiple, pipeline = pixel_multiple(cfg.model)
+    model_sampler = cfg.model.get("sampler") or {}
+    check_model_sampler(cfg.model)
+    sampling.check(cfg.eval.sampler, multiple, pipeline, "eval.sampler")
+    resolved = sampling.resolve(model_sampler, cfg.eval.sampler)
+    sampling.check(resolved, multiple, pipeline, "eval.sampler")  # a default may not suit this pipeline
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.eval.sampler = resolved
+    return cfg
+
+
+def check_model_sampler(model: DictConfig) -> None:
+    multiple, pipeline = pixel_multiple(model)
+    sampling.check(model.get("sampler") or {}, multiple, pipeline, "model.sampler", allowed=sampling.MODEL_KEYS)
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
+    nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
+    from skrr.methods import as_method, sparsity_targets
+    from skrr.models import build_model
+    from skrr.prompts.sources import as_source
+
+    build_model(cfg.model)  # an unknown or missing model key, named model.<key>
+    as_method(cfg.method)  # its constructor checks every setting
+    if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
+        sparsity_targets(cfg.sparsity, "sparsity")
+    if "calibration" in cfg:  # checked for dense too: one bad number fails every job of a sweep alike
+        as_source(cfg.calibration, missing_ok=True)  # its constructor checks every number (a path comes later)
+    if "eval" in cfg:
+        cfg = with_sampler(cfg)
+    check_numbers(cfg)
+    return cfg
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """The ranges of every group the config holds (skrr-prune's has no eval, metrics or logger);
+    the method's and calibration's are checked by their constructors."""
+    check_ranges(cfg, TOP_RANGES, "")
+    check_ranges(cfg.model, MODEL_RANGES, "model")
+    check_model_sampler(cfg.model)
+    if "eval" in cfg:
+        prompts = cfg.eval.get("prompts") or {}
+        check_ranges(prompts, PROMPT_RANGES, "eval.prompts")
+        for name, node in prompts.items():
+            if isinstance(node, Mapping) and "_target_" in node:
+                check_ranges(node, PLUGIN_PROMPT_RANGES, f"eval.prompts.{name}")
+    for name, metric in (cfg.get("metrics") or {}).items():
+        check_ranges(metric, METRIC_RANGES, f"metrics.{name}")
+    if "logger" in cfg:
+        check_ranges(cfg.logger, LOGGER_RANGES, "logger")

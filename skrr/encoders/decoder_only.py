@@ -1,0 +1,192 @@
+"""Decoder-only text encoders (Gemma-2, Llama, Qwen2, the Qwen2.5-VL language tower) as sub-blocks.
+
+Decoder layer b becomes sub-block 2b (every norm of the attention branch, self-attention, residual
+add) and 2b+1 (the MLP branch likewise). Gemma-2 wraps both branches in pre- and post-norms; Llama
+and Qwen2 have a pre-norm only. The rotary embeddings and the causal (and sliding-window) masks are
+computed once per forward, so skipping sub-block 0 keeps them; a re-used attention takes the mask of
+its own kind (sliding or full), as it would at home.
+
+The stack module (`Gemma2Model`, `Qwen2_5_VLTextModel`, ...) keeps its class, embeddings and final
+norm: its `layers` become the `DecoderSubBlockEncoder` and its forward the sub-block loop, so the
+pipeline calls it exactly as before, `output_hidden_states` included.
+
+A pipeline that reads hidden state -k (Lumina 2 reads the penultimate) never uses the last k-1
+layers nor the final norm: the view stops at the used layer and deletes that tail, whose weights
+no plan needs to count. `hidden_states` keeps its stock length with None for the removed tail.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from skrr.encoders.sub_blocks import ATTN, FFN, SubBlockEncoder, count_params
+from skrr.errors import InputError
+
+FULL, SLIDING = "full_attention", "sliding_attention"
+HIDDEN_STATE_KEY = "skrr_hidden_state"  # on the model config: which hidden state the pipeline reads
+
+
+class DecoderAttentionBranch(nn.Module):
+    """h + post_norm(attn(pre_norm(h))); post_norm only in Gemma-2."""
+
+    def __init__(self, pre_norm: nn.Module, attn: nn.Module, post_norm: nn.Module | None):
+        super().__init__()
+        self.pre_norm, self.attn, self.post_norm = pre_norm, attn, post_norm
+        self.attention_type = getattr(attn, "layer_type", None) or FULL
+
+    def forward(self, h, ctx):
+        masks = ctx["masks"]
+        a = self.attn(hidden_states=self.pre_norm(h), attention_mask=masks.get(self.attention_type, masks[FULL]),
+                      position_embeddings=ctx["rope"], position_ids=ctx["position_ids"])[0]
+        return h + (a if self.post_norm is None else self.post_norm(a))
+
+
+class DecoderMLPBranch(nn.Module):
+    def __init__(self, pre_norm: nn.Module, mlp: nn.Module, post_norm: nn.Module | None):
+        super().__init__()
+        self.pre_norm, self.mlp, self.post_norm = pre_norm, mlp, post_norm
+
+    def forward(self, h, ctx):
+        m = self.mlp(self.pre_norm(h))
+        return h + (m if self.post_norm is None else self.post_norm(m))
+
+
+def _branches(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma-2: sandwich norms around both branches
+        return (DecoderAttentionBranch(layer.input_layernorm, layer.self_attn, layer.post_attention_layernorm),
+                DecoderMLPBranch(layer.pre_feedforward_layernorm, layer.mlp, layer.post_feedforward_layernorm))
+    # Llama / Qwen2: `post_attention_layernorm` is the MLP's pre-norm despite its name
+    return (DecoderAttentionBranch(layer.input_layernorm, layer.self_attn, None),
+            DecoderMLPBranch(layer.post_attention_layernorm, layer.mlp, None))
+
+
+class DecoderSubBlockEncoder(SubBlockEncoder):
+    """Takes the place of `stack.layers`; `stack.forward` becomes `self.stack_forward`."""
+
+    family = "decoder"
+
+    def __init__(self, stack: nn.Module, hidden_state: int = -1):
+        num_layers = len(stack.layers)
+        used = num_layers + 1 + hidden_state  # hidden_states[i] is the output of layer i-1 (0: embeddings)
+        if not 1 <= used <= num_layers:
+            raise InputError(f"hidden state {hidden_state} does not exist in a {num_layers}-layer model")
+        branches, kinds = [], []
+        for layer in list(stack.layers)[:used]:
+            branches += _branches(layer)
+            kinds += [ATTN, FFN]
+        super().__init__(branches, kinds, [count_params(b) for b in branches])
+        self.config = stack.config
+        self.num_layers, self.used_layers, self.hidden_state = num_layers, used, hidden_state
+        object.__setattr__(self, "_stack", stack)  # parent; not a submodule
+        # parameters of the tail the pipeline never reads (layers after the used one, final norm)
+        self.unused_params = sum(count_params(m) for m in list(stack.layers)[used:])
+        if used < num_layers:
+            self.unused_params += count_params(stack.norm)
+            del stack.norm  # never reaches the pipeline: free it
+        stack.layers = self
+        stack.forward = self.stack_forward
+
+    @property
+    def uses_final_norm(self) -> bool:
+        return self.used_layers == self.num_layers
+
+    def prepare(self, input_ids=None, attention_mask=None, inputs_embeds=None, position_ids=None):
+        """Embeddings, rotary embeddings and masks, as the stock stack's forward computes them."""
+        stack = self._stack
+        if inputs_embeds is None:
+            inputs_embeds = stack.embed_tokens(input_ids)  # Gemma's embedding scales by sqrt(hidden) itself
+        if _is_mrope(stack):  # Qwen2.5-VL: 3-D (temporal, height, width) positions; text-only: arange thrice
+            if position_ids is None:  # the same for every row: one row broadcasts (batch-size free ctx)
+                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).view(1, 1, -1)
+                position_ids = position_ids.expand(3, 1, -1)
+            elif position_ids.ndim == 2:
+                position_ids = position_ids[None].expand(3, position_ids.shape[0], -1)
+            text_position_ids = None
+            if position_ids.shape[0] == 4:  # packed: text positions first
+                text_position_ids, position_ids = position_ids[0], position_ids[1:]
+        else:
+            if position_ids is None:
+                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0)
+            text_position_ids = position_ids
+        kw = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                  past_key_values=None, position_ids=text_position_ids)
+        masks = {FULL: create_causal_mask(**kw)}
+        if SLIDING in (getattr(self.config, "layer_types", None) or []):
+            masks[SLIDING] = create_sliding_window_causal_mask(**kw)
+        rope = stack.rotary_emb(inputs_embeds[:1] if position_ids.shape[-2] == 1 else inputs_embeds, position_ids)
+        return inputs_embeds, {"masks": masks, "rope": rope, "position_ids": text_position_ids}
+
+    def finish(self, h, ctx):
+        return self._stack.norm(h) if self.uses_final_norm else h
+
+    def stack_forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                      inputs_embeds=None, use_cache=None, output_hidden_states=None, return_dict=None, **kwargs):
+        """The stack's forward: same arguments, same outputs, no KV cache (an encoder needs none)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("You must specify exactly one of input_ids or inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
+        h, ctx = self.prepare(input_ids, attention_mask, inputs_embeds, position_ids)
+        states = [h]
+        for b in range(self.used_layers):
+            h = self.run(h, ctx, 2 * b, 2 * b + 2)
+            states.append(h)
+        out = self.finish(h, ctx)
+        hidden_states = None
+        if output_hidden_states:
+            if self.uses_final_norm:
+                states[-1] = out  # as transformers ties the last hidden state to the normed output
+            hidden_states = tuple(states) + (None,) * (self.num_layers - self.used_layers)
+        result = BaseModelOutputWithPast(last_hidden_state=out, hidden_states=hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+def _is_mrope(stack: nn.Module) -> bool:
+    return type(stack).__name__.startswith("Qwen2_5_VL")
+
+
+def decoder_stack(model: nn.Module) -> nn.Module | None:
+    """The decoder stack (the module holding `layers`, `embed_tokens`, `norm`) of a supported model."""
+    from transformers import Gemma2Model, LlamaModel, Qwen2Model
+
+    stacks = (Gemma2Model, LlamaModel, Qwen2Model)
+    try:
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel, Qwen2_5_VLTextModel
+    except ImportError:  # pragma: no cover - older transformers
+        return model if isinstance(model, stacks) else None
+    if isinstance(model, Qwen2_5_VLForConditionalGeneration):
+        model = model.model
+    if isinstance(model, Qwen2_5_VLModel):
+        model = model.language_model
+    return model if isinstance(model, (*stacks, Qwen2_5_VLTextModel)) else None
+
+
+def to_decoder_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> DecoderSubBlockEncoder | None:
+    """Put a decoder-only model into sub-block form (None if it is not one). `hidden_state` is the
+    index of the hidden state the pipeline reads (default: the config's record of it, else -1)."""
+    stack = decoder_stack(model)
+    if stack is None:
+        return None
+    if isinstance(stack.layers, DecoderSubBlockEncoder):
+        if hidden_state is not None and hidden_state != stack.layers.hidden_state:
+            raise InputError(f"this encoder's view reads hidden state {stack.layers.hidden_state}, not {hidden_state}")
+        return stack.layers
+    if hidden_state is None:
+        hidden_state = int(getattr(model.config, HIDDEN_STATE_KEY, -1))
+    enc = DecoderSubBlockEncoder(stack, hidden_state)
+    if hidden_state != -1:  # saved with the config, so a pruned encoder loads back with the same view
+        setattr(model.config, HIDDEN_STATE_KEY, hidden_state)
+    return enc
+
+
+def find_decoder_sub_blocks(model: nn.Module) -> DecoderSubBlockEncoder | None:
+    stack = decoder_stack(model)
+    return stack.layers if stack is not None and isinstance(stack.layers, DecoderSubBlockEncoder) else None
+
+
+def tower(model: nn.Module) -> nn.Module:
+    """The part of `model` a plan prunes and sparsity counts: the language tower of a vision-language model."""
+    stack = decoder_stack(model)
+    return stack if stack is not None and stack is not model and _is_mrope(stack) else model

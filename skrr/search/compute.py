@@ -1,0 +1,137 @@
+"""The forward pass the search scores (prepare -> sub-blocks -> finish -> projection), the dtype it
+computes in, and how far two correct computations of D may differ in that dtype.
+
+The search computes in float32 by default, whatever the weights are stored in: D's differences
+between candidates can fall below bf16's resolution, and a plan is a decision made once.
+
+A CPU without native bf16 runs a bf16 matmul several times slower than fp32 (this project's
+2-core machine: 5.6x on a 4096x4096 Linear over 512 rows). There the search computes in fp32
+without an fp32 copy of the encoder (T5-XXL would need 19 GB): weights stay as stored, and each
+sub-block runs with fp32 copies of its own weights, made for the call and dropped after it.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+
+import torch
+from torch import nn
+
+from skrr.encoders.view import find_sub_block_encoder, to_sub_blocks
+from skrr.errors import InputError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CHOICES = (*DTYPES, "auto")
+DEFAULT = "float32"
+SLOW = 1.5  # `auto` computes in fp32 where the model's dtype is this many times slower
+
+# The exactness contract: two correct evaluations of D in this compute dtype (the prefix-cached and
+# the reference evaluator, another batch shape, another CPU's or GPU's kernels) agree within this
+# relative tolerance. A search decision whose relative margin is below it is a near-tie that another
+# machine could decide the other way. Measured with benchmarks/search.py (docs/exactness.md): float32
+# prefix-cached vs reference up to 1.1e-7 (T5-XXL width), AVX2 vs AVX-512/AMX kernels up to 1.0e-6.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+@functools.cache
+def cpu_slowdown(dtype: torch.dtype) -> float:
+    """How many times longer a matmul takes in `dtype` than in fp32 on this CPU (a timed probe of
+    a few milliseconds, best of 5, cached for the process)."""
+    a, b = torch.randn(256, 512), torch.randn(512, 512)
+
+    def best(x, y):
+        x @ y  # warm-up
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(a.to(dtype), b.to(dtype)) / best(a, b)
+
+
+def choose_compute_dtype(name: str, model_dtype: torch.dtype, device) -> tuple[torch.dtype, str | None]:
+    """The dtype the search computes in, and a line for the log when it is not the model's.
+    `auto` (opt-in, for speed): the model's dtype unless this CPU lacks native support for it."""
+    if name not in CHOICES:
+        raise InputError(f"unknown compute_dtype {name!r}; choose from {CHOICES}")
+    if name != "auto":
+        dtype = DTYPES[name]
+        return dtype, None if dtype == model_dtype else f"the search computes in {name} (method.compute_dtype)"
+    if model_dtype == torch.float32 or torch.device(device).type != "cpu":
+        return model_dtype, None
+    slow = cpu_slowdown(model_dtype)
+    if slow < SLOW:
+        return model_dtype, None
+    name = str(model_dtype).removeprefix("torch.")
+    return torch.float32, (f"this CPU runs {name} matmuls {slow:.1f}x slower than float32 (no native {name}): "
+                           f"the search computes in float32, weights stay in {name} (method.compute_dtype overrides)")
+
+
+@contextlib.contextmanager
+def weights_in(dtype: torch.dtype, *modules: nn.Module):
+    """Run `modules` with their floating parameters cast to `dtype`; the stored weights are untouched
+    (the copies exist only inside the block)."""
+    swapped = []
+    for module in modules:
+        for m in module.modules():
+            for name, p in m._parameters.items():
+                if p is not None and p.is_floating_point() and p.dtype != dtype:
+                    swapped.append((m, name, p))
+                    m._parameters[name] = p.detach().to(dtype)
+    try:
+        yield
+    finally:
+        for m, name, p in reversed(swapped):
+            m._parameters[name] = p
+
+
+class Forward:
+    """f = proj(E(c)) (or E(c)) of a sub-block encoder under a schedule, computed in `dtype`
+    (default: the model's own). The calibration targets and D both go through it."""
+
+    def __init__(self, text_side, projection: bool = True, dtype: torch.dtype | None = None):
+        self.enc = find_sub_block_encoder(text_side.encoder) or to_sub_blocks(text_side.encoder)
+        self.projection = text_side.projection if projection else None
+        model_dtype = next(self.enc.parameters()).dtype
+        self.dtype = dtype or model_dtype
+        self.upcast = self.dtype != model_dtype
+
+    def prepare(self, input_ids, attention_mask=None):
+        h, ctx = self.enc.prepare(input_ids=input_ids, attention_mask=attention_mask)
+        if self.upcast:  # embeddings and position bias as stored, then widened (exact)
+            cast = lambda x: x.to(self.dtype) if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
+            h, ctx = cast(h), {k: cast(v) for k, v in ctx.items()}
+        return h, ctx
+
+    def sub_block(self, src: int, h, ctx):
+        branch = self.enc.branches[str(src)]
+        if not self.upcast:
+            return branch(h, ctx)
+        with weights_in(self.dtype, branch):
+            return branch(h, ctx)
+
+    def run(self, h, ctx, schedule, start: int = 0, stop: int | None = None):
+        for src in schedule[start:stop]:
+            if src is not None:
+                h = self.sub_block(src, h, ctx)
+        return h
+
+    def features(self, h, ctx) -> torch.Tensor:
+        """The encoder's output (final norm, projection) for final hidden states h, in fp32."""
+        with weights_in(self.dtype, *self._finish_modules()) if self.upcast else contextlib.nullcontext():
+            f = self.enc.finish(h, ctx)
+            if self.projection is not None:
+                f = self.projection(f.to(self.dtype if self.upcast else next(self.projection.parameters()).dtype))
+        return f.float()
+
+    def _finish_modules(self):
+        text_model = getattr(self.enc, "_text_model", None)  # CLIP keeps its final norm on the text model
+        norm = text_model.final_layer_norm if text_model is not None else self.enc.final_layer_norm
+        return [norm] + ([self.projection] if self.projection is not None else [])
+
+    def __call__(self, input_ids, attention_mask=None, schedule=None) -> torch.Tensor:
+        h, ctx = self.prepare(input_ids, attention_mask)
+        return self.features(self.run(h, ctx, self.enc.schedule if schedule is None else schedule), ctx)
