@@ -16,25 +16,16 @@ import argparse
 import inspect
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from skrr.errors import InputError
+from skrr.eval.sampler import SamplerConfig
 
 METADATA = "metadata.jsonl"
-
-
-@dataclass
-class SamplerConfig:
-    height: int = 512
-    width: int = 512
-    num_inference_steps: int = 20
-    guidance_scale: float | None = None  # None: the pipeline's own default (the paper's protocol)
-    base_seed: int = 0
-    batch_size: int = 4
 
 
 def image_name(index: int) -> str:

@@ -1,15 +1,26 @@
 """The sampler settings a run generates with. A model may name its own defaults (`model.sampler`:
 Sana, Lumina 2 and Qwen-Image were trained at 1024x1024 with their own steps and guidance);
 `eval.sampler` overrides them key by key, and a key it leaves null takes the model's value, else
-skrr.eval.generate.SamplerConfig's (guidance_scale null: the pipeline's own default). Every value is
-range-checked before anything loads."""
+SamplerConfig's (guidance_scale null: the pipeline's own default). Every value is range-checked
+before anything loads (this module imports no torch)."""
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 
 from skrr.config.ranges import AT_LEAST_ONE, WHOLE, Range
 from skrr.errors import InputError
-from skrr.eval.generate import SamplerConfig
+
+
+@dataclass
+class SamplerConfig:
+    """How skrr.eval.generate samples each image."""
+    height: int = 512
+    width: int = 512
+    num_inference_steps: int = 20
+    guidance_scale: float | None = None  # None: the pipeline's own default (the paper's protocol)
+    base_seed: int = 0
+    batch_size: int = 4
+
 
 MODEL_KEYS = ("height", "width", "num_inference_steps", "guidance_scale")  # what a model's defaults may set
 RANGES = {"num_inference_steps": AT_LEAST_ONE, "guidance_scale": Range(0, none=True), "base_seed": WHOLE,

@@ -11,9 +11,6 @@ folder then loads with `AutoModel.from_pretrained(folder)` without `trust_remote
 """
 import logging
 from importlib import import_module
-from importlib.metadata import version
-
-__version__ = version("skrr")  # one version: pyproject.toml's
 
 # Importing torchao (the quantize option's library; diffusers imports it whenever it is installed)
 # prints torch's deprecation of its pytree registrations, and diffusers 0.42.1 warns that the
@@ -35,6 +32,11 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # one version, pyproject.toml's; importlib.metadata costs 0.2 s, so read on first use
+        from importlib.metadata import version
+
+        globals()[name] = version("skrr")
+        return globals()[name]
     if name not in _API:
         raise AttributeError(f"module 'skrr' has no attribute {name!r}")
     value = getattr(import_module(_API[name]), name)

@@ -8,7 +8,7 @@ interchangeable downstream:
 
 Dense and Skrr live here, the saved-order `Preset` in skrr/presets.py; the baselines' classes
 (ShortGPT, LaCo, FinerCut) live in their own package and plug in the same way: the core names none
-of them.
+of them. Building a method (its settings checked) imports no torch: the search is imported by `run`.
 """
 from __future__ import annotations
 
@@ -19,13 +19,11 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from skrr.config.build import build, settings
+from skrr.config.choices import COMPUTE_DTYPES, METRICS
 from skrr.config.files import group_option
 from skrr.config.ranges import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 from skrr.errors import ConfigError
 from skrr.plan import Plan, make_schedule
-from skrr.search import distributed
-from skrr.search.compute import CHOICES as COMPUTE_DTYPES
-from skrr.search.discrepancy import METRICS
 
 
 def sparsity_targets(value, key: str = "sparsity") -> list[float]:
@@ -48,6 +46,8 @@ class Method:
 
     RANGES: ClassVar[dict[str, Range]] = {}
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    # False: the method removes nothing (Dense), so it needs no calibration and its plan depends on none
+    prunes: ClassVar[bool] = True
     # How the calibration targets are computed. Where a method has these settings they are fields
     # (Measured); a method without them (dense, a plug-in) calibrates as Skrr does by default.
     projection: ClassVar[bool] = True
@@ -93,6 +93,7 @@ class Measured(Method):
 @dataclass(kw_only=True)
 class Dense(Method):
     """No pruning: the reference every method is compared with (one plan per target, all empty)."""
+    prunes: ClassVar[bool] = False
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
         return [ctx.plan([], self, target=t) for t in targets]
@@ -129,6 +130,7 @@ class Skrr(Searched):
             raise ConfigError("depth", f"must be auto or a whole number >= 1, got {self.depth!r}")
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
+        from skrr.search import distributed  # the search: torch, loaded once a run starts
         from skrr.search.skip_reuse import beam_search, near_ties, per_target, prefix_for, reuse_phase
 
         disc = self.discrepancy(ctx)

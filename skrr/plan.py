@@ -10,10 +10,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from skrr.encoders.view import SubBlock
 from skrr.errors import InputError, MissingFile
 from skrr.hub.atomic import atomic_path
+
+if TYPE_CHECKING:  # a plan is read and checked before torch loads (the console scripts' checks)
+    from skrr.encoders.view import SubBlock
 
 FORMAT = "skrr-plan/1"
 # Keys that name a checkpoint rather than the architecture; excluded from the config hash.

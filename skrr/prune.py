@@ -12,15 +12,16 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from skrr.config.choices import DEFAULT_COMPUTE_DTYPE as COMPUTE_DEFAULT
 from skrr.encoders.view import SubBlock, to_sub_blocks, total_params
 from skrr.methods import Method, as_method
-from skrr.models import TextSide, load_text_side, model_config
+from skrr.models import model_config
+from skrr.models.load import TextSide, load_text_side
 from skrr.plan import Plan, config_hash, sparsity
 from skrr.prompts.real import calibration_record, check_prompts_fit_model
 from skrr.prompts.sources import as_source
 from skrr.search import distributed
 from skrr.search.calibration import Calibration, build_calibration
-from skrr.search.compute import DEFAULT as COMPUTE_DEFAULT
 from skrr.search.compute import choose_compute_dtype
 from skrr.search.discrepancy import Discrepancy
 from skrr.search.prefix_cache import PrefixCachedDiscrepancy

@@ -4,6 +4,7 @@ name its config used (so a store written then is reused)."""
 import pytest
 from hydra.utils import get_class
 
+import skrr.methods
 from skrr.config.build import with_current_targets
 from skrr.config.legacy import current_name, key_name, key_names
 from skrr.experiments.runner.stages import Plans, digest
@@ -39,7 +40,8 @@ def test_old_and_new_names_give_one_cache_key():
     assert key_names(new) == old
     assert digest("plan", old) == digest("plan", new)
     method = {"name": "skrr", "beam_width": 3}
-    assert Plans(old, method, {}, (0.3,)).key == Plans(new, method, {}, (0.3,)).key
+    built = skrr.methods.load("skrr", beam_width=3)
+    assert Plans(old, built, method, {}, (0.3,)).key == Plans(new, built, method, {}, (0.3,)).key
     assert digest("plan", old) != digest("plan", {**old, "name": "other"})  # the key still sees the rest
 
 

@@ -1,16 +1,18 @@
-"""What every skrr Hydra app shares: where the configs are, one-line errors for bad input, and a
-one-line account of an interrupt (Ctrl-C, SIGTERM) instead of a traceback. Only the project's own
-input errors (skrr.errors.InputError) are shortened: any other exception is a bug and keeps its traceback."""
+"""What every skrr Hydra app shares: where the configs are, one-line errors for bad input (Hydra's own
+refusals of the command line included, `check_command_line`), and a one-line account of an interrupt
+(Ctrl-C, SIGTERM) instead of a traceback. Only the project's own input errors (skrr.errors.InputError)
+are shortened: any other exception is a bug and keeps its traceback. Nothing here imports torch."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf.errors import MissingMandatoryValue
 
 # skrr/conf (skrr.models.CONF_DIR), found without importing skrr (and torch) before the arguments are checked
@@ -61,3 +63,84 @@ def fail_fast(on_interrupt: str = RESUMES):
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--info", "-i")
+
+
+def check_command_line(config_name: str, argv: list[str]) -> None:
+    """Refuse, in one line with exit status 2, what Hydra would refuse in several with status 1: a
+    `group=option` naming no conf/<group>/<option>.yaml, and a key the composed config lacks
+    (`method.beam_widht=3`). Each swept value (`-m method=a,b`) is composed once."""
+    if any(arg.split("=")[0] in CONFIG_FLAGS for arg in argv):
+        return  # another config: Hydra reports on it
+    overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
+    values = {arg: sweep_values(arg) for arg in overrides}
+    for arg, options in values.items():
+        key, _, _ = arg.lstrip("+~").partition("=")
+        group = Path(CONF_DIR) / key
+        if group.is_dir() and "." not in key:
+            known = sorted(p.stem for p in group.glob("*.yaml"))
+            unknown = [v for v in options if v not in known and v != "null"]
+            if unknown:
+                refuse(f"unknown {key} {unknown[0]!r}; choose from {', '.join(known)}")
+    first = [arg.partition("=")[0] + "=" + opts[0] if len(opts) > 1 else arg for arg, opts in values.items()]
+    variants = [first] + [[*first[:i], arg.partition("=")[0] + "=" + v, *first[i + 1:]]
+                          for i, (arg, opts) in enumerate(values.items()) for v in opts[1:]]
+    from hydra import compose, initialize_config_dir
+
+    for variant in variants:
+        try:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+                compose(config_name, overrides=variant)
+        except MissingConfigException as e:  # e.g. an option of a group inside a group
+            refuse(str(e).splitlines()[0])
+        except ConfigCompositionException as e:
+            key = getattr(e.__cause__, "full_key", None)
+            if not key:
+                return  # not a key of ours: Hydra reports it in full
+            refuse(f"{key} is not a key of the config{did_you_mean(config_name, variant, key)}; "
+                   f"a new key is added with a +: +{key}=...")
+
+
+def sweep_values(arg: str) -> list[str]:
+    """The values of one override: a comma sweep's (outside brackets and quotes), else the one value;
+    Hydra's sweep functions (choice, range, glob) are left to Hydra (no value checked)."""
+    value = arg.partition("=")[2]
+    if "(" in value:
+        return [value]
+    out, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(value):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append(value[start:i])
+            start = i + 1
+    return out + [value[start:]] if out else [value]
+
+
+def did_you_mean(config_name: str, variant: list[str], key: str) -> str:
+    """` (did you mean X?)` from the keys beside the mistyped one, composed without it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    rest = [arg for arg in variant if arg.lstrip("+~").partition("=")[0] != key]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            node = OmegaConf.select(compose(config_name, overrides=rest), parent) if parent else None
+    except Exception:  # noqa: BLE001 - only a hint: without it the line still names the key
+        return ""
+    close = difflib.get_close_matches(name, list(node or []), n=1)
+    return f" (did you mean {parent}.{close[0]}?)" if close else ""
+
+
+def refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

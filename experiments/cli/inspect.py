@@ -11,14 +11,13 @@ writes nothing but the calibration targets' cache (as skrr-prune does).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from skrr.errors import InputError, UnknownName
-from skrr.experiments.cli.app import CONF_DIR, fail_fast
+from skrr.experiments.cli.app import CONF_DIR, check_command_line, fail_fast
 
 
 def pipeline_components(cfg: DictConfig) -> dict:
@@ -151,12 +150,7 @@ def _app(cfg: DictConfig) -> None:
 def main() -> None:
     # An unknown model is a Hydra composition error (a multi-line message): name the fix in one
     # line, before torch is even imported (skrr is imported lazily above for the same reason).
-    models = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
-    for arg in sys.argv[1:]:
-        key, _, value = arg.partition("=")
-        if key.lstrip("+") == "model" and value and value not in models:
-            print(f"error: unknown model {value!r}; choose from {models}", file=sys.stderr)
-            sys.exit(2)
+    check_command_line("inspect", sys.argv[1:])
     _app()
 
 

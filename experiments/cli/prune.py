@@ -1,7 +1,10 @@
 """skrr-prune: `skrr-prune model=pixart_sigma method=skrr method.sparsity=0.4 method.beam_width=3`.
 
 Writes plan.json (plan_<sparsity>.json for several targets) into the run directory, logs D
-per depth, and prints the achieved sparsity. `-m` sweeps work (calibration targets are cached).
+per depth, and prints the achieved sparsity and where the plans are. The newest run of a model and
+method is also reachable as `<paths.root>/prune/<model>/<method>/latest/` (a relative link), the
+path the next command takes: `skrr-inspect model=tiny_pixart plan=runs/prune/tiny_pixart/skrr/latest/plan.json`.
+`-m` sweeps work (calibration targets are cached).
 
 Data-parallel (docs/cluster.md): `torchrun --nproc_per_node N -m skrr.experiments.cli.prune ...` or
 `srun -n N python -m skrr.experiments.cli.prune ...` shares the calibration batches out across N ranks
@@ -10,6 +13,7 @@ Data-parallel (docs/cluster.md): `torchrun --nproc_per_node N -m skrr.experiment
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,13 +21,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from skrr.experiments.cli.app import CONF_DIR, fail_fast
-from skrr.experiments.runner.checks import check_config
+from skrr.experiments.cli.app import CONF_DIR, check_command_line, fail_fast
+from skrr.experiments.runner.checks import check_parts
+from skrr.methods import Method
 from skrr.models import check_device
 from skrr.prompts.real import check_prompts_fit_model
 from skrr.prompts.sources import as_source
-from skrr.prune import prune
-from skrr.search import distributed
+from skrr.search.ranks import env_world
 
 log = logging.getLogger("skrr-prune")
 
@@ -63,19 +67,48 @@ def write_plans(plans, out_dir: Path, save_encoder: bool, model_name: str, devic
     return paths
 
 
-def run(cfg: DictConfig) -> None:
-    check_config(cfg)
+def link_latest(out_dir: Path, link: Path) -> Path:
+    """Point `link` at `out_dir` (relative, so a moved or mounted runs/ keeps it), replacing an older
+    link atomically: a reader never sees it missing."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(out_dir.resolve(), link.parent.resolve()), target_is_directory=True)
+    os.replace(tmp, link)
+    return link
+
+
+def check(cfg: DictConfig) -> Method:
+    """Every check of the input, before torch is imported; returns the method, built once."""
+    method = check_parts(cfg).method
     check_device(cfg.device)
-    if cfg.method.name != "dense":
+    if method.prunes:  # a method that removes nothing needs no calibration
         check_prompts_fit_model(cfg.calibration, cfg.model)
         as_source(cfg.calibration).check()
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    return method
+
+
+def search(cfg: DictConfig, method: Method) -> tuple[list, str]:
+    """The plans and the device this rank computed on, found by every rank of a torchrun/srun group (one process without one). The
+    search's libraries (torch, transformers, diffusers) load here, once the input is checked."""
+    from skrr.prune import prune
+    from skrr.search import distributed
+
     device = distributed.init_from_env(cfg.device, float(cfg.distributed_timeout_s))
     try:
-        plans = prune(cfg.model, cfg.method, cfg.calibration, device=device, progress=cfg.progress)
+        return prune(cfg.model, method, cfg.calibration, device=device, progress=cfg.progress), device
+    except distributed.RankLost as e:  # not an input error: another rank died
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     finally:
         distributed.close()
-    if distributed.env_world()[0] != 0:  # every rank holds the same plans; rank 0 writes them
+
+
+def run(cfg: DictConfig) -> None:
+    method = check(cfg)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    plans, device = search(cfg, method)
+    if env_world()[0] != 0:  # every rank holds the same plans; rank 0 writes them
         return
     skip_margins = plans[0].info.get("margins", {}).get("skip", [])  # one search serves every target
     for depth, d in enumerate(plans[0].info.get("depth_d", []), 1):
@@ -83,26 +116,25 @@ def run(cfg: DictConfig) -> None:
         log.info("depth %d: D=%.6g%s", depth, d, "".join(f", {k} margin {m[k]:.2e}" for k in ("keep", "lead")
                                                          if m.get(k) is not None))
     paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, device, cfg.save_pipeline)
+    latest = link_latest(out_dir, Path(cfg.paths.root) / "prune" / cfg.model.name / cfg.method.name / "latest")
     for plan, path in zip(plans, paths):
         print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
               f"skip={plan.skip} reuse={plan.reuse} -> {path}")
         if plan.info.get("near_ties"):
             print(f"  near-ties (closer than the {plan.info['margins']['tolerance']:.0e} tolerance; another machine "
                   f"could decide them differently): {'; '.join(plan.info['near_ties'])}")
+    print(f"plan{'s' if len(paths) > 1 else ''}: {' '.join(str(latest / p.name) for p in paths)}")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="prune", version_base=None)
 def _main(cfg: DictConfig) -> None:
     with fail_fast("nothing is resumed: run the same command again (the calibration targets stay cached)"):
-        try:
-            run(cfg)
-        except distributed.RankLost as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+        run(cfg)
 
 
 def main() -> None:
-    if distributed.env_world()[0] != 0:  # ranks > 0 write no Hydra files or logs into rank 0's run dir
+    check_command_line("prune", sys.argv[1:])
+    if env_world()[0] != 0:  # ranks > 0 write no Hydra files or logs into rank 0's run dir
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     _main()
 

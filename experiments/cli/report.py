@@ -1,4 +1,5 @@
-"""skrr-report: paper tables (Markdown + LaTeX) and plots (PNG) from a results store."""
+"""skrr-report: paper tables (Markdown + LaTeX) and plots (PNG) from a results store. Its arguments are
+checked before the report's libraries (numpy, torch) load."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,6 @@ import sys
 from pathlib import Path
 
 from skrr.errors import InputError
-from skrr.experiments.report.tables import report
 
 
 def main(argv=None):
@@ -23,6 +23,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.grid_prompts < 1:
         parser.error(f"--grid-prompts must be >= 1, got {args.grid_prompts}")
+    if not Path(args.results).is_file():
+        print(f"error: no results file at {args.results}; run a sweep first (skrr-run -m experiment=...)", file=sys.stderr)
+        sys.exit(2)
+    from skrr.experiments.report.tables import report  # the report's libraries, once the arguments are checked
+
     wandb = None
     if args.wandb:
         root = Path(args.results).parent.parent

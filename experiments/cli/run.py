@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import resource
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from skrr.eval.prompts import texts_of
-from skrr.experiments.cli.app import CONF_DIR, fail_fast
+from skrr.experiments.cli.app import CONF_DIR, check_command_line, fail_fast
 from skrr.experiments.runner.job import Job
 from skrr.experiments.runner.results import append_result, results_path
 from skrr.experiments.runner.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, digest, plain, plan_identity
@@ -102,7 +103,7 @@ class JobPlans:
 
 
 def make_plans(job: Job) -> JobPlans:
-    plans = Plans(job.model, job.method, job.calibration, job.targets)
+    plans = Plans(job.model, job.method, job.method_config, job.calibration, job.targets)
     record = plans.run(job.store, job.prune_device, job.progress)
     files = Plans.files(job.store, plans.key, record)
     d = PlanD(job.model, job.calibration, plans.key).run(job.store, files, job.prune_device) \
@@ -193,7 +194,7 @@ def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, i
              for name, rec in scores.items() if rec["output"].get("items")}
     metric_keys = {name: rec["key"] for name, rec in scores.items()}
     row = {"run_key": digest("run", plans.key, target, images.images.key, metric_keys), "experiment": job.experiment,
-           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": job.method["name"], "model": job.model["name"],
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": job.method.name, "model": job.model["name"],
            "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
            **({"seed_offset": job.seed_offset} if job.seed_offset else {}),
            "plan": plan_summary(plan, plan_dir), "sampler": job.sampler,
@@ -208,7 +209,7 @@ def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, i
         row["artifacts"]["encoder"] = str(save_encoder(job.model, plan, plan_dir, row, job.store.root))
     if append_result(results_path(job.store.root, job.experiment), row):  # results first, then W&B
         log_row(job.logger, row, job.sets.get("text"))
-    print(f"{job.model['name']} {job.method['name']} target {target:.2%}: sparsity {row['sparsity']:.2%} "
+    print(f"{job.model['name']} {job.method.name} target {target:.2%}: sparsity {row['sparsity']:.2%} "
           f"{_brief(values)} (ran: {', '.join(row['ran']) or 'nothing, all cached'})")
     return row
 
@@ -251,9 +252,14 @@ def experiment_name() -> str:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="run", version_base=None)
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with fail_fast():
         run_job(cfg, experiment_name())
+
+
+def main() -> None:
+    check_command_line("run", sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

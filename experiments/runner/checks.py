@@ -6,8 +6,9 @@ eval.sampler; the rest are here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from skrr.config.ranges import (
     AT_LEAST_ONE,
@@ -20,7 +21,9 @@ from skrr.config.ranges import (
     check_ranges,
 )
 from skrr.eval import sampler as sampling
-from skrr.models import pixel_multiple
+from skrr.methods import Method, as_method, sparsity_targets
+from skrr.models import Model, build_model, pixel_multiple
+from skrr.prompts.sources import as_source
 
 MODEL_RANGES = {"max_length": AT_LEAST_ONE, "hidden_state": WHOLE}  # hidden_state: a layer index, -1 = last
 PROMPT_RANGES = {"coco_num": OPTIONAL_COUNT, "coco_seed": WHOLE, "geneval_images_per_prompt": AT_LEAST_ONE,
@@ -60,23 +63,38 @@ def check_model_sampler(model: DictConfig) -> None:
     sampling.check(model.get("sampler") or {}, multiple, pipeline, "model.sampler", allowed=sampling.MODEL_KEYS)
 
 
-def check_config(cfg: DictConfig) -> DictConfig:
-    """Every range check of a composed skrr-run or skrr-prune config; pure (reads no file, loads
-    nothing). Returns cfg, with eval.sampler resolved where it has one (`with_sampler`)."""
-    from skrr.methods import as_method, sparsity_targets
-    from skrr.models import build_model
-    from skrr.prompts.sources import as_source
+@dataclass(frozen=True)
+class Checked:
+    """A composed config's parts, each built once (its constructor checked it), passed on from here."""
+    cfg: DictConfig  # eval.sampler resolved where it has one (`with_sampler`)
+    model: Model
+    method: Method
 
-    build_model(cfg.model)  # an unknown or missing model key, named model.<key>
-    as_method(cfg.method)  # its constructor checks every setting
+
+def check_parts(cfg: DictConfig, targets: list[float] | None = None) -> Checked:
+    """Every range check of a composed skrr-run or skrr-prune config, building the model and the
+    method once (with `targets` as its sparsity: skrr-run's effective list); pure (reads no file,
+    loads nothing, imports no torch)."""
+    model = build_model(cfg.model)  # an unknown or missing model key, named model.<key>
     if cfg.get("sparsity") is not None:  # skrr-run's sweep list, over method.sparsity
         sparsity_targets(cfg.sparsity, "sparsity")
+    if targets is None:
+        method_cfg = cfg.method
+    else:  # built once with the effective targets; its own sparsity is still checked (a sweep's jobs fail alike)
+        sparsity_targets(cfg.method.get("sparsity"), "method.sparsity")
+        method_cfg = {**OmegaConf.to_container(cfg.method, resolve=True), "sparsity": list(targets)}
+    method = as_method(method_cfg)  # its constructor checks every setting
     if "calibration" in cfg:  # checked for dense too: one bad number fails every job of a sweep alike
         as_source(cfg.calibration, missing_ok=True)  # its constructor checks every number (a path comes later)
     if "eval" in cfg:
         cfg = with_sampler(cfg)
     check_numbers(cfg)
-    return cfg
+    return Checked(cfg, model, method)
+
+
+def check_config(cfg: DictConfig) -> DictConfig:
+    """`check_parts`' config: cfg, with eval.sampler resolved where it has one."""
+    return check_parts(cfg).cfg
 
 
 def check_numbers(cfg: DictConfig) -> None:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from skrr.config.legacy import key_names
 from skrr.eval.prompts import texts_of
 from skrr.experiments.runner.results import file_lock
+from skrr.methods import Method
 from skrr.plan import Plan, plan_file_name, write_json_atomic
 
 DONE = "stage.json"
@@ -200,35 +201,36 @@ def plan_identity(plan: Plan, plan_dir: Path | None) -> dict:
 class Plans:
     """Prune once for every target: one plan file per target (+ LaCo's changed weights)."""
     model: dict
-    method: dict
+    method: Method  # built once by the job, with `targets` as its sparsity: what the search runs
+    method_config: dict  # as composed: what the key hashes
     calibration: dict
     targets: tuple[float, ...]
 
     @property
     def settings(self) -> dict:
-        """The method's settings (what plans record)."""
-        return settings_of(self.method)
+        """The method's settings as composed (what a dense plan records)."""
+        return settings_of(self.method_config)
 
     @property
     def key(self) -> str:
         method = {**self.settings, "sparsity": sorted(self.targets)}
         # quantization comes after pruning: plans for a quantized run are the unquantized run's
         model = {k: v for k, v in self.model.items() if k not in ("quantize", "quantize_backend")}
-        # dense needs no calibration: its plan must not depend on one
-        return digest("plan", model, method, None if method["name"] == "dense" else settings_of(self.calibration))
+        # a method that prunes nothing needs no calibration: its plan must not depend on one
+        return digest("plan", model, method, settings_of(self.calibration) if self.method.prunes else None)
 
     def run(self, store: Store, device: str, progress: bool) -> dict:
-        inputs = {"model": self.model, "method": self.method, "calibration": self.calibration, "targets": self.targets}
+        inputs = {"model": self.model, "method": self.method_config, "calibration": self.calibration,
+                  "targets": self.targets}
         return store.run("plans", self.key, partial(self.make, device=device, progress=progress), inputs)
 
     def make(self, out: Path, device: str, progress: bool) -> dict:
-        if self.method["name"] == "dense":
+        if not self.method.prunes:  # nothing to search: no model or calibration loads
             plans = [Plan(skip=[], method=self.settings, sparsity=0.0, info={"target": 0.0})]
         else:
             from skrr.prune import prune
 
-            method = OmegaConf.create({**self.method, "sparsity": list(self.targets)})
-            plans = prune(OmegaConf.create(self.model), method, OmegaConf.create(self.calibration), device=device,
+            plans = prune(OmegaConf.create(self.model), self.method, OmegaConf.create(self.calibration), device=device,
                           progress=progress)
         files = {}
         for plan in plans:

@@ -2,15 +2,14 @@
 random weights (fixed seed) and a tokenizer trained in-process. Built once, saved with
 `save_pretrained`, and from then on loaded with `from_pretrained` like the real models. A model
 config reaches them through its pipeline adapter, `{_target_: skrr.models.tiny.TinyPipeline, twin: ...}`:
-the model registry itself knows nothing of them."""
+the model registry itself knows nothing of them. Like the builders' libraries, torch is imported when a
+twin or its corpus is made, not when a config naming `TinyPipeline` is checked."""
 from __future__ import annotations
 
 import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from skrr.errors import ConfigError, UnknownName
 from skrr.hub.atomic import atomic_path
@@ -28,6 +27,8 @@ _WORDS = ("a an the of on in with and at by near under over photo painting pictu
 
 
 def _corpus(n: int = 400, seed: int = 0) -> list[str]:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     return [" ".join(_WORDS[int(i)] for i in torch.randint(len(_WORDS), (int(torch.randint(3, 20, (1,), generator=g)),),
                                                             generator=g)) for _ in range(n)]
@@ -41,7 +42,8 @@ def t5_tokenizer(max_length: int = 512):
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+                                      show_progress=False)  # its bar leaves blank lines on a command's stdout
     tok.train_from_iterator(_corpus(), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", tok.token_to_id("</s>"))])
@@ -60,7 +62,7 @@ def clip_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|startoftext|>", "<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_corpus(), trainer=trainer)
     bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
     tok.post_processor = processors.TemplateProcessing(single="<|startoftext|> $A <|endoftext|>",
@@ -282,6 +284,8 @@ def tiny_pipeline_dir(name: str, root: str | os.PathLike | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses (xdist workers, torchrun ranks) build once
         if (target / "model_index.json").is_file():
             return target
+        import torch
+
         with torch.random.fork_rng():
             torch.manual_seed(0)
             pipe = BUILDERS[name]()

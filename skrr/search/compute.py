@@ -18,12 +18,12 @@ import time
 import torch
 from torch import nn
 
+from skrr.config.choices import COMPUTE_DTYPES as CHOICES
+from skrr.config.choices import DTYPES as DTYPE_NAMES
 from skrr.encoders.view import find_sub_block_encoder, to_sub_blocks
 from skrr.errors import InputError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHOICES = (*DTYPES, "auto")
-DEFAULT = "float32"
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 SLOW = 1.5  # `auto` computes in fp32 where the model's dtype is this many times slower
 
 # The exactness contract: two correct evaluations of D in this compute dtype (the prefix-cached and

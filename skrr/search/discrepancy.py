@@ -14,13 +14,13 @@ import time
 
 import torch
 
+from skrr.config.choices import METRICS
 from skrr.errors import InputError
 from skrr.search import distributed
 from skrr.search.calibration import Calibration, encoder_batches
 from skrr.search.compute import TOLERANCE, Forward
 from skrr.search.finite import check_finite
 
-METRICS = ("mse", "cosine")
 D_LIKELY = ("method.compute_dtype (float16/bfloat16 overflow: try float32), NaN/inf in the encoder's weights, "
             "or no calibration tokens (method.batch_size, calibration.size)")
 

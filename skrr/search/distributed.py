@@ -19,20 +19,13 @@ import subprocess
 import torch
 import torch.distributed as dist
 
+from skrr.search.ranks import env_world
+
 DEFAULT_TIMEOUT_S = 600.0  # a collective waits at most this long for a missing rank
 
 
 class RankLost(RuntimeError):
     """Another rank died or stopped answering: the search cannot go on."""
-
-
-def env_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's or srun's environment; (0, 1, 0) otherwise."""
-    if "WORLD_SIZE" in os.environ:
-        return int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
 
 
 def _slurm_master() -> None:

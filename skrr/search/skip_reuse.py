@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from skrr.encoders.view import SubBlock
-from skrr.errors import InputError
 from skrr.plan import make_schedule, sparsity
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,8 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
                 target: float | None = None, progress: bool = True) -> SearchResult:
     """Search until `depth`, or (depth None) until the best beam reaches sparsity `target`.
     `disc` is a `Discrepancy` (or anything with its `evaluate(parent, variants, tick)`). With
-    `progress`, logs a cost estimate first and shows candidates scored per depth, with an ETA."""
-    if beam_width < 1:
-        raise InputError(f"beam width must be >= 1, got {beam_width}")
+    `progress`, logs a cost estimate first and shows candidates scored per depth, with an ETA.
+    `beam_width` >= 1 is checked once, where the method is built (skrr.methods.Skrr)."""
     n = len(sub_blocks)
     max_depth = min(depth or n, n)
     if progress:
