@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skrr.baselines.common import maybe_reuse
 from skrr.methods import Searched
 from skrr.plan import Plan
-from skrr.search.skip_reuse import beam_search, prefix_for
 
 
 @dataclass(kw_only=True)
@@ -20,6 +18,9 @@ class FinerCut(Searched):
     projection, no null term); Skrr's Re-use phase only with `reuse: true`."""
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
+        from skrr.baselines.common import maybe_reuse  # the search (torch): loaded when the run starts
+        from skrr.search.skip_reuse import beam_search, prefix_for
+
         disc = self.discrepancy(ctx)
         result = beam_search(disc, ctx.sub_blocks, ctx.total, beam_width=1, target=max(targets), progress=ctx.progress)
         plans = []

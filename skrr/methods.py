@@ -48,6 +48,9 @@ class Method:
     CHOICES: ClassVar[dict[str, tuple]] = {}
     # False: the method removes nothing (Dense), so it needs no calibration and its plan depends on none
     prunes: ClassVar[bool] = True
+    # settings added after plans and stores were written -> their default: left out of both at that
+    # value (`recorded`), so a plan or cache key made before the setting existed stays the same
+    ADDED: ClassVar[dict[str, Any]] = {}
     # How the calibration targets are computed. Where a method has these settings they are fields
     # (Measured); a method without them (dense, a plug-in) calibrates as Skrr does by default.
     projection: ClassVar[bool] = True
@@ -67,7 +70,12 @@ class Method:
 
     def settings(self) -> dict:
         """The settings as plain data: what each plan records and what a plan's cache key hashes."""
-        return settings(self)
+        return self.recorded(settings(self))
+
+    @classmethod
+    def recorded(cls, values: Mapping) -> dict:
+        """`values` (settings by name) as plans and cache keys record them: without ADDED ones at their default."""
+        return {k: v for k, v in values.items() if not (k in cls.ADDED and v == cls.ADDED[k])}
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
         raise NotImplementedError

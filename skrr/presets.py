@@ -122,6 +122,8 @@ class Preset(Measured):
                 raise ConfigError("plan", str(e)) from None
         elif not self.plan:
             raise ConfigError("plan", "must name paper:<model>/<method> or a plan file with an order")
+        elif not Plan.load(self.plan).info.get("order"):  # read now (a small JSON): a bad file fails before any model loads
+            raise ConfigError("plan", f"{self.plan} has no skip order (info.order); a preset needs one")
 
     def run(self, ctx, targets: list[float]) -> list[Plan]:
         base = load_plan(self.plan)

@@ -4,7 +4,7 @@ import torch
 from omegaconf import OmegaConf
 
 from skrr import Plan, apply_plan, load_pruned, save_pruned, to_sub_blocks
-from skrr.baselines import laco, shortgpt
+from skrr.baselines import collapse, influence
 from skrr.errors import ConfigError
 from skrr.experiments.cli.prune import write_plans
 from skrr.methods import as_method
@@ -52,7 +52,7 @@ def test_block_influence_matches_hooks_on_the_original_blocks(tiny_t5, t5_inputs
     attend = mask.bool()
     expected = [1 - torch.nn.functional.cosine_similarity(x.float(), y.float(), dim=-1)[attend].mean().item() for x, y in io]
     enc = to_sub_blocks(tiny_t5)
-    bi = shortgpt.block_influence(enc, {"input_ids": ids, "attention_mask": mask, "attend": attend}, batch_size=1)
+    bi = influence.block_influence(enc, {"input_ids": ids, "attention_mask": mask, "attend": attend}, batch_size=1)
     assert bi == pytest.approx(expected, abs=1e-5)
     assert min(expected) > 1e-3  # random blocks do change the stream
 
@@ -80,17 +80,56 @@ def test_shortgpt_removes_lowest_bi_blocks_until_target(ctx):
         assert sum(ctx.sub_blocks[i].num_params for i in plan.skip[:-2]) / ctx.total < t  # one block fewer misses it
 
 
+def test_reference_bi_is_shortgpts_compute_bi_over_hidden_states(ctx):
+    """`bi: reference` against ShortGPT's own formula (short_hf.py: block_influence + compute_bi)
+    applied to transformers' `output_hidden_states` of the dense encoder, batch by batch."""
+    [plan] = as_method_run(ctx, OmegaConf.create({"name": "shortgpt", "reuse": False, "bi": "reference"}), [0.2])
+    encoder, tokens = fresh_encoder(), ctx.calib.tokens
+    importances = None
+    with torch.no_grad():
+        for s in range(0, tokens["input_ids"].shape[0], 8):  # the method's batch_size
+            hiddens = encoder(input_ids=tokens["input_ids"][s:s + 8], attention_mask=tokens["attention_mask"][s:s + 8],
+                              output_hidden_states=True).hidden_states
+            importances = importances or [0.0] * (len(hiddens) - 1)
+            for i in range(len(hiddens) - 1):
+                d = hiddens[i].shape[-1]
+                x, y = hiddens[i].reshape(-1, d), hiddens[i + 1].reshape(-1, d)
+                sim = (x @ y.T) / (x.norm(dim=-1, keepdim=True) * y.norm(dim=-1, keepdim=True))
+                importances[i] += (1 - sim.diagonal().nan_to_num(nan=0.5)).sum().item()
+    assert plan.info["bi"] == pytest.approx(importances, rel=1e-4)
+    assert plan.method["bi"] == "reference"
+    raw = as_method_run(ctx, OmegaConf.create({"name": "shortgpt", "reuse": False}), [0.2])[0].info["bi"]
+    assert len(raw) == len(importances) and raw != pytest.approx(importances, rel=1e-2)  # another measure
+
+
+def test_bi_default_leaves_plans_and_cache_keys_as_before():
+    from skrr.config.files import group_option
+    from skrr.experiments.runner.stages import Plans, digest, settings_of
+
+    assert "bi" not in as_method({"name": "shortgpt"}).settings()  # the plan a ShortGPT run records
+    config = OmegaConf.to_container(group_option("method", "shortgpt"))
+    before = {k: v for k, v in config.items() if k != "bi"}  # the YAML before `bi` existed
+    model = {"name": "tiny_pixart"}
+    assert Plans(model, as_method(config), config, {}, (0.4,)).key == \
+        digest("plan", model, {**settings_of(before), "sparsity": [0.4]}, {})
+    reference = {**config, "bi": "reference"}
+    assert Plans(model, as_method(reference), reference, {}, (0.4,)).key != digest(
+        "plan", model, {**settings_of(before), "sparsity": [0.4]}, {})
+    with pytest.raises(ConfigError, match="method.bi must be one of raw, reference"):
+        as_method({"name": "shortgpt", "bi": "published"})
+
+
 # --- LaCo ----------------------------------------------------------------------------------
 def test_merge_rules():
     g = torch.Generator().manual_seed(0)
     thetas = [{"w": torch.randn(4, 3, generator=g)} for _ in range(3)]
-    rdsc = laco.merge(thetas, "rdsc")["w"]
+    rdsc = collapse.merge(thetas, "rdsc")["w"]
     assert torch.equal(rdsc, thetas[0]["w"] + ((thetas[1]["w"] - thetas[0]["w"]) + (thetas[2]["w"] - thetas[0]["w"])))
-    assert torch.equal(laco.merge(thetas, "last")["w"], thetas[2]["w"])
+    assert torch.equal(collapse.merge(thetas, "last")["w"], thetas[2]["w"])
 
 
 def test_mergeable_excludes_norms(ctx):
-    names = laco.mergeable(to_sub_blocks(ctx.text_side.encoder), 1)
+    names = collapse.mergeable(to_sub_blocks(ctx.text_side.encoder), 1)
     assert names and not any("norm" in k for k in names)
     assert {k.split(".")[1] for k in names} == {"2", "3"}
 

@@ -208,8 +208,8 @@ class Plans:
 
     @property
     def settings(self) -> dict:
-        """The method's settings as composed (what a dense plan records)."""
-        return settings_of(self.method_config)
+        """The method's settings as composed (what a dense plan records, what the key hashes)."""
+        return self.method.recorded(settings_of(self.method_config))
 
     @property
     def key(self) -> str:
