@@ -60,13 +60,13 @@ def encoder_notes(encoder, view, dense_encoder: int, unused: int) -> list[str]:
 
 
 def report(cfg: DictConfig) -> list[str]:
-    from skrr import apply_plan, to_sub_blocks
-    from skrr.encoders.view import count_params, total_params
-
-    plan = load_plan(cfg.plan)  # fails before any model work
+    plan = load_plan(cfg.plan)  # fails before any model work (and before torch loads)
     other = load_plan(cfg.get("compare"))
     if other is not None and plan is None:
         raise InputError("compare=B needs a plan to compare with: plan=A compare=B")
+    from skrr import apply_plan, to_sub_blocks
+    from skrr.encoders.view import count_params, total_params
+
     components = pipeline_components(cfg.model)
     if cfg.model.text_encoder not in components:
         raise UnknownName(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
