@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-slurm install clean
+.PHONY: demo test test-slurm test-readme install clean
 
 install: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 tests -m "not slurm"
+	$(BIN)/python -m pytest -n 2 tests -m "not slurm and not readme"
+
+# README.md followed as written in a fresh directory: quick start (with the demo sweep), the offline
+# check (the tiny Table 1 sweep), the Python example (~10 min on an idle 2-core machine)
+test-readme: $(STAMP)
+	$(BIN)/python -m pytest -p no:xdist tests/test_readme_runs.py -m readme
 
 # a real single-node SLURM cluster (root; apt-get install slurm-wlm munge): the tiny Table 1 sweep
 # through submitit with a cancelled job and a resume, and the search shared out by srun (~4 min)

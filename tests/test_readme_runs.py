@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_docs import commands  # the same reading of a bash block as the docs checker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +53,7 @@ def test_the_blocks_are_the_ones_a_newcomer_reads():
     assert "skrr.Plan.load(" in PYTHON_EXAMPLE
 
 
+@pytest.mark.readme  # two sweeps (the demo, the tiny Table 1): `make test-readme`
 def test_quick_start_offline_check_and_python_example_run_in_order(tmp_path):
     outputs = [run(line, tmp_path) for line in commands(QUICK_START)]
     parameters = promised(QUICK_START, r"skrr-inspect model=pixart_sigma\s+# \d+ sub-blocks of \S+, ([\d,]+) parameters")

@@ -65,16 +65,18 @@ def fail_fast(on_interrupt: str = RESUMES):
             signal.signal(signal.SIGTERM, previous)
 
 
-CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--info", "-i")
+# another config, or no run at all (help, info, shell completion): Hydra answers on its own
+HYDRA_ONLY = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--info", "-i", "--help", "-h",
+              "--hydra-help", "--shell-completion", "-sc")
 
 
 def check_command_line(config_name: str, argv: list[str]) -> None:
     """Refuse, in one line with exit status 2, what Hydra would refuse in several with status 1: a
     `group=option` naming no conf/<group>/<option>.yaml, and a key the composed config lacks
     (`method.beam_widht=3`). Each swept value (`-m method=a,b`) is composed once."""
-    if any(arg.split("=")[0] in CONFIG_FLAGS for arg in argv):
-        return  # another config: Hydra reports on it
     overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
+    if not overrides or any(arg.split("=")[0] in HYDRA_ONLY for arg in argv):
+        return  # the shipped config composes; Hydra answers the rest on its own
     values = {arg: sweep_values(arg) for arg in overrides}
     for arg, options in values.items():
         key, _, _ = arg.lstrip("+~").partition("=")
