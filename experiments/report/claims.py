@@ -25,6 +25,7 @@ from skrr.experiments.report.compare import (
     Point,
     difference,
     estimate,
+    is_dense,
     matched,
 )
 
@@ -114,7 +115,7 @@ def differences_markdown(diffs: list[Difference], levels=LEVELS) -> str:
 
 def noise_floor(rows: list[dict]) -> str | None:
     """The dense model on two disjoint seed sets: how far a metric moves with the seeds alone."""
-    dense = [r for r in rows if r["method"] == "dense"]
+    dense = [r for r in rows if is_dense(r)]
     base = next((r for r in dense if not r.get("seed_offset")), None)
     other = next((r for r in dense if r.get("seed_offset")), None)
     if base is None or other is None:
@@ -233,7 +234,7 @@ def claims(rows: list[dict]) -> list[str]:
     out.append(_claim("(c) Re-use helps", diffs, {a for a, _ in pairs}))
 
     # (d) block-level methods collapse at high sparsity: below Skrr and below dense, on GenEval
-    dense = next((r for r in rows if r["method"] == "dense" and not r.get("seed_offset")), None)
+    dense = next((r for r in rows if is_dense(r, noise_floor=False)), None)
     diffs = []
     present = [b for b in (representative(rows, x) for x in BLOCK_LEVEL) if b]
     for b in present:

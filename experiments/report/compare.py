@@ -22,9 +22,15 @@ from skrr.eval.intervals import Interval, paired_difference, paired_statistic
 from skrr.eval.per_item import Items
 
 LEVELS = (0.24, 0.32, 0.40)  # the paper's Table 1 sparsities
-METHOD_ORDER = ["dense", "shortgpt", "laco", "finercut", "skrr"]
-METHOD_NAMES = {"dense": "Dense", "shortgpt": "ShortGPT", "laco": "LaCo", "finercut": "FinerCut", "skrr": "Skrr"}
+DENSE = "dense"  # the reference rows' method: conf/method/dense.yaml's name, as each row records it
+METHOD_ORDER = [DENSE, "shortgpt", "laco", "finercut", "skrr"]
+METHOD_NAMES = {DENSE: "Dense", "shortgpt": "ShortGPT", "laco": "LaCo", "finercut": "FinerCut", "skrr": "Skrr"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]  # one per method in every plot
+
+
+def is_dense(row: dict, noise_floor: bool = True) -> bool:
+    """A row of the unpruned reference (`noise_floor=False`: not its second, seed-shifted image set)."""
+    return row["method"] == DENSE and (noise_floor or not row.get("seed_offset"))
 AT = 0.005                   # an achieved point within half a percent of a level stands for it
 LOWER_IS_BETTER = {"fid"}
 COMPARED = [("geneval", "GenEval overall"), ("dreamsim", "Similarity to dense"), ("clip", "CLIP"), ("fid", "FID")]

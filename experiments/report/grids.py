@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from skrr.errors import InputError
-from skrr.experiments.report.compare import LEVELS, METHOD_NAMES, items
+from skrr.experiments.report.compare import DENSE, LEVELS, METHOD_NAMES, is_dense, items
 
 TASK_ORDER = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TASK_NAMES = {"single_object": "single object", "two_object": "two objects", "counting": "counting",
               "colors": "colours", "position": "position", "color_attr": "colour attribution"}
-GRID_METHODS = ("dense", "shortgpt", "laco", "finercut", "skrr")  # the Table 1 methods (ablations stay out)
+GRID_METHODS = (DENSE, "shortgpt", "laco", "finercut", "skrr")  # the Table 1 methods (ablations stay out)
 CELL_PX = 128  # every image is drawn at this size (the toy world's 32 px upscaled 4x, nearest)
 
 
@@ -139,7 +139,7 @@ def level_columns(rows: list[dict], level: float) -> list[Column]:
         cands = [r for r in rows if r["method"] == method and r["label"] == _plain(method) and not r.get("seed_offset")]
         if not cands:
             continue
-        if method == "dense":
+        if method == DENSE:
             best = cands[0]
         else:
             best = min(cands, key=lambda r: (abs(r["target"] - level) > 1e-6, abs(r["sparsity"] - level)))
@@ -149,7 +149,7 @@ def level_columns(rows: list[dict], level: float) -> list[Column]:
 
 def method_columns(rows: list[dict], method: str) -> list[Column]:
     """Dense, then `method` (its plain label, no ablation settings) at each achieved sparsity."""
-    dense = [r for r in rows if r["method"] == "dense" and not r.get("seed_offset")]
+    dense = [r for r in rows if is_dense(r, noise_floor=False)]
     own = sorted((r for r in rows if r["method"] == method and r["label"] == _plain(method) and r["sparsity"] > 0),
                  key=lambda r: r["sparsity"])
     return [Column(_title(r), r) for r in dense[:1] + own]
@@ -224,7 +224,7 @@ def draw(columns: list[Column], prompts: list[Prompt], path: Path, title: str, t
 def grids(rows: list[dict], out: Path, title: str, method: str = "skrr", n: int = 6, seed: int = 0) -> dict:
     """Write grid_<level>.png per paper level and grid.png for `method`; returns {name: (path, table rows)}.
     `rows` are labelled (skrr.experiments.report.tables.latest). Nothing is drawn without a dense row and images."""
-    dense = [r for r in rows if r["method"] == "dense" and not r.get("seed_offset")]
+    dense = [r for r in rows if is_dense(r, noise_floor=False)]
     if not dense or not image_index(image_folder(dense[0])):
         return {}
     prompts = choose_prompts(dense[0], n, seed)
