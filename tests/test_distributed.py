@@ -66,7 +66,8 @@ def test_skrr_prune_under_torchrun_writes_one_plan_from_rank_zero(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["info"]["world_size"] == 2
-    assert p.stdout.count("plan.json") == 1  # rank 0 alone reports and writes
+    assert p.stdout.count("plan.json") == 2  # rank 0 alone reports and writes: the plan, then its `latest` path
+    assert (tmp_path / "latest" / "plan.json").is_file()
     method = OmegaConf.merge(OmegaConf.load(ROOT / "conf/method/shortgpt.yaml"), {"batch_size": 4})
     calibration = OmegaConf.merge(OmegaConf.load(ROOT / "conf/calibration/builtin.yaml"), {"size": 12})
     [single] = prune("tiny_pixart", method, calibration, progress=False)

@@ -1,9 +1,9 @@
 """skrr-prune: `skrr-prune model=pixart_sigma method=skrr method.sparsity=0.4 method.beam_width=3`.
 
 Writes plan.json (plan_<sparsity>.json for several targets) into the run directory, logs D
-per depth, and prints the achieved sparsity and where the plans are. The newest run of a model and
-method is also reachable as `<paths.root>/prune/<model>/<method>/latest/` (a relative link), the
-path the next command takes: `skrr-inspect model=tiny_pixart plan=runs/prune/tiny_pixart/skrr/latest/plan.json`.
+per depth, and prints the achieved sparsity and where the plans are. The newest run is also
+reachable as `latest` beside the run directory (a relative link; by default
+`<paths.root>/prune/<model>/<method>/latest/`), the path the next command takes: `skrr-inspect model=tiny_pixart plan=runs/prune/tiny_pixart/skrr/latest/plan.json`.
 `-m` sweeps work (calibration targets are cached).
 
 Data-parallel (docs/cluster.md): `torchrun --nproc_per_node N -m skrr.experiments.cli.prune ...` or
@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> None:
         log.info("depth %d: D=%.6g%s", depth, d, "".join(f", {k} margin {m[k]:.2e}" for k in ("keep", "lead")
                                                          if m.get(k) is not None))
     paths = write_plans(plans, out_dir, cfg.save_encoder, cfg.model, device, cfg.save_pipeline)
-    latest = link_latest(out_dir, Path(cfg.paths.root) / "prune" / cfg.model.name / cfg.method.name / "latest")
+    latest = link_latest(out_dir, out_dir.parent / "latest")  # runs/prune/<model>/<method>/latest by default
     for plan, path in zip(plans, paths):
         print(f"{cfg.model.name} {cfg.method.name} target {plan.info['target']:.2%}: sparsity: {plan.sparsity:.2%} "
               f"skip={plan.skip} reuse={plan.reuse} -> {path}")
