@@ -22,7 +22,7 @@ app.main()
 
 def refuse(tmp_path: Path, script: str, *args: str) -> tuple[str, list[str]]:
     """(the one error line, the heavy libraries imported) of a refused command."""
-    root = [f"paths.root={tmp_path / 'runs'}"] if script != "inspect" else []  # skrr-inspect writes nothing
+    root = [f"paths.root={tmp_path / 'runs'}"] if script in ("prune", "run") else []  # the others write no runs/
     p = subprocess.run([sys.executable, "-c", WRAPPER, script, *root, *args],
                        capture_output=True, text=True, cwd=tmp_path, timeout=600)
     lines = p.stderr.splitlines()
@@ -57,6 +57,8 @@ CASES = [  # (script, arguments, words the error line holds): the issue's ten an
     ("run", ["experiment=table1_pixart", "model=tiny_pixart", "eval=smoke"], "calibration=coco needs calibration.path"),
     ("inspect", ["model=tiny_pixart", "plan={files}/none.json"], "plan file not found"),
     ("inspect", ["model=pixart_sigm"], "unknown model 'pixart_sigm'"),
+    ("report", ["{files}/none.jsonl"], "no results file at"),
+    ("push", ["{files}/none", "user/repo"], "is not a folder"),
 ]
 
 

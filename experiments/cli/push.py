@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         info = push(args.folder, args.repo_id, args.private, args.revision, args.message)
     except InputError as e:
-        print(f"skrr-push: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # as every skrr console script says it
         raise SystemExit(2) from None
     print(f"pushed {args.folder} -> {getattr(info, 'commit_url', None) or args.repo_id} ({CARD} names the repo)")
 
