@@ -87,3 +87,28 @@ def test_help_imports_no_heavy_library(tmp_path):
                            cwd=Path(CONF_DIR).parent, timeout=600)
         assert p.returncode == 0 and "Powered by Hydra" in p.stdout, p.stderr[-2000:]
         assert p.stderr.strip() == "imported:", (script, p.stderr[-500:])
+
+
+def test_no_documented_command_is_refused_by_the_command_line_check():
+    """Every skrr-prune, skrr-run and skrr-inspect command of the docs passes the pre-check (a sweep
+    composes once per swept value): it refuses typos, never what the docs tell a user to type."""
+    import shlex
+
+    from test_docs import DOCS, bash_blocks, commands
+
+    from skrr.experiments.cli.app import check_command_line
+
+    checked = 0
+    for path in DOCS:
+        for line in (c for block in bash_blocks(path) for c in commands(block)):
+            tokens = shlex.split(line)
+            script = next((t for t in tokens if t in ("skrr-prune", "skrr-run", "skrr-inspect")), None)
+            if script is None or any("$" in t or "{" in t for t in tokens):
+                continue  # shell variables and placeholders: not a command as typed
+            args = tokens[tokens.index(script) + 1:]
+            try:
+                check_command_line(script.removeprefix("skrr-"), args)
+            except SystemExit as e:
+                pytest.fail(f"{path.name}: {line!r} refused (exit {e.code})")
+            checked += 1
+    assert checked > 10  # the docs hold about twenty; a floor, so a broken parser cannot pass by finding none
