@@ -33,6 +33,14 @@ SLOW = 1.5  # `auto` computes in fp32 where the model's dtype is this many times
 # prefix-cached vs reference up to 1.1e-7 (T5-XXL width), AVX2 vs AVX-512/AMX kernels up to 1.0e-6.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
+# Assumed effective matmul throughput of one H100 SXM per compute dtype, for the GPU cost *estimates*
+# (`skrr-prune`'s log, docs/search.md, docs/benchmarks.md); none is measured yet (`make bench-gpu`
+# measures). Dense peaks: bf16/fp16 989 TFLOP/s on tensor cores; fp32 67 TFLOP/s on CUDA cores with
+# TF32 off, PyTorch's default for matmuls and what an fp32-exact search needs. Effective: about 40% of
+# the bf16 peak, 75% of the fp32 one: float32 is 8x bfloat16's cost.
+ASSUMED_GPU = "H100"
+ASSUMED_TFLOPS = {"bfloat16": 400.0, "float16": 400.0, "float32": 50.0}
+
 
 @functools.cache
 def cpu_slowdown(dtype: torch.dtype) -> float:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from skrr.encoders.view import SubBlock
 from skrr.errors import InputError
 from skrr.plan import make_schedule, sparsity
+from skrr.search.compute import ASSUMED_GPU, ASSUMED_TFLOPS
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,22 @@ def _depth_margin(depth: int, scored, beam_width: int, disc) -> dict:
 
 def cost_estimate(disc, n: int, beam_width: int, depth: int, estimated_depth: bool = False) -> str:
     """What the search will cost: candidates, sub-block evaluations x tokens for a full forward
-    per candidate (the reference evaluator; an upper bound), and the time at the throughput of a
-    dense forward of the first calibration batch."""
+    per candidate (the reference evaluator; an upper bound), the time at the throughput of a dense
+    forward of the first calibration batch here, and an estimate for one GPU at the throughput
+    assumed for the dtype the search computes in (skrr.search.compute.ASSUMED_TFLOPS)."""
     cands = sum(n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1)) for t in range(depth))
     evals = sum((n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1))) * (n - t - 1) for t in range(depth))
     evals += 3 * depth * n  # re-use: about three schedules per skipped position
     rate = disc.throughput()
     work = evals * disc.tokens
+    name = str(disc.forward.dtype).removeprefix("torch.")
+    flops = 2 * work * sum(sb.num_params for sb in disc.enc.sub_blocks) / max(n, 1)  # 2 FLOPs per weight per token
+    tflops = ASSUMED_TFLOPS[name]
     return (f"search cost estimate: depth {'~' if estimated_depth else ''}{depth}, <= {cands:,} candidates; "
-            f"<= {evals:,} sub-block evaluations x {disc.tokens:,} tokens = {work:.3g}; at {rate:.3g} "
-            f"sub-block-tokens/s (dense forward of the first batch): <= {_duration(work / rate)} "
+            f"<= {evals:,} sub-block evaluations x {disc.tokens:,} tokens = {work:.3g}; computing in {name}: "
+            f"at {rate:.3g} sub-block-tokens/s measured here (dense forward of the first batch) <= "
+            f"{_duration(work / rate)}; on one {ASSUMED_GPU} at an assumed {tflops:g} TFLOP/s effective {name} "
+            f"(an estimate, not measured) <= {_duration(flops / (tflops * 1e12))} "
             f"(the prefix cache needs several times fewer evaluations)")
 
 
