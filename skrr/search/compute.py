@@ -22,7 +22,8 @@ from skrr.encoders.view import find_sub_block_encoder, to_sub_blocks
 from skrr.errors import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHOICES = (*DTYPES, "auto")
+CERTIFIED = "certified"  # scored in bf16, the close calls again in float32 (skrr.search.certified)
+CHOICES = (*DTYPES, "auto", CERTIFIED)
 DEFAULT = "float32"
 SLOW = 1.5  # `auto` computes in fp32 where the model's dtype is this many times slower
 
@@ -65,6 +66,9 @@ def choose_compute_dtype(name: str, model_dtype: torch.dtype, device) -> tuple[t
     `auto` (opt-in, for speed): the model's dtype unless this CPU lacks native support for it."""
     if name not in CHOICES:
         raise InputError(f"unknown compute_dtype {name!r}; choose from {CHOICES}")
+    if name == CERTIFIED:  # float32 targets and decisions; the bf16 pre-scoring is the evaluator's
+        return torch.float32, ("the search scores candidates in bfloat16 and the close calls again in float32 "
+                               "(method.compute_dtype=certified: float32's decisions)")
     if name != "auto":
         dtype = DTYPES[name]
         return dtype, None if dtype == model_dtype else f"the search computes in {name} (method.compute_dtype)"

@@ -74,7 +74,7 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
         with tqdm(total=len(cands), desc=f"skip k={beam_width} depth {d + 1}{last}", disable=not progress,
                   leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} candidates "
                                           "[{elapsed}<{remaining}]") as bar:
-            scored = _score(disc, cands, n, bar.update)
+            scored = _score(disc, cands, n, bar.update, rank=beam_width)
         scored.sort(key=lambda c: (c[1], sorted(c[0])))
         beams = scored[:beam_width]
         result.margins.append(_depth_margin(d + 1, scored, beam_width, disc))
@@ -136,8 +136,22 @@ def _expand(beams, n):
     return cands
 
 
-def _score(disc, cands, n, tick=None):
-    """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's states)."""
+def _score(disc, cands, n, tick=None, rank: int = 1):
+    """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's
+    states). A certified evaluator (skrr.search.certified) scores all in bf16, then the candidates near
+    the `rank`-th best again in float32; the others keep their bf16 D, which ranks them out either way."""
+    if not hasattr(disc, "band"):
+        return _score_with(disc, cands, n, tick)
+    rough = _score_with(disc.cheap, cands, n, tick)
+    close = disc.band([d for _, d in rough], rank)
+    exact = _score_with(disc.exact, [cands[i] for i in close], n)
+    out = list(rough)
+    for i, scored in zip(close, exact):
+        out[i] = scored
+    return out
+
+
+def _score_with(disc, cands, n, tick=None):
     by_parent: dict[tuple, list[int]] = {}
     for seq, i in cands:
         by_parent.setdefault(tuple(seq), []).append(i)
@@ -171,6 +185,17 @@ def nearest_kept(sub_blocks: list[SubBlock], skipped: set, i: int) -> tuple[int 
     return left, right
 
 
+def _options(disc, sched, variants) -> list[float]:
+    """D of each variant; certified (skrr.search.certified): bf16 first, the best's band in float32."""
+    if not hasattr(disc, "band"):
+        return disc.evaluate(sched, variants)
+    ds = disc.cheap.evaluate(sched, variants)
+    close = disc.band(ds, 1)
+    for i, d in zip(close, disc.exact.evaluate(sched, [variants[i] for i in close])):
+        ds[i] = d
+    return ds
+
+
 def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True,
                 margins: list | None = None) -> tuple[dict[int, int], list[float]]:
     """Greedy Re-use over the skipped positions in skip order. Returns the re-use map and D after each
@@ -180,7 +205,7 @@ def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: boo
     for i in tqdm(skip, desc="re-use", disable=not progress, leave=False):
         sched = make_schedule(n, skip, reuse)
         options = [s for s in nearest_kept(sub_blocks, skipped, i) if s is not None]
-        ds = disc.evaluate(sched, [{}] + [{i: s} for s in options])
+        ds = _options(disc, sched, [{}] + [{i: s} for s in options])
         best = min(range(1, len(ds)), key=lambda j: (ds[j], options[j - 1]), default=None)
         chosen = best if best is not None and ds[best] < ds[0] else 0
         if chosen:
