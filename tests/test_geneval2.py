@@ -185,3 +185,37 @@ def test_metric_end_to_end_on_generated_images(tmp_path):
         assert stored[k]["value"] == pytest.approx(v) and stored[k]["ci"][0] <= v + 1e-12 <= stored[k]["ci"][1] + 2e-12
     with pytest.raises(InputError, match="2 images but 1 rows"):
         metric.update([image(0), image(1)], rows[:1])
+
+
+# --- skrr-run ---------------------------------------------------------------------------------------
+def test_skrr_run_writes_a_geneval2_row_and_bad_prompt_files_fail_in_one_line(tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from skrr.eval.per_item import Items
+    from skrr.experiments.cli.app import CONF_DIR, fail_fast
+    from skrr.experiments.cli.run import run_job
+
+    def run(path):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            cfg = compose(config_name="run", overrides=[
+                f"paths.root={tmp_path / 'runs'}", "model=tiny_pixart", "eval=smoke", "method=dense",
+                "eval.metrics=[geneval2]", f"eval.prompts.geneval2_metadata={path}", "progress=false"])
+        return run_job(cfg, "t")
+
+    rows = made_up_rows()
+    for bad, words in ((tmp_path / "absent.jsonl", "not found"),
+                       (tmp_path / "bad.jsonl", "bad.jsonl:1 lacks")):
+        if bad.name == "bad.jsonl":
+            bad.write_text(json.dumps({"prompt": "x"}) + "\n")
+        with pytest.raises(SystemExit) as e, fail_fast():
+            run(bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and err.count("\n") == 1
+    assert not (tmp_path / "runs" / "images").exists()  # refused before anything was generated
+    (row,) = run(write_rows(tmp_path / "g2.jsonl", rows))
+    values = row["metrics"]["geneval2"]
+    assert set(values) >= {"overall", "am", "object", "attribute", "count", "position", "verb", "atoms_3", "atoms_10"}
+    for v in values.values():
+        assert v["ci"][0] - 1e-12 <= v["value"] <= v["ci"][1] + 1e-12 and 0 <= v["value"] <= 1
+    items = Items.load(row["artifacts"]["items"]["geneval2"])
+    assert len(items.values) == len(rows) and items.value() == pytest.approx(values["overall"]["value"])
