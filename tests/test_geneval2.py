@@ -219,3 +219,27 @@ def test_skrr_run_writes_a_geneval2_row_and_bad_prompt_files_fail_in_one_line(tm
         assert v["ci"][0] - 1e-12 <= v["value"] <= v["ci"][1] + 1e-12 and 0 <= v["value"] <= 1
     items = Items.load(row["artifacts"]["items"]["geneval2"])
     assert len(items.values) == len(rows) and items.value() == pytest.approx(values["overall"]["value"])
+
+
+def test_report_writes_geneval2_tables_with_intervals(tmp_path):
+    from skrr.experiments.report.tables import report
+    from skrr.experiments.runner.results import append_result
+
+    def row(method, sparsity, gm):
+        g2 = {"overall": {"value": gm, "ci": [gm - 0.02, gm + 0.02]}, "am": {"value": gm + 0.1, "ci": [gm, gm + 0.2]},
+              "object": {"value": 0.9, "ci": [0.85, 0.95]}, "atoms_3": {"value": gm + 0.05, "ci": [gm, gm + 0.1]},
+              "atoms_9": {"value": gm - 0.05, "ci": [gm - 0.1, gm]}}
+        return {"run_key": f"{method}-{sparsity}", "experiment": "t", "finished_at": "2026-01-01T00:00:00",
+                "method": method, "model": "tiny_pixart", "target": sparsity, "sparsity": sparsity,
+                "metrics": {"geneval2": g2}, "plan": {}, "config": {"method": {"name": method, "sparsity": sparsity}}}
+
+    store = tmp_path / "results" / "t.jsonl"
+    for r in (row("dense", 0.0, 0.5), row("skrr", 0.24, 0.4), row("skrr", 0.32, 0.3)):
+        append_result(store, r)
+    report(store, tmp_path / "rep")
+    md = (tmp_path / "rep" / "geneval2.md").read_text()
+    assert "| Method | Sparsity | Soft-TIFA GM | Soft-TIFA AM | Object |" in md
+    assert "| Dense | 0.0% | 0.500 ± 0.020 | 0.600 ± 0.100 | 0.900 ± 0.050 |" in md
+    atoms = (tmp_path / "rep" / "geneval2_atoms.md").read_text()
+    assert "| Method | Sparsity | 3 atoms | 9 atoms |" in atoms and "| Skrr | 32.0% | 0.350 ± 0.050 | 0.250 ± 0.050 |" in atoms
+    assert (tmp_path / "rep" / "geneval2_vs_sparsity.png").is_file()
