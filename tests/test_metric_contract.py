@@ -56,9 +56,8 @@ def toy_geneval_metric():
 
 
 def test_every_metric_class_is_a_torchmetrics_metric_with_declared_states():
-    from skrr.experiments.toyworld.metrics import ToyFID, ToySimilarity
-
     from skrr.eval.geneval2.evaluate import GenEval2
+    from skrr.experiments.toyworld.metrics import ToyFID, ToySimilarity
 
     for cls in (CLIPScore, DreamSimScore, fid_mod.FID, GenEval, GenEval2, ToyFID, ToySimilarity):
         assert issubclass(cls, Metric) and issubclass(cls, torchmetrics.Metric), cls

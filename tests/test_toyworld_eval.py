@@ -56,15 +56,15 @@ def test_metrics_on_true_renders_and_on_blank_images():
 
 def test_toy_geneval2_judge_reads_the_true_scene():
     """On renders of the true scenes every answer is right (GM = AM = 1); on blank images none of
-    the objects is there (0); a scene with one object moved loses only that prompt's position."""
+    the objects is there (0); one object recoloured loses that prompt's GM and one colour answer."""
     from skrr.experiments.toyworld.geneval2 import prompt_scenes
-    from skrr.experiments.toyworld.scenes import GRID, Obj, Scene, render
+    from skrr.experiments.toyworld.scenes import COLORS, Obj, Scene, render
 
     cfg = toy_config()
     pairs = prompt_scenes(16, 0)
     scenes, rows = [s for s, _ in pairs], [r for _, r in pairs]
     assert prompt_sets(cfg.eval.prompts)["geneval2"][:16] == rows  # the demo's set (64) starts with these
-    assert sorted({r["atom_count"] for r in rows}) == [3, 4, 6, 9]
+    assert sorted({r["atom_count"] for r in rows}) == [3, 4, 6, 8]
     metric = build_metric(cfg.metrics.geneval2)
     metric.update([Image.fromarray(render(s)) for s in scenes], rows)
     assert all(v == 1.0 for v in metric.compute().values())
@@ -73,13 +73,12 @@ def test_toy_geneval2_judge_reads_the_true_scene():
     values = metric.compute()
     assert values["overall"] == values["object"] == values["attribute"] == values["position"] == 0.0
     metric.reset()
-    i = next(i for i, r in enumerate(rows) if r["atom_count"] == 6)  # two objects, each with its cell
-    first, second = scenes[i].objects
-    free = next((r, c) for r in range(GRID) for c in range(GRID) if (r, c) not in {(o.row, o.col) for o in scenes[i].objects})
-    moved = Scene((Obj(first.shape, first.color, *free), second))
-    metric.update([Image.fromarray(render(moved))], [rows[i]])
+    i = next(i for i, r in enumerate(rows) if r["atom_count"] == 6)  # three objects, each with its colour
+    first, *rest = scenes[i].objects
+    color = next(c for c in COLORS if all((o.shape, o.color) != (first.shape, c) for o in scenes[i].objects))
+    metric.update([Image.fromarray(render(Scene((Obj(first.shape, color, first.row, first.col), *rest))))], [rows[i]])
     values = metric.compute()
-    assert values["overall"] == 0.0 and values["am"] == pytest.approx(6 / 7) and values["position"] == 0.5
+    assert values["overall"] == 0.0 and values["am"] == pytest.approx(6 / 7) and values["attribute"] == pytest.approx(2 / 3)
 
 
 def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
