@@ -33,7 +33,7 @@ class QwenJudge:
                 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
                 # the fast (torchvision) image processor: the slow PIL one resizes differently
-                processor = AutoProcessor.from_pretrained(model_name, use_fast=True)
+                processor = AutoProcessor.from_pretrained(model_name, backend="torchvision")
                 model = Qwen3VLForConditionalGeneration.from_pretrained(model_name, dtype=dtype)
         self.model, self.processor = model.to(device).eval(), processor
         self.processor.tokenizer.padding_side = "left"  # a batch's last position is every question's last token
