@@ -90,6 +90,8 @@ def prompt_sets(p) -> dict[str, list]:
     elif p.get("geneval2"):
         from skrr.eval.geneval2.data import check_row
         rows = [check_row(r, f"eval.prompts.geneval2 row {i}") for i, r in enumerate(made(p.geneval2))]
+        if not rows:
+            raise InputError("eval.prompts.geneval2 gave no GenEval 2 rows")
     sets = {}
     if text is not None:
         sets["text"] = check_nonempty(list(text), "eval.prompts.text")
