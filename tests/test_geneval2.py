@@ -243,3 +243,8 @@ def test_report_writes_geneval2_tables_with_intervals(tmp_path):
     atoms = (tmp_path / "rep" / "geneval2_atoms.md").read_text()
     assert "| Method | Sparsity | 3 atoms | 9 atoms |" in atoms and "| Skrr | 32.0% | 0.350 ± 0.050 | 0.250 ± 0.050 |" in atoms
     assert (tmp_path / "rep" / "geneval2_vs_sparsity.png").is_file()
+    from skrr.experiments.runner.logging_wandb import scalars
+
+    logged = scalars(row("dense", 0.0, 0.5)["metrics"])  # what W&B gets: every number and its interval
+    assert logged["geneval2/overall"] == 0.5 and logged["geneval2/atoms_9/ci_lo"] == pytest.approx(0.4)
+    assert logged["geneval2/object/ci_hi"] == 0.95
