@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from skrr.eval.geneval2.data import SUFFIX, answer_variants
+from skrr.eval.geneval2.data import SUFFIX, answer_variants, is_count
 from skrr.eval.geneval2.scoring import first_token_ids, soft_score
 
 QWEN3_VL = "Qwen/Qwen3-VL-8B-Instruct"
@@ -19,7 +19,8 @@ QWEN3_VL = "Qwen/Qwen3-VL-8B-Instruct"
 
 class QwenJudge:
     """`batch_questions`: ask all of one image's questions in one left-padded batch (GenEval 2 asks
-    one per call; tests/test_geneval2.py checks both give the same scores within 1e-5 in float32)."""
+    one per call; tests/test_geneval2.py and test_geneval2_parity.py check both give the same
+    scores, and GenEval 2's own, within 1e-5 relative in float32)."""
 
     def __init__(self, model_name: str = QWEN3_VL, device: str | torch.device = "cpu", dtype: str = "auto",
                  tiny: bool = False, batch_questions: bool = True, model=None, processor=None):
@@ -41,7 +42,7 @@ class QwenJudge:
         self._ids: dict[tuple[str, str], list[int]] = {}
 
     def variant_ids(self, question: str, answer: str) -> list[int]:
-        key = (question.startswith("How many"), answer)
+        key = (is_count(question), answer)
         if key not in self._ids:
             self._ids[key] = first_token_ids(self.processor.tokenizer, answer_variants(question, answer))
         return self._ids[key]
