@@ -61,6 +61,9 @@ def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, DictConfig]:
         if wanted == "geneval" and "geneval" not in sets:
             raise InputError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
                              "(geneval prompts/evaluation_metadata.jsonl)")
+        if wanted == "geneval2" and "geneval2" not in sets:
+            raise InputError(f"{name} needs GenEval 2 prompts: set eval.prompts.geneval2_metadata=PATH "
+                             "(geneval2_data.jsonl from github.com/facebookresearch/GenEval2)")
     if cfg.logger.name not in LOGGERS:
         raise InputError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
     return targets, sets, metrics, cfg
