@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from skrr.config.legacy import key_names
 from skrr.encoders.view import to_sub_blocks
 from skrr.errors import InputError
 from skrr.hub.atomic import atomic_path
@@ -70,6 +71,7 @@ def _key(text_side, prompts: list[str], projection: bool, feed: dict) -> str:
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
     # how a decoder-only pipeline is fed (only where set, so other models keep their cache keys)
     ident.update({k: conf[k] for k in ("hidden_state", "complex_human_instruction", "system_prompt") if k in conf})
+    ident = key_names(ident)  # a `pkg:` path under its pre-re-layout name: caches written then stay valid
     fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
     h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint, feed], sort_keys=True).encode())
     return h.hexdigest()[:20]
