@@ -50,27 +50,20 @@ def test_nested_old_targets_build():
                    "items": [{"_target_": "skrr.eval.fid.FID"}], "_target_": "skrr.models.tiny.TinyPipeline"}
 
 
-def test_a_pkg_path_keeps_its_calibration_cache_key(tmp_path):
+def test_a_pkg_path_keeps_its_calibration_cache_key(monkeypatch):
     """The calibration cache key hashes the model's `pretrained`; the toy world's `pkg:` path changed
     name with the re-layout, its key did not."""
+    from types import SimpleNamespace
+
     from omegaconf import OmegaConf
-
-    from skrr.search.calibration import _key
-
-    class Side:
-        encoder = projection = None
-
-    def key(pretrained):
-        side = Side()
-        side.cfg = OmegaConf.create({"name": "toyworld_v2", "pretrained": pretrained, "max_length": 8})
-        return _key(side, ["a prompt"], True, {})
 
     import skrr.search.calibration as calibration
 
-    calibration_fingerprint = calibration.weights_fingerprint
-    try:
-        calibration.weights_fingerprint = lambda *modules: "same weights"
-        assert key("pkg:skrr.experiments.toyworld/weights_v2") == key("pkg:experiments.toyworld/weights_v2")
-        assert key("pkg:skrr.experiments.toyworld/weights_v2") != key("pkg:skrr.experiments.toyworld/weights")
-    finally:
-        calibration.weights_fingerprint = calibration_fingerprint
+    monkeypatch.setattr(calibration, "weights_fingerprint", lambda *modules: "the same weights")
+
+    def key(pretrained):
+        cfg = OmegaConf.create({"name": "toyworld_v2", "pretrained": pretrained, "max_length": 8})
+        return calibration._key(SimpleNamespace(cfg=cfg, encoder=None, projection=None), ["a prompt"], True, {})
+
+    assert key("pkg:skrr.experiments.toyworld/weights_v2") == key("pkg:experiments.toyworld/weights_v2")
+    assert key("pkg:skrr.experiments.toyworld/weights_v2") != key("pkg:skrr.experiments.toyworld/weights")
