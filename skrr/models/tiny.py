@@ -262,7 +262,73 @@ def _qwen_image_template() -> str:
     return QwenImagePipeline(None, None, None, None, None).prompt_template_encode
 
 
-BUILDERS = {"tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
+# Mistral-Small-3.x's chat layout (system prompt, then the user's turn), content as FLUX.2 passes it:
+# a list of {"type": "text"} parts. The real template adds tool and image handling no T2I call uses.
+MISTRAL3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% set text = message['content'] if message['content'] is string "
+    "else message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}"
+    "{% endfor %}")
+
+
+def mistral3_processor(instructions: str = ""):
+    """FLUX.2's tokenizer component: a `PixtralProcessor` (image processor + a byte-level BPE with
+    Mistral's special tokens and chat layout) on a tiny vocabulary; `instructions` (the pipeline's
+    system message) are learned whole, so they take few tokens as with the real vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    special = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+               "[IMG_BREAK]", "[IMG_END]"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.NFC(), pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus() + [instructions] * 50, trainer=trainers.BpeTrainer(
+        vocab_size=700, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", chat_template=MISTRAL3_CHAT_TEMPLATE)
+    image_processor = PixtralImageProcessor(size={"longest_edge": 32}, patch_size=4)
+    return PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                            chat_template=MISTRAL3_CHAT_TEMPLATE)
+
+
+def tiny_mistral3(tokenizer, num_layers: int = 40, hidden: int = 16):
+    """Mistral3ForConditionalGeneration as FLUX.2-dev's (a Mistral language tower of 40 layers, so
+    the pipeline's own hidden states 10, 20, 30 exist; a Pixtral vision tower; an untied LM head), tiny."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    ids = {k: tokenizer.convert_tokens_to_ids(t) for k, t in (("bos_token_id", "<s>"), ("eos_token_id", "</s>"),
+                                                                ("pad_token_id", "<pad>"))}
+    text = dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=24,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=4,
+                max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=1e9, sliding_window=None,
+                tie_word_embeddings=False, **ids)
+    vision = dict(model_type="pixtral", hidden_size=16, num_hidden_layers=1, num_attention_heads=4, head_dim=4,
+                  intermediate_size=24, image_size=32, patch_size=4, num_channels=3)
+    return Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=1, vision_feature_layer=-1, tie_word_embeddings=False, **ids))
+
+
+def _build_flux2():
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+    processor = mistral3_processor(SYSTEM_MESSAGE)
+    text_encoder = tiny_mistral3(processor.tokenizer)
+    # joint_attention_dim: the three stacked hidden states of the encoder, side by side
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=3 * 16,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4])
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+    return Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                         tokenizer=processor, transformer=transformer)
+
+
+BUILDERS = {"tiny_flux2": _build_flux2, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
             "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
 
 

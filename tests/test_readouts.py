@@ -1,0 +1,157 @@
+"""Readouts of several hidden states (FLUX.2 stacks 10, 20, 30 of 40): D is measured on what the
+denoiser receives, checked against an independent computation through the stock model's
+`output_hidden_states` and the pipeline's own prompt encoding; the view ends at the deepest read
+layer; a read layer that does not exist fails before anything loads."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from skrr.encoders.readout import Readout, readout_of
+from skrr.errors import ConfigError, InputError
+from skrr.models import build_model, load_text_side, model_config, resolve_pretrained
+from skrr.plan import make_schedule
+from skrr.search.calibration import build_calibration
+from skrr.search.discrepancy import Discrepancy
+from skrr.search.prefix_cache import PrefixCachedDiscrepancy
+
+PROMPTS = ["a red cat on a wooden table", "two dogs near a blue car in the city at night", "a small house",
+           "three green apples and a yellow banana on a plate"]
+LENGTH = 64  # tiny_flux2's max_length
+
+
+class _Zero(torch.nn.Module):
+    """A residual branch that adds nothing (a skipped sub-block, written against the stock layer)."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return (torch.zeros_like(hidden_states), None) if kwargs or args else torch.zeros_like(hidden_states)
+
+
+def _stock_pruned(skip, reuse):
+    """The stock Mistral3 encoder (never in sub-block form) with the plan written into its layers."""
+    from transformers import Mistral3ForConditionalGeneration
+
+    model = Mistral3ForConditionalGeneration.from_pretrained(resolve_pretrained("tiny_flux2"), subfolder="text_encoder",
+                                                             dtype=torch.float32).eval()
+    layers = model.model.language_model.layers
+    originals = [(layer.input_layernorm, layer.self_attn, layer.post_attention_layernorm, layer.mlp) for layer in layers]
+    for i in skip:
+        layer = layers[i // 2]
+        if i in reuse:  # position i runs sub-block reuse[i]: its norm and its module
+            norm_attn, attn, norm_mlp, mlp = originals[reuse[i] // 2]
+            if i % 2 == 0:
+                layer.input_layernorm, layer.self_attn = norm_attn, attn
+            else:
+                layer.post_attention_layernorm, layer.mlp = norm_mlp, mlp
+        elif i % 2 == 0:
+            layer.self_attn = _Zero()
+        else:
+            layer.mlp = _Zero()
+    return model
+
+
+def _independent_d(skip, reuse, pipe, prompts):
+    """D = MSE(C) + MSE(null) of context_embedder(the pipeline's own stacked prompt embeddings)."""
+    from diffusers import Flux2Pipeline
+
+    dense = _stock_pruned([], {})
+    pruned = _stock_pruned(skip, reuse)
+    total = 0.0
+    for texts in (prompts, [""]):
+        with torch.no_grad():
+            f = [pipe.transformer.context_embedder(Flux2Pipeline._get_mistral_3_small_prompt_embeds(
+                m, pipe.tokenizer, texts, max_sequence_length=LENGTH)).double() for m in (dense, pruned)]
+        total += float(((f[0] - f[1]) ** 2).mean())  # the denoiser reads every position, padding included
+    return total
+
+
+@pytest.fixture(scope="module")
+def flux2():
+    from diffusers import Flux2Pipeline
+
+    pipe = Flux2Pipeline.from_pretrained(resolve_pretrained("tiny_flux2"), dtype=torch.float32)
+    side = load_text_side("tiny_flux2")
+    calib = build_calibration(side, PROMPTS, batch_size=2)
+    return pipe, side, calib
+
+
+PLANS = [([3], {}), ([19], {}), ([20], {}), ([59], {}), ([7, 19, 33], {19: 17}), ([0, 21, 40, 58], {21: 23})]
+
+
+@pytest.mark.parametrize("skip,reuse", PLANS)
+def test_d_on_stacked_readout_equals_the_stock_models_hidden_states(flux2, skip, reuse):
+    pipe, side, calib = flux2
+    expected = _independent_d(skip, reuse, pipe, PROMPTS)
+    schedule = make_schedule(60, skip, reuse)
+    reference = Discrepancy(side, calib)(schedule)
+    cached = PrefixCachedDiscrepancy(side, calib)(schedule)
+    assert expected > 0
+    assert reference == cached  # the prefix cache carries the recorded states bit for bit
+    assert reference == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_sub_block_after_a_read_layer_changes_only_the_deeper_reads(flux2):
+    """Sub-block 20 (layer 11's attention) runs after hidden state 10 is read: it changes 20 and 30 only."""
+    _, side, calib = flux2
+    from skrr.search.compute import Forward
+
+    forward = Forward(side, projection=False)
+    t = calib.tokens
+    h, ctx = forward.prepare(t["input_ids"], t["attention_mask"])
+    dense = forward.features(forward.run(h, ctx, make_schedule(60, [], {})), ctx)
+    skipped = forward.features(forward.run(h, ctx, make_schedule(60, [20], {})), ctx)
+    width = dense.shape[-1] // 3  # per token: states 10, 20, 30 side by side
+    assert torch.equal(dense[..., :width], skipped[..., :width])
+    assert not torch.equal(dense[..., width:2 * width], skipped[..., width:2 * width])
+    assert not torch.equal(dense[..., 2 * width:], skipped[..., 2 * width:])
+
+
+def test_the_view_ends_at_the_deepest_read_layer_and_drops_vision_and_head():
+    side = load_text_side("tiny_flux2")
+    enc = side.encoder.model.language_model.layers
+    assert len(enc) == 60 and enc.used_layers == 30 and enc.num_layers == 40
+    assert not hasattr(side.encoder.model.language_model, "norm")  # the final norm is never read
+    assert not hasattr(side.encoder.model, "vision_tower") and sum(p.numel() for p in side.encoder.lm_head.parameters()) == 0
+    assert len(enc.unread_sub_block_params) == 20 and enc.dropped_params > 0
+
+
+def test_the_pruned_encoder_returns_hidden_states_indexed_as_before():
+    side = load_text_side("tiny_flux2")
+    t = side.tokenize(PROMPTS[:1])
+    with torch.no_grad():
+        out = side.encoder(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True)
+    assert len(out.hidden_states) == 41 and all(out.hidden_states[k] is not None for k in (10, 20, 30))
+    assert out.hidden_states[31] is None
+
+
+def _with_readout(layers):
+    cfg = OmegaConf.to_container(model_config("tiny_flux2"))
+    cfg["readout"] = {"hidden_states": layers, "combine": "stack"}
+    return OmegaConf.create(cfg)
+
+
+def test_a_read_layer_that_does_not_exist_fails_naming_the_key_before_loading(monkeypatch):
+    from transformers import Mistral3ForConditionalGeneration
+
+    def refuse(*a, **k):
+        raise AssertionError("weights were loaded")
+
+    resolve_pretrained("tiny_flux2")  # the twin's folder exists (its config is read, never its weights)
+    monkeypatch.setattr(Mistral3ForConditionalGeneration, "from_pretrained", refuse)
+    with pytest.raises(InputError, match=r"^model.readout.hidden_states: hidden state 50 does not exist in a 40-layer"):
+        load_text_side(_with_readout([10, 20, 50]))
+
+
+def test_readout_forms():
+    assert readout_of({"hidden_state": -2}) == Readout((-2,), "single")
+    assert readout_of({"readout": {"hidden_states": [9, 18, 27]}}) == Readout((9, 18, 27), "stack")
+    assert Readout((10, 20, 30), "stack").resolve(40) == (10, 20, 30)
+    assert Readout((10, 20, 30), "stack").view_end(40) == -11
+    assert Readout("all", "each").resolve(3) == (1, 2, 3)
+    with pytest.raises(ConfigError, match="^readout.hidden_states lists a layer twice"):
+        Readout((10, 10), "stack")
+    with pytest.raises(ConfigError, match="^readout.combine is single but 2"):
+        Readout((1, 2), "single")
+    with pytest.raises(ConfigError, match="^readout and hidden_state are both set"):
+        readout_of({"hidden_state": -2, "readout": {"hidden_states": [1, 2]}})
+    with pytest.raises(ConfigError, match=r"^model.readout.combine must be one of"):
+        build_model(OmegaConf.merge(model_config("tiny_flux2"), {"readout": {"combine": "mean"}}))
