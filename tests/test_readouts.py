@@ -155,3 +155,23 @@ def test_readout_forms():
         readout_of({"hidden_state": -2, "readout": {"hidden_states": [1, 2]}})
     with pytest.raises(ConfigError, match=r"^model.readout.combine must be one of"):
         build_model(OmegaConf.merge(model_config("tiny_flux2"), {"readout": {"combine": "mean"}}))
+
+
+@pytest.mark.parametrize("method", [{"name": "skrr", "beam_width": 1}, {"name": "shortgpt"}, {"name": "laco"},
+                                    {"name": "finercut"}])
+def test_every_method_prunes_the_stacked_readout(method):
+    """Skip, Re-use and the baselines search the 60 read sub-blocks; the plan's sparsity counts the
+    read layers only, and the pruned encoder still gives the pipeline's three stacked states."""
+    from skrr import apply_plan
+    from skrr.prune import prune
+
+    calibration = {"_target_": "skrr.prompts.sources.Builtin", "source": "builtin", "pool": 200, "size": 4, "seed": 0,
+                   "min_tokens": None, "max_tokens": None}
+    (plan,) = prune("tiny_flux2", {**method, "sparsity": 0.1}, calibration, progress=False)
+    assert plan.sparsity >= 0.1 and plan.skip and max(plan.skip) < 60
+    side = load_text_side("tiny_flux2")
+    apply_plan(side.encoder, plan, name="tiny_flux2")
+    t = side.tokenize(PROMPTS[:2])
+    with torch.no_grad():
+        f = side.encode(t["input_ids"], t["attention_mask"])
+    assert f.shape == (2, LENGTH, 48) and bool(torch.isfinite(f).all())
