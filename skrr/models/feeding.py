@@ -148,7 +148,44 @@ class Flux2Feeding(Feeding):
         return encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
 
 
-FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding}
+class ChatFeeding(Feeding):
+    """Qwen3 pipelines: each prompt in the tokenizer's chat template (a user turn, the generation
+    prompt), padded to max_length. Z-Image (thinking enabled) hands the denoiser the real tokens;
+    FLUX.2-klein (thinking disabled) every position, padding included. The negative prompt ("")
+    goes through the same template."""
+    enable_thinking = True
+    denoiser_reads_padding = False
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                    add_generation_prompt=True, enable_thinking=self.enable_thinking)
+                 for p in prompts]
+        t = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+        attend = torch.ones_like(t.input_ids, dtype=torch.bool) if self.denoiser_reads_padding else t.attention_mask.bool()
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+
+class Flux2KleinFeeding(ChatFeeding):
+    enable_thinking = False
+    denoiser_reads_padding = True
+
+    def call(self, encoder, input_ids, attention_mask):
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+
+
+class ChromaFeeding(Feeding):
+    """ChromaPipeline: T5 with the mask, padded to max_length; the denoiser attends the prompt's
+    tokens and the first padding token after them."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self._pad(list(prompts), self.max_length)
+        lengths = t.attention_mask.sum(dim=1, keepdim=True)
+        attend = torch.arange(t.input_ids.shape[1]).unsqueeze(0) <= lengths
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+
+FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding,
+            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding}
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:

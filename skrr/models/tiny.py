@@ -328,7 +328,79 @@ def _build_flux2():
                          tokenizer=processor, transformer=transformer)
 
 
-BUILDERS = {"tiny_flux2": _build_flux2, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
+# Qwen3's chat layout for a user turn and the generation prompt; `enable_thinking=False` adds the
+# empty think block, as the real template does (tools and multi-turn handling omitted).
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+    "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def qwen3_tokenizer():
+    """Qwen3's tokenizer (Qwen2's byte-level BPE with the chat and think tokens) with its chat template."""
+    tok = qwen2_tokenizer("user assistant")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]})
+    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_qwen3(cls_name: str, tokenizer, num_layers: int, hidden: int = 16):
+    import transformers
+
+    config = transformers.Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=24,
+                                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=4, max_position_embeddings=512, tie_word_embeddings=True,
+                                      pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return getattr(transformers, cls_name)(config)
+
+
+def _build_z_image():
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    tokenizer = qwen3_tokenizer()
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=1,
+                                           n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
+                                           axes_dims=[4, 6, 6], axes_lens=[64, 32, 32])
+    vae = AutoencoderKL(block_out_channels=(4,), norm_num_groups=2, latent_channels=4, sample_size=32,
+                        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, tokenizer=tokenizer,
+                          text_encoder=tiny_qwen3("Qwen3Model", tokenizer, num_layers=4), transformer=transformer)
+
+
+def _build_flux2_klein():
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+
+    tokenizer = qwen3_tokenizer()
+    # 28 layers, so the pipeline's own hidden states 9, 18, 27 exist
+    text_encoder = tiny_qwen3("Qwen3ForCausalLM", tokenizer, num_layers=28)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=3 * 16,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                          guidance_embeds=False)
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+    return Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                              tokenizer=tokenizer, transformer=transformer)
+
+
+def _build_chroma():
+    from diffusers import AutoencoderKL, ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                           axes_dims_rope=[4, 4, 8], approximator_num_channels=8,
+                                           approximator_hidden_dim=16, approximator_layers=1)
+    vae = AutoencoderKL(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                        latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035)
+    return ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=tiny_t5(32),
+                          tokenizer=t5_tokenizer(), transformer=transformer)
+
+
+BUILDERS = {"tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
+            "tiny_chroma": _build_chroma, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
             "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
 
 
