@@ -112,6 +112,11 @@ def test_unknown_model_in_a_fresh_process(tmp_path):
     ("lumina2", 50, 2_536_473_600, "the 1 layer(s) after the deepest (marked unread) and the final norm "
                                    "(77,868,288 parameters; 2,614,341,888 with"),
     ("qwen_image", 56, 7_070_619_136, "language tower only"),
+    ("flux2_klein", 54, 3_114_088_192, "reads hidden states [9, 18, 27]: the 9 layer(s) after the deepest (marked "
+                                       "unread) and the final norm (908,379,904 parameters; 4,022,468,096 with"),
+    ("z_image", 70, 3_921_534_720, "the 1 layer(s) after the deepest (marked unread) and the final norm "
+                                   "(100,933,376 parameters; 4,022,468,096 with"),
+    ("chroma", 48, 4_762_310_656, None),
 ])
 def test_decoder_only_pipelines_offline(inspect_cli, model, sub_blocks, params, note):
     code, out, err = inspect_cli(f"model={model}")
