@@ -369,7 +369,12 @@ def _build_z_image():
 
 
 def _build_flux2_klein():
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
 
     tokenizer = qwen3_tokenizer()
     # 28 layers, so the pipeline's own hidden states 9, 18, 27 exist
