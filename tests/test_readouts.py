@@ -175,3 +175,53 @@ def test_every_method_prunes_the_stacked_readout(method):
     with torch.no_grad():
         f = side.encode(t["input_ids"], t["attention_mask"])
     assert f.shape == (2, LENGTH, 48) and bool(torch.isfinite(f).all())
+
+
+def _write_plan(layers, skip):
+    """A stock decoder's layers with `skip` written in: skipped branches add nothing."""
+    for i in skip:
+        if i % 2 == 0:
+            layers[i // 2].self_attn = _Zero()
+        else:
+            layers[i // 2].mlp = _Zero()
+
+
+def test_each_readout_d_equals_every_state_through_its_own_projection(tmp_path):
+    """HiDream's form: every layer read, the last one several times, each through its own projection."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from skrr.models import TextSide
+    from skrr.models.tiny import t5_tokenizer
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        llama = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=16, intermediate_size=24, num_hidden_layers=4,
+                                             num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)).eval()
+        for p in llama.parameters():  # random norm gains, so a state read before or after a norm differs
+            if p.dim() == 1:
+                p.data.uniform_(0.5, 1.5)
+        projection = torch.nn.ModuleList([torch.nn.Linear(16, 8) for _ in range(7)]).eval()  # one more, unused (T5's)
+    reads = [1, 2, 3, 4, 4, 4]
+    cfg = OmegaConf.create({"name": "each_readout", "family": "hidream", "max_length": 12, "attention_mask": True,
+                            "clean_caption": False, "readout": {"hidden_states": reads, "combine": "each"}})
+    tokenizer = t5_tokenizer()
+    stock = copy.deepcopy(llama)
+    side = TextSide(cfg, llama, tokenizer, projection)
+    calib = build_calibration(side, PROMPTS, batch_size=2, cache_dir=tmp_path)
+
+    def projected(model, texts):
+        t = tokenizer(texts, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hs = model(input_ids=t.input_ids, attention_mask=t.attention_mask, output_hidden_states=True).hidden_states
+            return torch.cat([projection[i](hs[k]) for i, k in enumerate(reads)], dim=-1).double()
+
+    for skip in ([1], [6], [7], [0, 5]):
+        pruned = copy.deepcopy(stock)
+        _write_plan(pruned.model.layers, skip)
+        expected = sum(float(((projected(stock, texts) - projected(pruned, texts)) ** 2).mean()) for texts in (PROMPTS, [""]))
+        schedule = make_schedule(8, skip, {})
+        got = Discrepancy(side, calib)(schedule)
+        assert expected > 0 and got == PrefixCachedDiscrepancy(side, calib)(schedule)
+        assert got == pytest.approx(expected, rel=1e-4)

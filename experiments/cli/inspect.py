@@ -63,7 +63,8 @@ def encoder_notes(encoder, view, dense_encoder: int, unused: int, reads: str) ->
     elif tower(encoder) is not encoder:
         rest = count_params(encoder) - count_params(tower(encoder))
         if rest:
-            notes.append(f"  language tower only: the vision tower and LM head ({rest:,} parameters) are kept as they are")
+            what = "the vision tower and LM head" if hasattr(getattr(encoder, "model", None), "visual") else "the LM head"
+            notes.append(f"  language tower only: {what} ({rest:,} parameters) stay as they are")
     return notes
 
 

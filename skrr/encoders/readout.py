@@ -9,8 +9,9 @@ into what the pipeline hands its denoiser:
 - `single`: the one state (PixArt, SD3, FLUX, Sana, Lumina 2, Qwen-Image, Z-Image, Chroma);
 - `stack`: `torch.stack(states, 1)`, then each token's channels of all states side by side,
   `(B, C, L, D) -> (B, L, C * D)` (FLUX.2's `_get_mistral_3_small_prompt_embeds`, FLUX.2-klein);
-- `each`: every state goes to its own projection (HiDream: one per denoiser block); the search
-  compares them side by side.
+- `each`: the i-th read state goes to the i-th module of the projection (a ModuleList: HiDream's
+  caption_projection, one per denoiser block; a state may be read by several); the search compares
+  the projected states side by side.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class Readout:
         layers = tuple(self.layers)
         if not layers or not all(isinstance(k, int) and not isinstance(k, bool) for k in layers):
             raise ConfigError("readout.hidden_states", f"must be a non-empty list of integer layer indices, got {list(layers)}")
-        if len(set(layers)) != len(layers):
+        if len(set(layers)) != len(layers) and self.combine != "each":  # each: one state may feed several projections
             raise ConfigError("readout.hidden_states", f"lists a layer twice: {list(layers)}")
         if self.combine == "single" and len(layers) != 1:
             raise ConfigError("readout.combine", f"is single but {len(layers)} hidden states are read; use stack or each")
@@ -57,7 +58,7 @@ class Readout:
                 raise InputError(f"{key}: hidden state {k} does not exist in a {num_layers}-layer encoder "
                                  f"(0 is the embeddings, {num_layers} or -1 the last layer's output)")
             out.append(i)
-        if len(set(out)) != len(out):
+        if len(set(out)) != len(out) and self.combine != "each":
             raise InputError(f"{key}: {list(self.layers)} reads the same hidden state twice in a {num_layers}-layer encoder")
         return tuple(out)
 

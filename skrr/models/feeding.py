@@ -184,8 +184,20 @@ class ChromaFeeding(Feeding):
         return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
 
 
+class HiDreamFeeding(Feeding):
+    """HiDreamImagePipeline's Llama (`_get_llama3_prompt_embeds`): padded to min(max_length, the
+    tokenizer's limit), the mask passed; the denoiser attends every text position. `encode` gives
+    the read states as a list, one per denoiser block (the pipeline stacks hidden_states[1:] and the
+    transformer picks its `llama_layers`)."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self._pad(list(prompts), min(self.max_length, self.tokenizer.model_max_length))
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask,
+                "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+
+
 FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding,
-            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding}
+            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding}
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:

@@ -20,7 +20,7 @@ from torch import nn
 
 from skrr.encoders.readout import Readout, readout_of
 from skrr.encoders.view import find_sub_block_encoder, to_sub_blocks
-from skrr.errors import InputError, Unsupported
+from skrr.errors import InputError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHOICES = (*DTYPES, "auto")
@@ -112,12 +112,12 @@ class Forward:
             if 2 * max(reads) != len(self.enc):
                 raise InputError(f"this encoder's view ends after layer {len(self.enc) // 2}, but the model reads "
                                  f"hidden states {list(reads)}")
-            if self.readout.combine == "each":
-                raise Unsupported("a readout whose states go to separate projections (combine: each) is not "
-                                  "supported by the search yet")
+            if self.readout.combine == "each" and self.projection is not None and len(self.projection) < len(reads):
+                raise InputError(f"the model reads {len(reads)} hidden states, each through its own projection, "
+                                 f"but its projection has {len(self.projection)} modules")
         if self.readout.combine != "single":  # one state read: the final one, as before
             self.reads = reads
-            recorded = sorted(i for i in self.reads if 2 * i != len(self.enc))
+            recorded = sorted({i for i in self.reads if 2 * i != len(self.enc)})
             self.record_at = {2 * i: slot for slot, i in enumerate(recorded)}
         self.width = None  # the hidden width, known from the first prepared state
 
@@ -165,22 +165,22 @@ class Forward:
     def features(self, h, ctx) -> torch.Tensor:
         """The encoder's output (final norm, readout, projection) for final states h, in fp32."""
         with weights_in(self.dtype, *self._finish_modules()) if self.upcast else contextlib.nullcontext():
-            if self.reads is None:
-                f = self.enc.finish(h, ctx)
-            else:
-                f = self._read(h, ctx)
-            if self.projection is not None:
-                f = self.projection(f.to(self.dtype if self.upcast else next(self.projection.parameters()).dtype))
+            f = self.enc.finish(h, ctx) if self.reads is None else self._read(h, ctx)
+            dtype = None if self.projection is None else self.dtype if self.upcast else next(self.projection.parameters()).dtype
+            if isinstance(f, list):  # combine: each, the i-th state through the i-th projection, side by side
+                f = torch.cat([x if self.projection is None else self.projection[i](x.to(dtype)) for i, x in enumerate(f)],
+                              dim=-1)
+            elif self.projection is not None:
+                f = self.projection(f.to(dtype))
         return f.float()
 
     def _read(self, h, ctx):
-        """The read states, combined as the pipeline combines them (an `each` readout: side by side)."""
+        """The read states, combined as the pipeline combines them (an `each` readout: a list, one per projection)."""
         recorded = h[..., self.width:].split(self.width, dim=-1) if h.shape[-1] > self.width else ()
         current = h[..., :self.width].contiguous() if recorded else h
         by_layer = {i: recorded[self.record_at[2 * i]] for i in self.reads if 2 * i in self.record_at}
         by_layer[len(self.enc) // 2] = self.enc.finish(current, ctx)
-        combined = self.readout.combine_states([by_layer[i].contiguous() for i in self.reads])
-        return torch.cat(combined, dim=-1) if isinstance(combined, list) else combined
+        return self.readout.combine_states([by_layer[i].contiguous() for i in self.reads])
 
     def _finish_modules(self):
         text_model = getattr(self.enc, "_text_model", None)  # CLIP keeps its final norm on the text model
