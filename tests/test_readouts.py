@@ -225,3 +225,19 @@ def test_each_readout_d_equals_every_state_through_its_own_projection(tmp_path):
         got = Discrepancy(side, calib)(schedule)
         assert expected > 0 and got == PrefixCachedDiscrepancy(side, calib)(schedule)
         assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_hidream_twin_reads_each_llama_state_as_its_pipeline_and_transformer_do():
+    """Parity on tiny_hidream_i1: the dense view's read states, bit for bit, are the ones the
+    transformer picks (`llama_layers`) from the pipeline's own stacked `hidden_states[1:]`."""
+    side = load_text_side("tiny_hidream_i1")
+    pipe = build_model("tiny_hidream_i1").pipeline.load_class().from_pretrained(resolve_pretrained("tiny_hidream_i1"),
+                                                                                 dtype=torch.float32)
+    length = int(model_config("tiny_hidream_i1").max_length)
+    t = side.tokenize(PROMPTS)
+    with torch.no_grad():
+        got = side.encode(t["input_ids"], t["attention_mask"])
+        stacked = pipe._get_llama3_prompt_embeds(PROMPTS, max_sequence_length=length)
+    expected = [stacked[k] for k in pipe.transformer.config.llama_layers]
+    assert len(got) == len(expected) == 3 and all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert bool(t["attend"].all())  # the denoiser attends every text position

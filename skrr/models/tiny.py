@@ -404,7 +404,52 @@ def _build_chroma():
                           tokenizer=t5_tokenizer(), transformer=transformer)
 
 
-BUILDERS = {"tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
+def llama_tokenizer():
+    """Llama-3's tokenizer form (`PreTrainedTokenizerFast`: byte-level BPE, `<|begin_of_text|>`
+    prepended, a pad token as HiDream's pipeline needs) on a tiny vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(
+        vocab_size=500, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                                   pad_token="<|pad|>", model_max_length=128)
+
+
+def _build_hidream():
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        HiDreamImagePipeline,
+        HiDreamImageTransformer2DModel,
+    )
+    from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    tokenizer_4 = llama_tokenizer()
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer_4), hidden_size=16, intermediate_size=24,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         pad_token_id=tokenizer_4.pad_token_id, bos_token_id=0, eos_token_id=1))
+    # three blocks: as the real model, every Llama layer in order, then the last again (llama_layers)
+    transformer = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                                 num_single_layers=2, attention_head_dim=8, num_attention_heads=4,
+                                                 caption_channels=[32, 16], text_emb_dim=64, num_routed_experts=4,
+                                                 num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                                                 max_resolution=(32, 32), llama_layers=(0, 1, 1))
+    vae = AutoencoderKL(block_out_channels=(4,), norm_num_groups=2, latent_channels=4, sample_size=32,
+                        scaling_factor=0.3611, shift_factor=0.1159)
+    return HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer,
+        text_encoder=_tiny_clip(CLIPTextModelWithProjection), tokenizer=clip_tokenizer(),
+        text_encoder_2=_tiny_clip(CLIPTextModelWithProjection), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=tiny_t5(32), tokenizer_3=t5_tokenizer(), text_encoder_4=llama, tokenizer_4=tokenizer_4)
+
+
+BUILDERS = {"tiny_hidream_i1": _build_hidream, "tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
             "tiny_chroma": _build_chroma, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
             "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
 
