@@ -291,15 +291,15 @@ def check_readout(cfg: DictConfig, num_layers: int) -> tuple[int, ...]:
 
 
 def text_encoder_depth(cfg: DictConfig, root: str | None = None) -> int | None:
-    """The encoder's layer count read from a config file alone (the shipped meta config, or the
-    pipeline folder's `<text_encoder>/config.json`); None where neither is at hand."""
+    """The encoder's layer count read from a config file alone (the local pipeline folder's
+    `<text_encoder>/config.json`, else the shipped meta config); None where neither is at hand."""
     spec = None
-    if cfg.get("meta_configs"):
+    if root is not None and Path(root).is_dir() and (Path(root) / cfg.text_encoder / "config.json").is_file():
+        spec = json.loads((Path(root) / cfg.text_encoder / "config.json").read_text())
+    elif cfg.get("meta_configs"):
         components = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
         c = components.get(cfg.text_encoder, {})
         spec = json.loads((CONFIGS_DIR / c["config_file"]).read_text()) if "config_file" in c else c.get("config")
-    elif root is not None and Path(root).is_dir() and (Path(root) / cfg.text_encoder / "config.json").is_file():
-        spec = json.loads((Path(root) / cfg.text_encoder / "config.json").read_text())
     if not spec:
         return None
     spec = spec.get("text_config", spec)
