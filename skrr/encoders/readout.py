@@ -86,8 +86,11 @@ def readout_of(cfg) -> Readout:
     one `hidden_state` it reads (default -1)."""
     get = cfg.get if hasattr(cfg, "get") else lambda key, default=None: getattr(cfg, key, default)  # a config or a Model
     spec, hidden_state = get("readout"), get("hidden_state", -1)
+    hidden_state = -1 if hidden_state is None else hidden_state
+    if isinstance(hidden_state, bool) or not float(hidden_state).is_integer():
+        raise ConfigError("hidden_state", f"must be a whole number (a layer index, -1 the last), got {hidden_state!r}")
     if not spec:
-        return Readout((int(-1 if hidden_state is None else hidden_state),), "single")
+        return Readout((int(hidden_state),), "single")
     if int(hidden_state) != -1:
         raise ConfigError("readout", "and hidden_state are both set: a readout lists every hidden state read")
     unknown = sorted(set(spec) - {"hidden_states", "combine"})
