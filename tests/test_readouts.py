@@ -241,3 +241,20 @@ def test_hidream_twin_reads_each_llama_state_as_its_pipeline_and_transformer_do(
     expected = [stacked[k] for k in pipe.transformer.config.llama_layers]
     assert len(got) == len(expected) == 3 and all(torch.equal(g, e) for g, e in zip(got, expected))
     assert bool(t["attend"].all())  # the denoiser attends every text position
+
+
+@pytest.mark.parametrize("name", ["tiny_lumina2", "tiny_flux2"])
+def test_bf16_weights_computed_in_fp32_equal_an_fp32_copy(name):
+    """The search's default on bf16 checkpoints: weights as stored, each module cast for its call.
+    A decoder view's final norm (or none, when it is unread) is cast like the rest (this path raised
+    AttributeError before). Not bit for bit: the rotary tables are computed in the stored dtype."""
+    from skrr.search.compute import Forward
+
+    side = load_text_side(name, dtype=torch.bfloat16)
+    t = side.tokenize(PROMPTS[:2])
+    upcast = Forward(side, True, torch.float32)(t["input_ids"], t["attention_mask"])
+    side.encoder.float()
+    side.projection.float()
+    widened = Forward(side, True, torch.float32)(t["input_ids"], t["attention_mask"])
+    assert upcast.dtype == torch.float32 and bool(torch.isfinite(upcast).all())
+    assert torch.allclose(upcast, widened, rtol=1e-2, atol=1e-2 * float(widened.abs().max()))
