@@ -19,6 +19,7 @@ from torch import nn
 from skrr.config.build import build
 from skrr.config.files import CONF_DIR, CONFIGS_DIR
 from skrr.config.legacy import current_name
+from skrr.encoders.readout import Readout, readout_of
 from skrr.errors import ConfigError, InputError, MissingFile, UnknownName
 from skrr.models.feeding import feeding_for
 from skrr.search.compute import DTYPES
@@ -88,6 +89,7 @@ class Model:
     clean_caption: bool = False
     meta_configs: str | None = None  # skrr/configs/<file>: the real model's components on the meta device
     hidden_state: int = -1  # the encoder hidden state the pipeline reads
+    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | each} (skrr.encoders.readout)
     complex_human_instruction: object = None  # Sana's
     system_prompt: str | None = None  # Lumina 2's
     builtin_calibration: bool = False  # random captions may calibrate it (tiny and toy models)
@@ -103,6 +105,7 @@ class Model:
                                           f"pipeline_class: ...}}), got {type(self.pipeline).__name__}")
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", f"must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        readout_of(self)  # its form checked here; its indices against the encoder's depth in check_readout
         self.pipeline.check(self)
 
 
@@ -137,7 +140,8 @@ def model_config(name_or_cfg) -> DictConfig:
 # downsampling, times the denoiser's patch size where it checks that too), known without loading it.
 # Tiny twins take their real model's (stricter than their tiny VAEs need: a tiny run fails where the real one would).
 PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
-                  "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "ToyWorldPipeline": 1}
+                  "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "Flux2Pipeline": 16,
+                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1}
 
 
 def pixel_multiple(cfg) -> tuple[int, str]:
@@ -212,6 +216,7 @@ def load_pipeline(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.
     as max_sequence_length."""
     cfg = model_config(name_or_cfg)
     model = build_model(cfg)
+    check_readout_early(cfg, model.pipeline.folder(model) if cfg.text_encoder not in components else None)
     pipe = model.pipeline.load(model, dtype or DTYPES[model.dtype], **components)
     pipe.text_max_length = int(cfg.max_length)  # generation feeds the encoder as calibration does
     if cfg.text_encoder not in components:
@@ -251,13 +256,64 @@ class TextSide:
 
 
 def prepare_encoder(encoder: nn.Module, cfg: DictConfig) -> nn.Module:
-    """Decoder-only encoders whose pipeline reads an earlier hidden state go into sub-block form at
-    load time, which frees the layers after it; others are left as loaded."""
-    if int(cfg.get("hidden_state", -1)) != -1:
-        from skrr.encoders.view import to_sub_blocks
+    """Decoder-only encoders whose pipeline reads no deeper than an earlier hidden state go into
+    sub-block form at load time, which frees the layers after the deepest one read (and, for
+    Mistral3, the vision tower and LM head); others are left as loaded."""
+    readout = readout_of(cfg)
+    if readout == Readout():
+        return encoder
+    from skrr.encoders.view import to_sub_blocks
 
-        to_sub_blocks(encoder, hidden_state=int(cfg.hidden_state))
+    depth = encoder_depth(encoder, cfg)
+    end = max(check_readout(cfg, depth)) - depth - 1  # the deepest read, counted from the end
+    if end != -1:
+        to_sub_blocks(encoder, hidden_state=end)
     return encoder
+
+
+def encoder_depth(encoder: nn.Module, cfg=None) -> int:
+    """Decoder layers of the encoder as loaded (its config's, which a pruned view keeps)."""
+    from skrr.encoders.decoder_only import decoder_stack
+
+    stack = decoder_stack(encoder)
+    if stack is None:
+        key = "readout" if cfg is not None and cfg.get("readout") else "hidden_state"
+        raise ConfigError(key, f"reads an intermediate hidden state, which skrr supports for decoder-only encoders; "
+                               f"got {type(encoder).__name__}")
+    return int(stack.config.num_hidden_layers)
+
+
+def check_readout(cfg: DictConfig, num_layers: int) -> tuple[int, ...]:
+    """The model's read indices against an encoder of `num_layers` layers: one that does not exist
+    fails in one line naming the key."""
+    key = "model.readout.hidden_states" if cfg.get("readout") else "model.hidden_state"
+    return readout_of(cfg).resolve(num_layers, key)
+
+
+def text_encoder_depth(cfg: DictConfig, root: str | None = None) -> int | None:
+    """The encoder's layer count read from a config file alone (the local pipeline folder's
+    `<text_encoder>/config.json`, else the shipped meta config); None where neither is at hand."""
+    spec = None
+    if root is not None and Path(root).is_dir() and (Path(root) / cfg.text_encoder / "config.json").is_file():
+        spec = json.loads((Path(root) / cfg.text_encoder / "config.json").read_text())
+    elif cfg.get("meta_configs"):
+        components = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
+        c = components.get(cfg.text_encoder, {})
+        spec = json.loads((CONFIGS_DIR / c["config_file"]).read_text()) if "config_file" in c else c.get("config")
+    if not spec:
+        return None
+    spec = spec.get("text_config", spec)
+    n = spec.get("num_hidden_layers", spec.get("num_layers"))
+    return None if n is None else int(n)
+
+
+def check_readout_early(cfg: DictConfig, root: str | None = None) -> None:
+    """Fail before any weights load when the model reads a hidden state its encoder does not have."""
+    if readout_of(cfg) == Readout():
+        return
+    n = text_encoder_depth(cfg, root)
+    if n is not None:
+        check_readout(cfg, n)
 
 
 def projection_module(root: str, index: dict, paths, dtype: torch.dtype) -> nn.Module:
@@ -278,6 +334,7 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
     model = build_model(cfg)
     dtype = dtype or DTYPES[model.dtype]
     root = model.pipeline.folder(model)
+    check_readout_early(cfg, root)
     pipe_cls = model.pipeline.load_class()
     index_file = _fetch(root, "", "model_index.json")
     if index_file is None:
