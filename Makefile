@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-slurm test-readme install clean
+.PHONY: demo test test-slurm test-readme bench-gpu install clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test-readme: $(STAMP)
 # through submitit with a cancelled job and a resume, and the search shared out by srun (~4 min)
 test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -p no:xdist tests/test_slurm.py -m slurm
+
+# the one GPU check (benchmarks/gpu_check.py): full-size random-weight PixArt-Sigma on one CUDA device,
+# ~5-8 min; weights cached under $SKRR_CACHE/realsize (12 GB). Without CUDA it says so and exits 1.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --workdir $${SKRR_CACHE:-$$HOME/.cache/skrr}/gpu_check
 
 demo: $(STAMP)
 	$(BIN)/skrr-run -m experiment=demo

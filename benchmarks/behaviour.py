@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from skrr.config.legacy import key_names
+
 BIN = Path(sys.executable).parent
 PRUNES = {  # model -> methods (each with its overrides); two targets each, one search serves both
     "tiny_pixart": ["skrr", "skrr method.beam_width=1 method.reuse=false", "shortgpt", "laco", "finercut",
@@ -156,7 +158,8 @@ def main(argv=None):
         before = {k: v for k, v in before.items() if k in answers}
         if "prune" in before:  # compare plans by target and content (older saves keyed them by file name)
             before["prune"] = {RENAMED.get(case, case): by_target(plans) for case, plans in before["prune"].items()}
-        diff = differences(before, answers)
+        # module names moved into sub-packages by design (skrr.config.legacy): compare under the old ones
+        diff = differences(before, key_names(answers))
         for line in diff[:60]:
             print(line)
         print(f"{len(diff)} differences" if diff else "identical: every plan, D, row and report table")

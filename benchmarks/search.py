@@ -39,14 +39,14 @@ from diffusers.models.embeddings import PixArtAlphaTextProjection  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import T5Config, T5EncoderModel  # noqa: E402
 
-from skrr import distributed  # noqa: E402
 from skrr.encoders.view import to_sub_blocks, total_params  # noqa: E402
 from skrr.methods import load as load_method  # noqa: E402
 from skrr.models import TextSide  # noqa: E402
 from skrr.models.tiny import _corpus, t5_tokenizer  # noqa: E402
 from skrr.prune import make_context  # noqa: E402
+from skrr.search import distributed  # noqa: E402
 from skrr.search.calibration import build_calibration  # noqa: E402
-from skrr.search.compute import DTYPES, TOLERANCE  # noqa: E402
+from skrr.search.compute import ASSUMED_GPU, ASSUMED_TFLOPS, DTYPES, TOLERANCE  # noqa: E402
 from skrr.search.discrepancy import Discrepancy  # noqa: E402
 from skrr.search.prefix_cache import PrefixCachedDiscrepancy  # noqa: E402
 from skrr.search.skip_reuse import beam_search, near_ties, reuse_phase  # noqa: E402
@@ -308,8 +308,8 @@ def paper_estimate(args, cost_attn, cost_ffn, measured_ratio):
     print(f"measured here on CPU at full width: attention {cost_attn * 1e3:.2f} ms, FFN {cost_ffn * 1e3:.2f} ms "
           f"per sub-block x prompt of {args.cost_tokens} tokens")
     print(f"GPU per sub-block x prompt (300 tokens): {per_prompt_gpu * 1e3:.3f} ms = "
-          f"{(flops_attn + flops_ffn) / 2 / 1e9:.1f} GFLOP / assumed {args.gpu_tflops:.0f} TFLOP/s effective bf16 "
-          f"(H100: 989 peak dense; assumption ~40% utilisation)")
+          f"{(flops_attn + flops_ffn) / 2 / 1e9:.1f} GFLOP / assumed {args.gpu_tflops:.0f} TFLOP/s effective "
+          f"{args.dtype} on one {ASSUMED_GPU} (skrr.search.compute.ASSUMED_TFLOPS: dense peaks 989 bf16, 67 fp32)")
     print(f"fast at the measured ratio assumes the state cache holds the run's states; with only per-call "
           f"prefix sharing (cache too small at this scale): {within_call:,.0f} ({slow / within_call:.2f}x)")
     for label, per in (("GPU (assumed throughput)", per_prompt_gpu), ("this CPU (measured cost, x tokens)", per_prompt_cpu)):
@@ -481,12 +481,14 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8, dest="batch_size")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (the machine is shared)")
-    ap.add_argument("--gpu-tflops", type=float, default=400.0, dest="gpu_tflops",
-                    help="assumed effective bf16 throughput for the paper-scale estimate")
+    ap.add_argument("--gpu-tflops", type=float, default=None, dest="gpu_tflops",
+                    help="assumed effective GPU throughput for the paper-scale estimate (default: "
+                         "skrr.search.compute.ASSUMED_TFLOPS of --dtype: 50 float32, 400 bfloat16)")
     ap.add_argument("--ranks", type=int, help="compare the search in N data-parallel ranks with 1 (see above)")
     ap.add_argument("--cost-tokens", type=int, default=64, dest="cost_tokens",
                     help="tokens per prompt when measuring the full-width per-sub-block cost")
     args = ap.parse_args()
+    args.gpu_tflops = args.gpu_tflops or ASSUMED_TFLOPS[args.dtype]
     if args.beam < 1 or (args.depth is not None and args.depth < 1):
         ap.error("--beam and --depth must be >= 1")
     torch.set_num_threads(args.threads)

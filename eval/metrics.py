@@ -21,13 +21,16 @@ Per-image scores, the contract `skrr.eval.per_item` reads (nothing else):
 
 What else the runner reads is declared on the class, so no caller switches on a metric's name:
 
-    prompt_set        the prompt set whose images it scores: "text", "geneval", or None (no images)
+    prompt_set        the prompt set whose images it scores: "text", "geneval", "geneval2", or None (no images)
     needs_pipeline    it is built with the pipeline itself (`pipeline=`): a report of the pipeline
                       such as skrr.experiments.runner.efficiency.Efficiency, which shares this contract without
                       being a metric of images
     needs_dense(cfg)  whether update needs the dense images (DreamSim; FID without reference stats)
     validate(cfg)     cheap config checks, run before anything heavy loads (check_metric also
                       checks every key of the config against the constructor)
+    intervals(clusters, resamples, seed)
+                      (optional, GenEval 2) every number of compute() with its interval, from the
+                      metric's own states; the stored result is then one {"value", "ci"} per number
 """
 from __future__ import annotations
 

@@ -144,11 +144,14 @@ def with_seeds(items: Items, image_dir) -> Items:
     return items
 
 
-def summary(value, items: Items | None, resamples: int | None = None, seed: int = 0):
-    """A metric's stored result: {"value", "ci"} (GenEval: one per task and overall), or the plain
-    value when there are no per-image scores."""
+def summary(value, items: Items | None, resamples: int | None = None, seed: int = 0, metric=None):
+    """A metric's stored result: {"value", "ci"} (GenEval: one per task and overall; a metric with an
+    `intervals(clusters, resamples, seed)` method, GenEval 2: one per number it reports), or the
+    plain value when there are no per-image scores."""
     if items is None:
         return value
+    if metric is not None and hasattr(metric, "intervals"):
+        return {k: v.as_dict() for k, v in metric.intervals(items.clusters, resamples, seed).items()}
     if items.strata is not None:  # GenEval
         from skrr.eval.intervals import geneval_intervals
 

@@ -55,10 +55,13 @@ def texts_of(prompts: list) -> list[str]:
 
 
 def prompt_sets(p) -> dict[str, list]:
-    """{'text': prompt strings, 'geneval': metadata dicts (one per image)} from an eval config's
-    `prompts`. `text` is a list, or a `_target_` node that returns prompts (a plug-in: the toy
-    world's); `coco_captions` replaces it. GenEval's set: `geneval_metadata` (the official file),
-    `geneval_generated` (n per task, offline) or a `geneval` `_target_` node returning metadata."""
+    """{'text': prompt strings, 'geneval': metadata dicts (one per image), 'geneval2': GenEval 2 rows
+    (one per image)} from an eval config's `prompts`. `text` is a list, or a `_target_` node that
+    returns prompts (a plug-in: the toy world's); `coco_captions` replaces it. GenEval's set:
+    `geneval_metadata` (the official file), `geneval_generated` (n per task, offline) or a `geneval`
+    `_target_` node returning metadata. GenEval 2's: `geneval2_metadata` (the user's
+    geneval2_data.jsonl) or a `geneval2` `_target_` node returning rows, each checked;
+    `geneval2_images_per_prompt` (default 1, as GenEval 2)."""
     from hydra.utils import instantiate
 
     from skrr.config.build import with_current_targets
@@ -80,9 +83,20 @@ def prompt_sets(p) -> dict[str, list]:
         metadata = [m for m in suite if m["tag"] != "single_object"] + suite[:p.geneval_generated]
     elif p.get("geneval"):
         metadata = made(p.geneval)
+    rows = None
+    if p.get("geneval2_metadata"):
+        from skrr.eval.geneval2.data import load_geneval2
+        rows = load_geneval2(p.geneval2_metadata)
+    elif p.get("geneval2"):
+        from skrr.eval.geneval2.data import check_row
+        rows = [check_row(r, f"eval.prompts.geneval2 row {i}") for i, r in enumerate(made(p.geneval2))]
+        if not rows:
+            raise InputError("eval.prompts.geneval2 gave no GenEval 2 rows")
     sets = {}
     if text is not None:
         sets["text"] = check_nonempty(list(text), "eval.prompts.text")
     if metadata is not None:
         sets["geneval"] = expand_metadata(metadata, p.get("geneval_images_per_prompt", 4))
+    if rows is not None:
+        sets["geneval2"] = expand_metadata(rows, p.get("geneval2_images_per_prompt", 1))
     return sets

@@ -7,7 +7,7 @@ returns one plan per target, so Skrr and the baselines are interchangeable every
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +22,8 @@ from skrr.prompts.real import calibration_record, check_prompts_fit_model
 from skrr.prompts.sources import as_source
 from skrr.search import distributed
 from skrr.search.calibration import Calibration, build_calibration
-from skrr.search.compute import choose_compute_dtype
+from skrr.search.certified import Certified
+from skrr.search.compute import CERTIFIED, choose_compute_dtype
 from skrr.search.discrepancy import Discrepancy
 from skrr.search.prefix_cache import PrefixCachedDiscrepancy
 
@@ -38,6 +39,8 @@ class PruneContext:
     device: str
     progress: bool = True
     compute_dtype: torch.dtype = torch.float32  # what every forward of the method computes in
+    certified: bool = False  # candidates pre-scored in bf16, decisions in float32 (skrr.search.certified)
+    evaluators: list = field(default_factory=list)  # the certified evaluators made, for the plans' record
 
     def discrepancy(self, metric: str, projection: bool, null_term: bool, fast: bool = True,
                     cache_budget_mb: float = 2048.0) -> Discrepancy:
@@ -46,11 +49,24 @@ class PruneContext:
         if projection != self.calib.projected:
             raise ValueError(f"calibration targets were computed with projection={self.calib.projected}; "
                              f"build the context with projection={projection}")
-        opts = dict(metric=metric, projection=projection, null_term=null_term)
-        if fast:
-            return PrefixCachedDiscrepancy(self.text_side, self.calib, device=self.device,
-                                           cache_budget_mb=float(cache_budget_mb), **opts)
-        return Discrepancy(self.text_side, self.calib, device=self.device, **opts)
+        opts = dict(metric=metric, projection=projection, null_term=null_term, device=self.device)
+
+        def make(calib):
+            if fast:
+                return PrefixCachedDiscrepancy(self.text_side, calib, cache_budget_mb=float(cache_budget_mb), **opts)
+            return Discrepancy(self.text_side, calib, **opts)
+
+        if not self.certified:
+            return make(self.calib)
+        self.evaluators.append(Certified(make, self.calib))
+        return self.evaluators[-1]
+
+    def certified_record(self) -> dict | None:
+        """Candidates scored and re-scored in float32 by every certified evaluator of the run."""
+        if not self.certified:
+            return None
+        scored, rescored = sum(e.scored for e in self.evaluators), sum(e.rescored for e in self.evaluators)
+        return {"scored": scored, "rescored": rescored, "fraction": round(rescored / scored, 4) if scored else 0.0}
 
     def plan(self, skip, method: Method, reuse=None, **info) -> Plan:
         plan = Plan(skip=[int(i) for i in skip], reuse=dict(reuse or {}), method=method.settings(), info=info,
@@ -82,7 +98,7 @@ def make_context(model, calibration: DictConfig, device: str = "cpu", projection
         distributed.barrier("rank 0's dense calibration targets")
         calib = calibrate(mmap=True)
     return PruneContext(text_side, calib, enc.sub_blocks, total_params(text_side.encoder), device,
-                        progress and distributed.rank() == 0, dtype)
+                        progress and distributed.rank() == 0, dtype, certified=compute_dtype == CERTIFIED)
 
 
 def prune(model, method: Method | DictConfig | dict, calibration: DictConfig | dict, device: str = "cpu",
@@ -102,7 +118,9 @@ def prune(model, method: Method | DictConfig | dict, calibration: DictConfig | d
     for plan in plans:
         plan.info.setdefault("calibration", record)
         plan.info["world_size"] = distributed.world_size()
-        plan.info.setdefault("compute_dtype", str(ctx.compute_dtype).removeprefix("torch."))
+        plan.info.setdefault("compute_dtype", CERTIFIED if ctx.certified else str(ctx.compute_dtype).removeprefix("torch."))
+        if ctx.certified:
+            plan.info["certified"] = ctx.certified_record()
         # where the decisions were computed: near-ties may go the other way elsewhere (docs/exactness.md)
         plan.info.setdefault("machine", {"device": str(device), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                                          "torch": torch.__version__})

@@ -19,7 +19,9 @@ HYDRA_OWNED = ("hydra/",)
 # keys whose every integer is a legitimate value (NaN is still refused)
 UNBOUNDED = {"seed": "a random seed: any integer", "base_seed": "a random seed: any integer",
              "coco_seed": "a random seed: any integer",
-             "hidden_state": "a layer index: negative counts from the end (-1 is the last hidden state)"}
+             "hidden_state": "a layer index: negative counts from the end (-1 is the last hidden state)",
+             "hidden_states": "layer indices (0 the embeddings, negative from the end): checked against the "
+                              "encoder's depth when its config is read"}
 # keys for which -1 is in range: the out-of-range value tried instead
 MINUS_ONE_OK = {"T": 1.5}  # LaCo's cosine-similarity threshold lies in [-1, 1]
 # keys for which 0 is in range

@@ -1,4 +1,4 @@
-"""Sana, Lumina 2 and Qwen-Image on their tiny twins: skrr's feeding gives exactly the embeddings
+"""Sana, Lumina 2, Qwen-Image, FLUX.2, FLUX.2-klein, Z-Image and Chroma on their tiny twins: skrr's feeding gives exactly the embeddings
 the pipeline's own encode_prompt gives (stock encoder, no sub-block view), a pruned encoder saved
 without dense weights drops into the pipeline and generates, and skrr-run makes a row with every
 smoke metric."""
@@ -14,7 +14,7 @@ from skrr.experiments.cli.app import CONF_DIR
 from skrr.experiments.cli.run import run_job
 from skrr.models import build_model, load_pipeline, load_text_side, model_config, resolve_pretrained
 
-TWINS = ["tiny_sana", "tiny_lumina2", "tiny_qwen_image"]
+TWINS = ["tiny_sana", "tiny_lumina2", "tiny_qwen_image", "tiny_flux2", "tiny_flux2_klein", "tiny_z_image", "tiny_chroma"]
 PROMPTS = ["a red cat on a wooden table", "two dogs near a blue car in the city at night"]
 
 
@@ -26,6 +26,15 @@ def _stock_pipeline(name):
 def _pipeline_embeds(pipe, name, prompts):
     """(per-prompt embeddings the denoiser gets, the same for the negative prompt or None)."""
     with torch.no_grad():
+        length = int(model_config(name).max_length)
+        if name in ("tiny_flux2", "tiny_flux2_klein"):  # stacked hidden states; the denoiser reads every position
+            embeds, _ = pipe.encode_prompt(prompts, max_sequence_length=length)
+            return list(embeds), [pipe.encode_prompt([""], max_sequence_length=length)[0][0]]
+        if name == "tiny_z_image":  # hidden state -2 of the real tokens, as a list per prompt
+            return pipe._encode_prompt(list(prompts), max_sequence_length=length), pipe._encode_prompt([""], max_sequence_length=length)
+        if name == "tiny_chroma":  # T5 with the mask; the denoiser attends the prompt and its first padding token
+            rows = [pipe._get_t5_prompt_embeds(p, max_sequence_length=length) for p in (prompts, [""])]
+            return [[e[m.bool()] for e, m in zip(*r)] for r in rows]
         if name == "tiny_qwen_image":
             embeds, mask = pipe.encode_prompt(prompts)
             rows = [e if mask is None else e[m.bool()] for e, m in zip(embeds, mask if mask is not None else embeds)]
@@ -93,7 +102,8 @@ def test_pruned_encoder_saves_without_dense_weights_and_generates(name, tmp_path
     hw = int(model_config(name).sampler.height)
     binning = {"use_resolution_binning": False} if name == "tiny_sana" else {}  # binning knows real sizes only
     with torch.no_grad():
-        image = pipe(PROMPTS[:1], num_inference_steps=2, height=hw, width=hw, output_type="np",
+        length = {"max_sequence_length": int(model_config(name).max_length)} if name not in TWINS[:3] else {}
+        image = pipe(prompt=PROMPTS[:1], num_inference_steps=2, height=hw, width=hw, output_type="np", **length,
                      generator=torch.Generator().manual_seed(0), **binning).images
     assert image.shape == (1, hw, hw, 3) and bool(torch.isfinite(torch.from_numpy(image)).all())
 

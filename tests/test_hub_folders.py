@@ -1,7 +1,7 @@
 """A pruned folder loads where skrr is not installed: `AutoModel.from_pretrained(dir,
 trust_remote_code=True)` and `DiffusionPipeline.from_pretrained(dir, trust_remote_code=True)` run
 the `modeling_skrr.py` that save_pruned cut from skrr's own source, in a Python that cannot import
-skrr, and give bit for bit what skrr gives (T5, CLIP with projection, Gemma-2, Qwen2.5-VL)."""
+skrr, and give bit for bit what skrr gives (T5, CLIP with projection, Gemma-2, Qwen2.5-VL, Mistral3)."""
 import ast
 import json
 import os
@@ -67,7 +67,7 @@ for job in jobs:
             pipe = DiffusionPipeline.from_pretrained(job["dir"], trust_remote_code=True)
             enc = getattr(pipe, job["component"])
             assert type(enc).__module__.startswith("diffusers_modules"), type(enc).__module__
-            image = pipe(job["prompts"], generator=torch.Generator().manual_seed(0), **job["kwargs"]).images
+            image = pipe(prompt=job["prompts"], generator=torch.Generator().manual_seed(0), **job["kwargs"]).images
             np.save(job["out"], image)
             print(job["dir"], type(pipe).__name__, type(enc).__name__)
 assert "skrr" not in sys.modules
@@ -96,7 +96,7 @@ def _outputs(enc, ids, mask):
 
 def _images(pipe, prompts, kwargs):
     with torch.no_grad():
-        return pipe(prompts, generator=torch.Generator().manual_seed(0), **kwargs).images
+        return pipe(prompt=prompts, generator=torch.Generator().manual_seed(0), **kwargs).images
 
 
 def test_the_modelling_file_is_cut_from_skrr_and_imports_only_torch_and_transformers():
@@ -204,3 +204,30 @@ def test_with_skrr_the_registered_classes_load_without_remote_code(tiny_t5, t5_i
     ids, mask = t5_inputs
     with torch.no_grad():
         assert torch.equal(auto(input_ids=ids, attention_mask=mask)[0], tiny_t5(input_ids=ids, attention_mask=mask)[0])
+
+
+def test_pruned_flux2_pipeline_loads_without_skrr_and_generates_the_same_image(tmp_path):
+    """FLUX.2's Mistral3 encoder, pruned: saved without its unread tail, vision tower and LM head,
+    in a pipeline folder that loads with trust_remote_code=True where skrr is not installed."""
+    pipe = load_pipeline("tiny_flux2")
+    plan = Plan(skip=[1, 2, 3, 22, 41], reuse={3: 5, 41: 39})
+    apply_plan(pipe.text_encoder, plan, name="tiny_flux2")
+    save_pruned_pipeline(pipe, "text_encoder", plan, tmp_path / "flux2")
+    save_pruned(pipe.text_encoder, plan, tmp_path / "mistral3")
+    kwargs = {**GENERATE, "height": 32, "width": 32, "max_sequence_length": 64}
+    expected = _images(pipe, ["a red cat"], kwargs)
+    weights = json.loads((tmp_path / "flux2" / "text_encoder" / "config.json").read_text())
+    assert weights["architectures"] == ["SkrrMistral3ForConditionalGeneration"]
+    jobs = [{"kind": "encoder", "dir": str(tmp_path / "mistral3"), "ids": IDS.tolist(), "mask": MASK.tolist(),
+             "out": str(tmp_path / "mistral3.pt")},
+            {"kind": "pipeline", "dir": str(tmp_path / "flux2"), "component": "text_encoder", "prompts": ["a red cat"],
+             "kwargs": kwargs, "out": str(tmp_path / "flux2.npy")}]
+    out = _run_without_skrr(jobs, tmp_path)
+    assert "Flux2Pipeline SkrrMistral3ForConditionalGeneration" in out
+    image = np.load(tmp_path / "flux2.npy")
+    assert image.shape == expected.shape == (1, 32, 32, 3) and np.isfinite(image).all() and (image == expected).all()
+    got = torch.load(tmp_path / "mistral3.pt")
+    loaded = load_pruned(tmp_path / "mistral3")
+    assert not hasattr(loaded.model, "vision_tower") and sum(p.numel() for p in loaded.lm_head.parameters()) == 0
+    _, hidden = _outputs(loaded, IDS, MASK)
+    assert len(hidden) == len(got["hidden"]) == 31 and all(torch.equal(a, b) for a, b in zip(hidden, got["hidden"]))

@@ -109,11 +109,45 @@ def test_unknown_model_in_a_fresh_process(tmp_path):
 
 @pytest.mark.parametrize("model, sub_blocks, params, note", [
     ("sana_1600m", 52, 2_614_341_888, None),
-    ("lumina2", 50, 2_536_473_600, "the 1 layer(s) after it and the final norm (77,868,288 parameters; 2,614,341,888 with"),
+    ("lumina2", 50, 2_536_473_600, "the 1 layer(s) after the deepest (marked unread) and the final norm "
+                                   "(77,868,288 parameters; 2,614,341,888 with"),
     ("qwen_image", 56, 7_070_619_136, "language tower only"),
+    ("flux2_klein", 54, 3_114_088_192, "reads hidden states [9, 18, 27]: the 9 layer(s) after the deepest (marked "
+                                       "unread) and the final norm (908,379,904 parameters; 4,022,468,096 with"),
+    ("z_image", 70, 3_921_534_720, "the 1 layer(s) after the deepest (marked unread) and the final norm "
+                                   "(100,933,376 parameters; 4,022,468,096 with"),
+    ("chroma", 48, 4_762_310_656, None),
+    ("hidream_i1", 64, 7_504_924_672, "language tower only: the LM head (525,336,576 parameters)"),
 ])
 def test_decoder_only_pipelines_offline(inspect_cli, model, sub_blocks, params, note):
     code, out, err = inspect_cli(f"model={model}")
     assert code == 0, err
-    assert len(_table_rows(out)) == sub_blocks and f"encoder parameters: {params:,}" in out
+    rows = _table_rows(out)
+    assert len([r for r in rows if r[-1] != "unread"]) == sub_blocks and f"encoder parameters: {params:,}" in out
     assert note is None or note in out
+
+
+def test_flux2_dev_marks_layers_31_to_40_unread_and_totals_a_meta_build(inspect_cli):
+    """The table ends at layer 30 (the deepest hidden state FLUX.2 reads) and lists layers 31-40 as
+    unread; the totals add up to Mistral3 built on meta from the shipped public config, counted here
+    straight from the stock model (no sub-block view)."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    config = Mistral3Config(**__import__("json").loads((CONFIGS_DIR / "mistral3_small_24b.json").read_text()))
+    with torch.device("meta"):
+        stock = Mistral3ForConditionalGeneration(config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    tower = stock.model.language_model
+    tail = sum(count(layer) for layer in tower.layers[30:]) + count(tower.norm)
+    unused_by_t2i = count(stock.model.vision_tower) + count(stock.model.multi_modal_projector) + count(stock.lm_head)
+    assert round(count(stock) / 1e9, 1) == 24.0 and round(tail / 1e9, 2) == 5.56  # the published sizes
+    code, out, err = inspect_cli("model=flux2_dev")
+    assert code == 0, err
+    rows = _table_rows(out)
+    unread = [r for r in rows if r[-1] == "unread"]
+    assert len(rows) == 80 and len(unread) == 20 and {int(r[1]) + 1 for r in unread} == set(range(31, 41))
+    assert [r[-1] for r in rows if r[-1].startswith("hidden_states")] == ["hidden_states[10]", "hidden_states[20]",
+                                                                           "hidden_states[30]"]
+    assert f"encoder parameters: {count(tower) - tail:,}" in out
+    assert f"final norm ({tail:,} parameters" in out and f"LM head ({unused_by_t2i:,} parameters)" in out
+    assert f"the encoder as shipped: {count(stock):,} parameters" in out

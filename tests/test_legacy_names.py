@@ -50,3 +50,22 @@ def test_nested_old_targets_build():
                                 "items": [{"_target_": "eval.fid.FID"}], "_target_": "skrr.tiny.TinyPipeline"})
     assert cfg == {"text": {"_target_": "skrr.experiments.toyworld.captions.prompts", "n": 2},
                    "items": [{"_target_": "skrr.eval.fid.FID"}], "_target_": "skrr.models.tiny.TinyPipeline"}
+
+
+def test_a_pkg_path_keeps_its_calibration_cache_key(monkeypatch):
+    """The calibration cache key hashes the model's `pretrained`; the toy world's `pkg:` path changed
+    name with the re-layout, its key did not."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    import skrr.search.calibration as calibration
+
+    monkeypatch.setattr(calibration, "weights_fingerprint", lambda *modules: "the same weights")
+
+    def key(pretrained):
+        cfg = OmegaConf.create({"name": "toyworld_v2", "pretrained": pretrained, "max_length": 8})
+        return calibration._key(SimpleNamespace(cfg=cfg, encoder=None, projection=None), ["a prompt"], True, {})
+
+    assert key("pkg:skrr.experiments.toyworld/weights_v2") == key("pkg:experiments.toyworld/weights_v2")
+    assert key("pkg:skrr.experiments.toyworld/weights_v2") != key("pkg:skrr.experiments.toyworld/weights")

@@ -33,6 +33,22 @@ def toy_geneval(n, seed):
     return [np.zeros_like(r) if i % 3 == 1 else r for i, r in enumerate(renders)], prompts("geneval", n, seed)
 
 
+def toy_geneval2(n, seed):
+    """Toy GenEval 2 rows and the renders of their true scenes, every third one blank."""
+    from skrr.experiments.toyworld.geneval2 import prompt_scenes
+    from skrr.experiments.toyworld.scenes import render
+
+    pairs = prompt_scenes(n, seed)
+    return [np.zeros_like(render(s)) if i % 3 == 1 else render(s) for i, (s, _) in enumerate(pairs)], [r for _, r in pairs]
+
+
+def toy_geneval2_metric():
+    from skrr.eval.geneval2.evaluate import GenEval2
+    from skrr.experiments.toyworld.geneval2 import ToyJudge
+
+    return GenEval2(judge=ToyJudge())
+
+
 def toy_geneval_metric():
     from skrr.experiments.toyworld.detect import ToyDetector
 
@@ -40,9 +56,10 @@ def toy_geneval_metric():
 
 
 def test_every_metric_class_is_a_torchmetrics_metric_with_declared_states():
+    from skrr.eval.geneval2.evaluate import GenEval2
     from skrr.experiments.toyworld.metrics import ToyFID, ToySimilarity
 
-    for cls in (CLIPScore, DreamSimScore, fid_mod.FID, GenEval, ToyFID, ToySimilarity):
+    for cls in (CLIPScore, DreamSimScore, fid_mod.FID, GenEval, GenEval2, ToyFID, ToySimilarity):
         assert issubclass(cls, Metric) and issubclass(cls, torchmetrics.Metric), cls
     metric = DreamSimScore(feature_extractor=TinyFeatureNet())
     assert metric._reductions["item_scores"] is torchmetrics.utilities.dim_zero_cat and metric.item_scores == []
@@ -94,6 +111,15 @@ def test_forward_scores_the_batch_and_keeps_the_total():
     assert on_batch == alone.compute()
     alone.update(renders[6:], meta[6:])
     assert geneval.compute() == alone.compute()
+
+    geneval2, (renders, rows) = toy_geneval2_metric(), toy_geneval2(12, 3)
+    on_batch = geneval2(renders[:6], rows[:6])
+    geneval2.update(renders[6:], rows[6:])
+    alone = toy_geneval2_metric()
+    alone.update(renders[:6], rows[:6])
+    assert on_batch == alone.compute()
+    alone.update(renders[6:], rows[6:])
+    assert geneval2.compute() == alone.compute() and 0 < alone.compute()["overall"] < 1
 
 
 def test_per_item_reads_the_declared_states(tmp_path):
@@ -164,6 +190,10 @@ def _sync_worker(rank: int, world: int, init: str, out: str, ref_stats: str) -> 
     result["geneval_items"] = from_metric(geneval, meta).values.tolist()
     geneval.unsync()
     result["local_items"] = len(geneval.item_tensor())
+    renders2, rows2 = toy_geneval2(12, 14)
+    geneval2 = toy_geneval2_metric()
+    geneval2.update(renders2[mine], rows2[mine])
+    result["geneval2"] = geneval2.compute()  # question-level states too: every breakdown of both ranks
     if rank == 0:
         with open(out, "w") as f:
             json.dump(result, f)
@@ -196,6 +226,10 @@ def test_two_gloo_ranks_sync_to_the_one_process_value(tmp_path):
     geneval.update(renders, meta)
     one["geneval"] = geneval.compute()
     one["geneval_items"] = from_metric(geneval, meta).values.tolist()
+    renders2, rows2 = toy_geneval2(12, 14)
+    geneval2 = toy_geneval2_metric()
+    geneval2.update(renders2, rows2)
+    one["geneval2"] = geneval2.compute()
     assert two.pop("local_items") == 6  # unsync gave rank 0 back its own half
     assert two == one  # every value exactly, GenEval's per-image scores in order
     assert 0 < one["geneval"]["overall"] < 1 and one["fid_tm"] > 0

@@ -76,9 +76,12 @@ def test_the_library_refuses_it_before_loading(monkeypatch):
 
 def test_table1_experiments_default_to_coco_and_ask_for_the_path(tmp_path):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        for name in ("table1_pixart", "table1_sana", "table1_lumina2", "table1_qwen_image", "sd3_t5", "flux_t5"):
+        for name in ("table1_pixart", "table1_sana", "table1_lumina2", "table1_qwen_image", "sd3_t5", "flux_t5",
+                     "table1_flux2", "table1_flux2_klein", "table1_z_image", "table1_chroma",
+                     "table1_hidream_i1"):
             assert compose(config_name="run", overrides=[f"experiment={name}"]).calibration.source == "coco"
-        for name in ("tiny_table1_pixart", "tiny_sd3_t5"):
+        for name in ("tiny_table1_pixart", "tiny_sd3_t5", "tiny_table1_flux2", "tiny_table1_flux2_klein",
+                     "tiny_table1_z_image", "tiny_table1_chroma"):
             assert compose(config_name="run", overrides=[f"experiment={name}"]).calibration.source == "builtin"
     with pytest.raises(ValueError, match="calibration.path=<annotations/captions_train2014.json>"):
         as_source(calib()).check()

@@ -482,3 +482,26 @@ def test_progress_ticks_add_up_to_the_variants(tokenizer, tmp_path, fast):
     disc.evaluate(make_schedule(len(enc), [4]), [{i: None} for i in (0, 3, 7, 11)], ticks.append)
     assert len(ticks) > 4 and sum(ticks) == pytest.approx(4)
     assert disc.throughput() > 0
+
+
+def test_the_cost_estimate_names_the_compute_dtype_and_its_assumed_gpu_throughput(tokenizer, tmp_path):
+    """The logged estimate says which dtype the search computes in and the throughput assumed for it
+    on a GPU; float32 (8x fewer assumed TFLOP/s than bfloat16) costs 8x the GPU time for the same work."""
+    import re
+
+    from skrr.search.compute import ASSUMED_TFLOPS
+    from skrr.search.skip_reuse import _duration, cost_estimate
+
+    model, projection = seeded_model()
+    enc, disc, _ = setup(model, projection, tokenizer, tmp_path, fast=False)
+    disc.tokens = 10 ** 9  # a paper-sized calibration set: the estimate reads no more than this count
+    line = cost_estimate(disc, len(enc), 3, 4)
+    assert "computing in float32" in line and f"assumed {ASSUMED_TFLOPS['float32']:g} TFLOP/s effective float32" in line
+    assert "an estimate, not measured" in line
+    evals = int(re.search(r"<= ([\d,]+) sub-block evaluations", line).group(1).replace(",", ""))
+    per_token = sum(sb.num_params for sb in enc.sub_blocks) / len(enc)  # independent of the code's bookkeeping
+    seconds = 2 * evals * disc.tokens * per_token / (ASSUMED_TFLOPS["float32"] * 1e12)
+    assert seconds > 120 and f"(an estimate, not measured) <= {_duration(seconds)} " in line
+    disc.forward.dtype = torch.bfloat16  # only the label and the assumed rate depend on it here
+    assert "computing in bfloat16" in cost_estimate(disc, len(enc), 3, 4)
+    assert ASSUMED_TFLOPS["bfloat16"] / ASSUMED_TFLOPS["float32"] == 8

@@ -54,6 +54,33 @@ def test_metrics_on_true_renders_and_on_blank_images():
     assert sim.compute() < 0.9
 
 
+def test_toy_geneval2_judge_reads_the_true_scene():
+    """On renders of the true scenes every answer is right (GM = AM = 1); on blank images none of
+    the objects is there (0); one object recoloured loses that prompt's GM and one colour answer."""
+    from skrr.experiments.toyworld.geneval2 import prompt_scenes
+    from skrr.experiments.toyworld.scenes import COLORS, Obj, Scene, render
+
+    cfg = toy_config()
+    pairs = prompt_scenes(16, 0)
+    scenes, rows = [s for s, _ in pairs], [r for _, r in pairs]
+    assert prompt_sets(cfg.eval.prompts)["geneval2"][:16] == rows  # the demo's set (64) starts with these
+    assert sorted({r["atom_count"] for r in rows}) == [3, 4, 6, 8]
+    metric = build_metric(cfg.metrics.geneval2)
+    metric.update([Image.fromarray(render(s)) for s in scenes], rows)
+    assert all(v == 1.0 for v in metric.compute().values())
+    metric.reset()
+    metric.update([Image.new("RGB", (32, 32)) for _ in scenes], rows)
+    values = metric.compute()
+    assert values["overall"] == values["object"] == values["attribute"] == values["position"] == 0.0
+    metric.reset()
+    i = next(i for i, r in enumerate(rows) if r["atom_count"] == 6)  # three objects, each with its colour
+    first, *rest = scenes[i].objects
+    color = next(c for c in COLORS if all((o.shape, o.color) != (first.shape, c) for o in scenes[i].objects))
+    metric.update([Image.fromarray(render(Scene((Obj(first.shape, color, first.row, first.col), *rest))))], [rows[i]])
+    values = metric.compute()
+    assert values["overall"] == 0.0 and values["am"] == pytest.approx(6 / 7) and values["attribute"] == pytest.approx(2 / 3)
+
+
 def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
     """With eval=toyworld the GenEval prompts are the text prompts: their images are linked, not
     generated twice, and every toy metric lands in the result row."""
@@ -63,7 +90,8 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
         cfg = compose(config_name="run", overrides=[
             f"paths.root={tmp_path}", "model=toyworld", "eval=toyworld", "method=dense", "progress=false",
             "threads=1", "eval.prompts.text.n=6", "metrics.fid.n=50",
-            "eval.sampler.num_inference_steps=2", "eval.metrics=[fid,dreamsim,geneval,efficiency]"])
+            "eval.sampler.num_inference_steps=2", "eval.prompts.geneval2.n=4",
+            "eval.metrics=[fid,dreamsim,geneval,geneval2,efficiency]"])
     (row,) = run_job(cfg, "toy")
     images = Path(row["artifacts"]["images"])
     for i in range(6):
@@ -71,6 +99,8 @@ def test_skrr_run_on_the_toy_world_generates_each_image_once(tmp_path):
         assert text.stat().st_ino == geneval.stat().st_ino
     assert row["metrics"]["dreamsim"]["value"] == pytest.approx(1.0)  # dense vs itself
     assert set(row["metrics"]["geneval"]) >= {"overall", "counting", "position"}
+    gm = row["metrics"]["geneval2"]["overall"]  # toy GenEval 2: its own 4 prompts, one image each
+    assert gm["ci"][0] <= gm["value"] <= gm["ci"][1] and len(list((images / "geneval2").glob("*.png"))) == 4
     fid = row["metrics"]["fid"]
     assert fid["value"] > 0 and fid["ci"][0] < fid["value"] < fid["ci"][1]
     keys = Items.load(row["artifacts"]["items"]["geneval"]).keys.tolist()

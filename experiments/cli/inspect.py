@@ -43,20 +43,39 @@ def _role(i: int, plan) -> str:
     return f"re-use {plan.reuse[i]}" if i in plan.reuse else "skip"
 
 
-def encoder_notes(encoder, view, dense_encoder: int, unused: int) -> list[str]:
+def encoder_notes(encoder, view, dense_encoder: int, unused: int, reads: str) -> list[str]:
     """What `encoder parameters` counts when it is not the whole encoder module."""
     from skrr.encoders.decoder_only import tower
     from skrr.encoders.view import count_params
 
     notes = []
     if unused:
-        notes.append(f"  the pipeline reads hidden state {view.hidden_state}: the {view.num_layers - view.used_layers} "
-                     f"layer(s) after it and the final norm ({unused:,} parameters; {dense_encoder + unused:,} with "
-                     f"them) never reach the image and are removed by every plan; sparsity counts the rest")
-    if tower(encoder) is not encoder:
+        notes.append(f"  the pipeline reads {reads}: the {view.num_layers - view.used_layers} layer(s) after "
+                     f"the deepest (marked unread) and the final norm ({unused:,} parameters; {dense_encoder + unused:,} "
+                     f"with them) never reach the image and are removed by every plan; sparsity counts the rest")
+    dropped = getattr(view, "dropped_params", 0)
+    if dropped:
+        notes.append(f"  language tower only: the vision tower and LM head ({dropped:,} parameters) never serve a "
+                     "text-to-image call and are removed by every plan too")
+    if unused and dropped:
+        notes.append(f"  the encoder as shipped: {dense_encoder + unused + dropped:,} parameters")
+    elif tower(encoder) is not encoder:
         rest = count_params(encoder) - count_params(tower(encoder))
-        notes.append(f"  language tower only: the vision tower and LM head ({rest:,} parameters) are kept as they are")
+        if rest:
+            what = "the vision tower and LM head" if hasattr(getattr(encoder, "model", None), "visual") else "the LM head"
+            notes.append(f"  language tower only: {what} ({rest:,} parameters) stay as they are")
     return notes
+
+
+def _read_marks(cfg, view) -> dict[int, str]:
+    """Sub-block index -> `read: hidden_states[k]` for the sub-blocks whose output the pipeline reads."""
+    from skrr.encoders.readout import Readout, readout_of
+
+    if readout_of(cfg) == Readout() or not hasattr(view, "num_layers"):
+        return {}
+    from skrr.models import check_readout
+
+    return {2 * k - 1: f"read: hidden_states[{k}]" for k in check_readout(cfg, view.num_layers) if k > 0}
 
 
 def report(cfg: DictConfig) -> list[str]:
@@ -71,24 +90,33 @@ def report(cfg: DictConfig) -> list[str]:
     if cfg.model.text_encoder not in components:
         raise UnknownName(f"model {cfg.model.name!r} has no component {cfg.model.text_encoder!r}")
     encoder = components[cfg.model.text_encoder]
-    view = to_sub_blocks(encoder, hidden_state=int(cfg.model.get("hidden_state", -1)))
+    from skrr.models import prepare_encoder
+
+    view = to_sub_blocks(prepare_encoder(encoder, cfg.model))  # ends at the deepest hidden state read
     blocks = view.sub_blocks
+    marks = _read_marks(cfg.model, view)
+    unread = list(getattr(view, "unread_sub_block_params", []))
     dense_encoder = total_params(encoder)
     unused = getattr(view, "unused_params", 0)  # a tail the pipeline never reads, freed by the view
-    dense_pipeline = sum(count_params(m) for m in components.values()) + unused
+    dense_pipeline = sum(count_params(m) for m in components.values()) + unused + getattr(view, "dropped_params", 0)
     if plan is not None:
         apply_plan(encoder, plan, name=cfg.model.name)  # validates: range, duplicates, re-use, encoder identity
 
-    rows = [("index", "block", "type", "parameters") + (("plan",) if plan else ())]
+    notes = bool(marks or unread)  # a column saying which states the pipeline reads and which layers it never does
+    rows = [("index", "block", "type", "parameters") + (("plan",) if plan else ()) + (("read",) if notes else ())]
     rows += [(str(b.index), str(b.block), b.kind, f"{b.num_params:,}") + ((_role(b.index, plan),) if plan else ())
-             for b in blocks]
+             + ((marks.get(b.index, ""),) if notes else ()) for b in blocks]
+    rows += [(str(len(blocks) + i), str((len(blocks) + i) // 2), "attn" if i % 2 == 0 else "ffn", f"{n:,}")
+             + (("removed",) if plan else ()) + ("unread",) for i, n in enumerate(unread)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = [f"model: {cfg.model.name}   encoder: {cfg.model.text_encoder} ({type(encoder).__name__}, "
              f"{len(blocks)} sub-blocks)"]
-    lines += ["  ".join(v.rjust(w) if c != 2 and c != 4 else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+    lines += ["  ".join(v.rjust(w) if c not in (2, 4, 5) else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip()
               for r in rows]
     lines.append(f"encoder parameters: {dense_encoder:,}")
-    lines += encoder_notes(encoder, view, dense_encoder, unused)
+    reads = (f"hidden states {sorted(int(m.rpartition('[')[2][:-1]) for m in marks.values())}" if len(marks) > 1
+             else f"hidden state {getattr(view, 'hidden_state', -1)}")
+    lines += encoder_notes(encoder, view, dense_encoder, unused, reads)
     if plan is None:
         lines.append(f"pipeline parameters: {dense_pipeline:,}")
         return lines

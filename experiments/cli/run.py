@@ -152,7 +152,7 @@ def make_images(job: Job, plan, plan_dir: Path, dense_pipe: Pipeline) -> PlanIma
         out.records["dense_images"] = out.dense.run(job.store, "text", dense_pipe, job.rank, job.world)
         if pipe is not dense_pipe:
             dense_pipe.release()  # never hold two pipelines in GPU memory
-    needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval"].index)
+    needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval", "geneval2"].index)
     for set_name in needed:
         # GenEval prompts identical to the text prompts (the toy world): the same images, linked
         same = set_name == "geneval" and "text" in needed and texts_of(job.sets["geneval"]) == job.sets["text"]

@@ -33,7 +33,8 @@ def is_dense(row: dict, noise_floor: bool = True) -> bool:
     return row["method"] == DENSE and (noise_floor or not row.get("seed_offset"))
 AT = 0.005                   # an achieved point within half a percent of a level stands for it
 LOWER_IS_BETTER = {"fid"}
-COMPARED = [("geneval", "GenEval overall"), ("dreamsim", "Similarity to dense"), ("clip", "CLIP"), ("fid", "FID")]
+COMPARED = [("geneval", "GenEval overall"), ("geneval2", "GenEval 2 Soft-TIFA GM"), ("dreamsim", "Similarity to dense"),
+            ("clip", "CLIP"), ("fid", "FID")]
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ class Estimate:
 
 
 def estimate(row: dict, name: str, task: str | None = None) -> Estimate | None:
-    """The row's metric (GenEval: overall unless a task is named) with its interval, if it has one."""
+    """The row's metric (GenEval, GenEval 2: overall unless a task is named) with its interval, if it has one."""
     m = row["metrics"].get(name)
-    if name == "geneval":
+    if name in ("geneval", "geneval2"):
         m = (m or {}).get(task or "overall")
     if isinstance(m, bool):
         return None

@@ -25,6 +25,7 @@ METRICS = [("dreamsim", None, "Similarity to dense", True), ("geneval", "overall
            ("geneval", "single_object", "GenEval single object", True), ("geneval", "two_object", "GenEval two objects", True),
            ("geneval", "counting", "GenEval counting", True), ("geneval", "colors", "GenEval colours", True),
            ("geneval", "position", "GenEval position", True), ("geneval", "color_attr", "GenEval colour attribution", True),
+           ("geneval2", "overall", "GenEval 2 Soft-TIFA GM", True),
            ("fid", None, "FID", False), ("clip", None, "CLIP score", True)]
 
 

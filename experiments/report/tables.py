@@ -8,6 +8,8 @@ Matched: every method at the paper's 24/32/40%, interpolated between its achieve
 nearest achieved point (skrr.experiments.report.compare). Comparisons: which differences at a level are larger
 than their noise, and the paper's claims (a)-(d) as measured (skrr.experiments.report.claims).
 Table 2: pipeline parameters, memory (resident weights) and TFLOPs of one generation.
+GenEval 2 (rows that have it): Soft-TIFA GM/AM and the per-skill means (geneval2), the GM per atom
+count (geneval2_atoms).
 Plots: each metric vs achieved sparsity with 95% error bars (one line per method) and the search's
 D vs depth for each beam width k. One table set per model when a results file holds several.
 Grids (skrr.experiments.report.grids): grid_<level>.png of dense and each method at each paper level, grid.png of
@@ -31,12 +33,15 @@ from skrr.experiments.runner.results import read_results
 GENEVAL = [("single_object", "Single"), ("two_object", "Two"), ("counting", "Count."), ("colors", "Colors"),
            ("position", "Pos."), ("color_attr", "Color attr."), ("overall", "Overall")]
 TABLE1 = ["Method", "Sparsity", "FID", "CLIP", "DreamSim"] + [name for _, name in GENEVAL]
+GENEVAL2 = [("overall", "Soft-TIFA GM"), ("am", "Soft-TIFA AM"), ("object", "Object"), ("attribute", "Attribute"),
+            ("count", "Count"), ("position", "Position"), ("verb", "Verb")]
 TABLE2 = ["Method", "Sparsity", "Params", "Memory", "TFLOPs"]
 MATCHED = ["Method", "Level", "Sparsity", "FID", "CLIP", "DreamSim", "GenEval overall"]
 # settings that do not change a method's result: never used to tell runs apart
 NOT_SETTINGS = {"sparsity", "batch_size", "fast", "cache_budget_mb"}
 PLOTTED = [("fid", "FID (lower is better)"), ("clip", "CLIP score"), ("dreamsim", "DreamSim score (1 = dense)"),
-           ("geneval", "GenEval overall"), ("tflops", "TFLOPs per image"), ("params", "Pipeline parameters")]
+           ("geneval", "GenEval overall"), ("geneval2", "GenEval 2 Soft-TIFA GM"), ("tflops", "TFLOPs per image"),
+           ("params", "Pipeline parameters")]
 
 
 # --- rows -> labelled points --------------------------------------------------------------
@@ -116,6 +121,22 @@ def table1(rows: list[dict]) -> list[list[str]]:
     return [[r["label"], f"{r['sparsity']:.1%}", est(metric(r, "fid"), ".2f"), est(metric(r, "clip"), ".3f"),
              est(metric(r, "dreamsim"), ".3f")] + [est(estimate(r, "geneval", k), ".3f") for k, _ in GENEVAL]
             for r in rows]
+
+
+def geneval2_tables(rows: list[dict]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]] | None:
+    """GenEval 2: Soft-TIFA GM and AM with the per-skill means, and the GM per atom count (the
+    columns the rows hold), each `value ± half-width`; None when no row has GenEval 2."""
+    scored = [r for r in rows if isinstance(r["metrics"].get("geneval2"), dict)]
+    if not scored:
+        return None
+    skills = [(k, name) for k, name in GENEVAL2 if any(k in r["metrics"]["geneval2"] for r in scored)]
+    atoms = sorted({int(k.split("_")[1]) for r in scored for k in r["metrics"]["geneval2"] if k.startswith("atoms_")})
+    head = ["Method", "Sparsity"]
+    body = [[r["label"], f"{r['sparsity']:.1%}"] + [est(estimate(r, "geneval2", k), ".3f") for k, _ in skills]
+            for r in scored]
+    by_atoms = [[r["label"], f"{r['sparsity']:.1%}"] + [est(estimate(r, "geneval2", f"atoms_{a}"), ".3f") for a in atoms]
+                for r in scored]
+    return head + [name for _, name in skills], body, head + [f"{a} atoms" for a in atoms], by_atoms
 
 
 HOW = {"at": "", "interp": " (interp.)", "nearest": " (nearest)"}
@@ -292,7 +313,8 @@ def report(results: str | Path, out: str | Path | None = None, grid_method: str 
         pts = latest(model_rows)
         title = f"{results.stem} ({model})"
         files = {}
-        has_quality = any(k in r["metrics"] for r in pts for k in ("fid", "clip", "dreamsim", "geneval"))
+        has_quality = any(k in r["metrics"] for r in pts for k in ("fid", "clip", "dreamsim", "geneval", "geneval2"))
+        gv2 = geneval2_tables(pts)
         has_efficiency = any("efficiency" in r["metrics"] for r in pts)
         has_pruned = any(r["sparsity"] > 0 for r in pts)
         for name, header, body, caption in (
@@ -302,7 +324,12 @@ def report(results: str | Path, out: str | Path | None = None, grid_method: str 
                  f"{title}: methods at the paper's sparsity levels (interp.: linear interpolation between the "
                  "method's achieved points; nearest: its nearest achieved point, at the sparsity shown)"),
                 ("table2", TABLE2, table2(pts) if has_efficiency else None,
-                 f"{title}: pipeline parameters, weight memory and TFLOPs per image")):
+                 f"{title}: pipeline parameters, weight memory and TFLOPs per image"),
+                ("geneval2", *(gv2[:2] if gv2 else (None, None)),
+                 f"{title}: GenEval 2, Soft-TIFA GM and AM and the mean soft answer per skill (0-1; GenEval 2 "
+                 "prints them x100), value ± 95% half-width"),
+                ("geneval2_atoms", *(gv2[2:] if gv2 else (None, None)),
+                 f"{title}: GenEval 2 Soft-TIFA GM per prompt atom count, value ± 95% half-width")):
             if body is None:  # e.g. an efficiency-only sweep has no Table 1
                 continue
             md = markdown(header, body)

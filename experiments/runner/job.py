@@ -68,6 +68,9 @@ def check_machine(cfg: DictConfig, metrics: dict, sets: dict) -> None:
         if wanted == "geneval" and "geneval" not in sets:
             raise InputError(f"{name} needs GenEval prompts: set eval.prompts.geneval_metadata=PATH "
                              "(geneval prompts/evaluation_metadata.jsonl)")
+        if wanted == "geneval2" and "geneval2" not in sets:
+            raise InputError(f"{name} needs GenEval 2 prompts: set eval.prompts.geneval2_metadata=PATH "
+                             "(geneval2_data.jsonl from github.com/facebookresearch/GenEval2)")
 
 
 @dataclass(frozen=True)

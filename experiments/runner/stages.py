@@ -403,4 +403,4 @@ class Score:
         if items is None:
             return {"value": value}
         with_seeds(items, self.images).save(out / "items.npz")
-        return {"value": summary(value, items), "items": "items.npz"}
+        return {"value": summary(value, items, metric=metric), "items": "items.npz"}

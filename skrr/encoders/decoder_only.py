@@ -1,4 +1,5 @@
-"""Decoder-only text encoders (Gemma-2, Llama, Qwen2, the Qwen2.5-VL language tower) as sub-blocks.
+"""Decoder-only text encoders (Gemma-2, Llama, Mistral, Qwen2, Qwen3, the language towers of Qwen2.5-VL
+and Mistral3) as sub-blocks.
 
 Decoder layer b becomes sub-block 2b (every norm of the attention branch, self-attention, residual
 add) and 2b+1 (the MLP branch likewise). Gemma-2 wraps both branches in pre- and post-norms; Llama
@@ -10,9 +11,14 @@ The stack module (`Gemma2Model`, `Qwen2_5_VLTextModel`, ...) keeps its class, em
 norm: its `layers` become the `DecoderSubBlockEncoder` and its forward the sub-block loop, so the
 pipeline calls it exactly as before, `output_hidden_states` included.
 
-A pipeline that reads hidden state -k (Lumina 2 reads the penultimate) never uses the last k-1
-layers nor the final norm: the view stops at the used layer and deletes that tail, whose weights
-no plan needs to count. `hidden_states` keeps its stock length with None for the removed tail.
+A pipeline whose deepest read is hidden state -k (Lumina 2 reads the penultimate, FLUX.2 stacks
+10, 20 and 30 of 40) never uses the last k-1 layers nor the final norm: the view stops at the
+deepest read layer and deletes that tail, whose weights no plan needs to count. `hidden_states`
+keeps its stock length with None for the removed tail.
+
+Mistral3 (FLUX.2-dev's encoder) is a vision-language model whose text-to-image call never runs its
+vision tower (no pixel_values) and throws its LM head's logits away: the view drops both (the
+head becomes `NoLogits`, so the class's own forward still runs and returns empty logits).
 """
 from __future__ import annotations
 
@@ -80,8 +86,11 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         self.config = stack.config
         self.num_layers, self.used_layers, self.hidden_state = num_layers, used, hidden_state
         object.__setattr__(self, "_stack", stack)  # parent; not a submodule
-        # parameters of the tail the pipeline never reads (layers after the used one, final norm)
+        # the tail the pipeline never reads (layers after the used one, final norm): per sub-block for
+        # `skrr-inspect`'s table, and in all
+        self.unread_sub_block_params = [count_params(b) for layer in list(stack.layers)[used:] for b in _branches(layer)]
         self.unused_params = sum(count_params(m) for m in list(stack.layers)[used:])
+        self.dropped_params = 0  # modules of the encoder no text-to-image call runs (drop_unused_heads)
         if used < num_layers:
             self.unused_params += count_params(stack.norm)
             del stack.norm  # never reaches the pipeline: free it
@@ -112,7 +121,8 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
             text_position_ids = position_ids
         kw = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                   past_key_values=None, position_ids=text_position_ids)
-        masks = {FULL: create_causal_mask(**kw)}
+        sliding_everywhere = type(stack).__name__ == "MistralModel" and self.config.sliding_window is not None
+        masks = {FULL: (create_sliding_window_causal_mask if sliding_everywhere else create_causal_mask)(**kw)}
         if SLIDING in (getattr(self.config, "layer_types", None) or []):
             masks[SLIDING] = create_sliding_window_causal_mask(**kw)
         rope = stack.rotary_emb(inputs_embeds[:1] if position_ids.shape[-2] == 1 else inputs_embeds, position_ids)
@@ -148,19 +158,43 @@ def _is_mrope(stack: nn.Module) -> bool:
 
 
 def decoder_stack(model: nn.Module) -> nn.Module | None:
-    """The decoder stack (the module holding `layers`, `embed_tokens`, `norm`) of a supported model."""
-    from transformers import Gemma2Model, LlamaModel, Qwen2Model
+    """The decoder stack (the module holding `layers`, `embed_tokens`, `norm`) of a supported model:
+    the model itself, or the language tower inside a causal-LM or vision-language wrapper."""
+    import transformers
 
-    stacks = (Gemma2Model, LlamaModel, Qwen2Model)
-    try:
-        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel, Qwen2_5_VLTextModel
-    except ImportError:  # pragma: no cover - older transformers
-        return model if isinstance(model, stacks) else None
-    if isinstance(model, Qwen2_5_VLForConditionalGeneration):
-        model = model.model
-    if isinstance(model, Qwen2_5_VLModel):
-        model = model.language_model
-    return model if isinstance(model, (*stacks, Qwen2_5_VLTextModel)) else None
+    stacks = tuple(getattr(transformers, n) for n in ("Gemma2Model", "LlamaModel", "MistralModel", "Qwen2Model",
+                                                       "Qwen3Model", "Qwen2_5_VLTextModel") if hasattr(transformers, n))
+    wrappers = tuple(getattr(transformers, n) for n in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM",
+                                                         "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel",
+                                                         "Mistral3ForConditionalGeneration", "Mistral3Model")
+                     if hasattr(transformers, n))
+    while isinstance(model, wrappers):  # ForCausalLM / ForConditionalGeneration -> .model -> .language_model
+        model = model.language_model if hasattr(model, "language_model") else model.model
+    return model if isinstance(model, stacks) else None
+
+
+class NoLogits(nn.Module):
+    """Takes the place of an LM head a pipeline never reads: empty logits, no weights, no work."""
+
+    def forward(self, h):
+        return h[..., :0]
+
+
+def drop_unused_heads(model: nn.Module) -> int:
+    """Delete what a text-to-image call of a Mistral3 encoder never runs (vision tower, projector,
+    LM head); return their parameter count (0 for other models). Idempotent."""
+    if not any(c.__name__ == "Mistral3ForConditionalGeneration" for c in type(model).__mro__):
+        return 0
+    dropped = 0
+    for owner, name in ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head")):
+        module = getattr(owner, name, None)
+        if isinstance(module, nn.Module) and not isinstance(module, NoLogits):
+            dropped += count_params(module)
+            if name == "lm_head":
+                model.lm_head = NoLogits()
+            else:
+                delattr(owner, name)
+    return dropped
 
 
 def to_decoder_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> DecoderSubBlockEncoder | None:
@@ -176,6 +210,7 @@ def to_decoder_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> 
     if hidden_state is None:
         hidden_state = int(getattr(model.config, HIDDEN_STATE_KEY, -1))
     enc = DecoderSubBlockEncoder(stack, hidden_state)
+    enc.dropped_params = drop_unused_heads(model)
     if hidden_state != -1:  # saved with the config, so a pruned encoder loads back with the same view
         setattr(model.config, HIDDEN_STATE_KEY, hidden_state)
     return enc
@@ -187,6 +222,7 @@ def find_decoder_sub_blocks(model: nn.Module) -> DecoderSubBlockEncoder | None:
 
 
 def tower(model: nn.Module) -> nn.Module:
-    """The part of `model` a plan prunes and sparsity counts: the language tower of a vision-language model."""
+    """The part of `model` a plan prunes and sparsity counts: the language tower of a vision-language
+    model or a causal LM."""
     stack = decoder_stack(model)
-    return stack if stack is not None and stack is not model and _is_mrope(stack) else model
+    return stack if stack is not None else model

@@ -1,7 +1,9 @@
 """Pruned encoders as ordinary transformers models: `SkrrT5EncoderModel` (model_type "skrr_t5"),
 `SkrrCLIPTextModel` / `SkrrCLIPTextModelWithProjection` ("skrr_clip_text"), and the decoder-only
 ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel`, `SkrrQwen2Model` and
-`SkrrQwen2_5_VLForConditionalGeneration` ("skrr_qwen2_5_vl").
+`SkrrQwen2_5_VLForConditionalGeneration` ("skrr_qwen2_5_vl") and `SkrrMistral3ForConditionalGeneration`
+("skrr_mistral3": FLUX.2-dev's encoder, built without its vision tower and LM head), `SkrrQwen3Model` and
+`SkrrQwen3ForCausalLM` ("skrr_qwen3": Z-Image's and FLUX.2-klein's).
 
 The config is the dense one plus a `skrr` entry {format, skip, reuse}; `__init__` builds the
 dense architecture on the meta device, removes the skipped sub-blocks, and only then gives the
@@ -30,11 +32,16 @@ from transformers import (
     Gemma2Model,
     LlamaConfig,
     LlamaModel,
+    Mistral3Config,
+    Mistral3ForConditionalGeneration,
     PreTrainedModel,  # noqa: F401
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Config,
     Qwen2Model,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3Model,
     T5Config,
     T5EncoderModel,
 )
@@ -93,6 +100,16 @@ class SkrrQwen2Config(_SkrrConfigMixin, Qwen2Config):
 class SkrrQwen2_5_VLConfig(_SkrrConfigMixin, Qwen2_5_VLConfig):
     model_type = "skrr_qwen2_5_vl"
     dense_class = Qwen2_5_VLConfig
+
+
+class SkrrQwen3Config(_SkrrConfigMixin, Qwen3Config):
+    model_type = "skrr_qwen3"
+    dense_class = Qwen3Config
+
+
+class SkrrMistral3Config(_SkrrConfigMixin, Mistral3Config):
+    model_type = "skrr_mistral3"
+    dense_class = Mistral3Config
 
 
 def _build_pruned(model, init_dense) -> None:
@@ -172,6 +189,37 @@ class SkrrQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration)
         return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
 
 
+class SkrrQwen3Model(Qwen3Model):
+    config_class = SkrrQwen3Config
+    _no_split_modules = _DECODER_BRANCHES
+
+    def __init__(self, config: SkrrQwen3Config):
+        _build_pruned(self, lambda: Qwen3Model.__init__(self, config))
+
+
+class SkrrQwen3ForCausalLM(Qwen3ForCausalLM):
+    """FLUX.2-klein's encoder: the LM head stays (tied to the embeddings, it costs no memory)."""
+    config_class = SkrrQwen3Config
+    _no_split_modules = _DECODER_BRANCHES
+
+    def __init__(self, config: SkrrQwen3Config):
+        _build_pruned(self, lambda: Qwen3ForCausalLM.__init__(self, config))
+
+
+class SkrrMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
+    """The language tower pruned; the vision tower and LM head a text-to-image call never runs are
+    not built (the sub-block view drops them on meta, before any storage is allocated)."""
+    config_class = SkrrMistral3Config
+    _no_split_modules = _DECODER_BRANCHES
+
+    def __init__(self, config: SkrrMistral3Config):
+        _build_pruned(self, lambda: Mistral3ForConditionalGeneration.__init__(self, config))
+
+    def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+        """Saved under the module names it loads by (see SkrrQwen2_5_VLForConditionalGeneration)."""
+        return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+
+
 # dense class -> (pruned class, its config class)
 PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   CLIPTextModel: (SkrrCLIPTextModel, SkrrCLIPTextConfig),
@@ -179,7 +227,10 @@ PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   Gemma2Model: (SkrrGemma2Model, SkrrGemma2Config),
                   LlamaModel: (SkrrLlamaModel, SkrrLlamaConfig),
                   Qwen2Model: (SkrrQwen2Model, SkrrQwen2Config),
-                  Qwen2_5_VLForConditionalGeneration: (SkrrQwen2_5_VLForConditionalGeneration, SkrrQwen2_5_VLConfig)}
+                  Qwen2_5_VLForConditionalGeneration: (SkrrQwen2_5_VLForConditionalGeneration, SkrrQwen2_5_VLConfig),
+                  Qwen3Model: (SkrrQwen3Model, SkrrQwen3Config),
+                  Qwen3ForCausalLM: (SkrrQwen3ForCausalLM, SkrrQwen3Config),
+                  Mistral3ForConditionalGeneration: (SkrrMistral3ForConditionalGeneration, SkrrMistral3Config)}
 
 
 def pruned_config(model, plan: Plan):

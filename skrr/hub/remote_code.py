@@ -29,7 +29,8 @@ PARTS = [
                          "SkrrLlamaConfig", "SkrrQwen2Config", "SkrrQwen2_5_VLConfig", "_build_pruned",
                          "SkrrT5EncoderModel", "SkrrCLIPTextModel", "SkrrCLIPTextModelWithProjection",
                          "_DECODER_BRANCHES", "SkrrGemma2Model", "SkrrLlamaModel", "SkrrQwen2Model",
-                         "SkrrQwen2_5_VLForConditionalGeneration"]),
+                         "SkrrQwen2_5_VLForConditionalGeneration", "SkrrQwen3Config", "SkrrMistral3Config",
+                         "SkrrQwen3Model", "SkrrQwen3ForCausalLM", "SkrrMistral3ForConditionalGeneration"]),
 ]
 _SKRR_IMPORT = re.compile(r"^\s*(from skrr(\.\w+)* import .*|import skrr(\.\w+)*)\s*$")
 

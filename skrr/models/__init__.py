@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from skrr.config.choices import DTYPES
 from skrr.config.files import CONF_DIR
 from skrr.config.files import CONFIGS_DIR as CONFIGS_DIR  # where callers have read it
 from skrr.config.legacy import current_name
+from skrr.encoders.readout import Readout, readout_of
 from skrr.errors import ConfigError, InputError, MissingFile, UnknownName
 
 # loading, in skrr.models.load (torch, transformers, diffusers): imported on first use of one of these
-LOADERS = ("TextSide", "load_pipeline", "load_text_side", "prepare_encoder", "projection_module", "load_projection",
-           "meta_components", "PROJECTIONS", "SAFETENSORS", "SAFETENSORS_INDEX")
+LOADERS = ("TextSide", "load_pipeline", "load_text_side", "prepare_encoder", "encoder_depth", "projection_module",
+           "load_projection", "meta_components", "PROJECTIONS", "SAFETENSORS", "SAFETENSORS_INDEX")
 
 
 def __getattr__(name: str):
@@ -95,6 +97,7 @@ class Model:
     clean_caption: bool = False
     meta_configs: str | None = None  # skrr/configs/<file>: the real model's components on the meta device
     hidden_state: int = -1  # the encoder hidden state the pipeline reads
+    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | each} (skrr.encoders.readout)
     complex_human_instruction: object = None  # Sana's
     system_prompt: str | None = None  # Lumina 2's
     builtin_calibration: bool = False  # random captions may calibrate it (tiny and toy models)
@@ -110,6 +113,7 @@ class Model:
                                           f"pipeline_class: ...}}), got {type(self.pipeline).__name__}")
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", f"must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        readout_of(self)  # its form checked here; its indices against the encoder's depth in check_readout
         self.pipeline.check(self)
 
 
@@ -144,7 +148,8 @@ def model_config(name_or_cfg) -> DictConfig:
 # downsampling, times the denoiser's patch size where it checks that too), known without loading it.
 # Tiny twins take their real model's (stricter than their tiny VAEs need: a tiny run fails where the real one would).
 PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
-                  "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "ToyWorldPipeline": 1}
+                  "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "Flux2Pipeline": 16,
+                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1}
 
 
 def pixel_multiple(cfg) -> tuple[int, str]:
@@ -211,3 +216,36 @@ def get_path(root, dotted: str):
     for part in dotted.split("."):
         root = getattr(root, part)
     return root
+
+
+def check_readout(cfg: DictConfig, num_layers: int) -> tuple[int, ...]:
+    """The model's read indices against an encoder of `num_layers` layers: one that does not exist
+    fails in one line naming the key."""
+    key = "model.readout.hidden_states" if cfg.get("readout") else "model.hidden_state"
+    return readout_of(cfg).resolve(num_layers, key)
+
+
+def text_encoder_depth(cfg: DictConfig, root: str | None = None) -> int | None:
+    """The encoder's layer count read from a config file alone (the local pipeline folder's
+    `<text_encoder>/config.json`, else the shipped meta config); None where neither is at hand."""
+    spec = None
+    if root is not None and Path(root).is_dir() and (Path(root) / cfg.text_encoder / "config.json").is_file():
+        spec = json.loads((Path(root) / cfg.text_encoder / "config.json").read_text())
+    elif cfg.get("meta_configs"):
+        components = json.loads((CONFIGS_DIR / cfg.meta_configs).read_text())
+        c = components.get(cfg.text_encoder, {})
+        spec = json.loads((CONFIGS_DIR / c["config_file"]).read_text()) if "config_file" in c else c.get("config")
+    if not spec:
+        return None
+    spec = spec.get("text_config", spec)
+    n = spec.get("num_hidden_layers", spec.get("num_layers"))
+    return None if n is None else int(n)
+
+
+def check_readout_early(cfg: DictConfig, root: str | None = None) -> None:
+    """Fail before any weights load when the model reads a hidden state its encoder does not have."""
+    if readout_of(cfg) == Readout():
+        return
+    n = text_encoder_depth(cfg, root)
+    if n is not None:
+        check_readout(cfg, n)

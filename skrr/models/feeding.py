@@ -14,6 +14,8 @@ import inspect
 
 import torch
 
+from skrr.encoders.readout import Readout, readout_of
+
 
 class Feeding:
     """T5 / CLIP pipelines (PixArt, SD3, FLUX): pad to max_length; mask passed or not."""
@@ -22,6 +24,7 @@ class Feeding:
         self.cfg, self.tokenizer, self.preprocess = cfg, tokenizer, preprocess
         self.max_length = int(cfg.max_length)
         self.hidden_state = int(cfg.get("hidden_state", -1))
+        self.readout = readout_of(cfg)
 
     def _pad(self, texts: list[str], max_length: int, **kw):
         return self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
@@ -36,11 +39,16 @@ class Feeding:
         return {"input_ids": t.input_ids, "attention_mask": None, "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
 
     def encode(self, encoder, input_ids, attention_mask) -> torch.Tensor:
-        """The hidden state the pipeline reads (all positions; `attend` says which reach the denoiser)."""
-        if self.hidden_state == -1:
+        """What the pipeline takes from the encoder: the hidden state it reads, or its stacked read
+        states (all positions; `attend` says which reach the denoiser)."""
+        if self.readout == Readout():
             return encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return encoder(input_ids=input_ids, attention_mask=attention_mask,
-                       output_hidden_states=True).hidden_states[self.hidden_state]
+        out = self.call(encoder, input_ids, attention_mask)
+        return self.readout.read(out.hidden_states, len(out.hidden_states) - 1)
+
+    def call(self, encoder, input_ids, attention_mask):
+        """The encoder's forward with every hidden state, as the pipeline calls it."""
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
 
 
 class SanaFeeding(Feeding):
@@ -115,7 +123,81 @@ class QwenImageFeeding(Feeding):
                              output_hidden_states=True).hidden_states[self.hidden_state]
 
 
-FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding}
+class Flux2Feeding(Feeding):
+    """Flux2Pipeline (FLUX.2-dev): the prompt as a chat (the pipeline's system message, then the
+    user's prompt) through the processor's chat template, padded to max_length; the encoder gets
+    the mask, but the denoiser receives every position, padding included (it is passed no mask).
+    The model is guidance-distilled: no negative prompt is encoded, so the null term ("" in the
+    same template) is only a regulariser."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        super().__init__(cfg, tokenizer, preprocess)
+        from diffusers.pipelines.flux2 import pipeline_flux2
+
+        self.format_input, self.system_message = pipeline_flux2.format_input, pipeline_flux2.SYSTEM_MESSAGE
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self.tokenizer.apply_chat_template(
+            self.format_input(prompts=list(prompts), system_message=self.system_message), add_generation_prompt=False,
+            tokenize=True, return_dict=True, return_tensors="pt", padding="max_length", truncation=True,
+            max_length=self.max_length)
+        return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"],
+                "attend": torch.ones_like(t["input_ids"], dtype=torch.bool)}
+
+    def call(self, encoder, input_ids, attention_mask):
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+
+
+class ChatFeeding(Feeding):
+    """Qwen3 pipelines: each prompt in the tokenizer's chat template (a user turn, the generation
+    prompt), padded to max_length. Z-Image (thinking enabled) hands the denoiser the real tokens;
+    FLUX.2-klein (thinking disabled) every position, padding included. The negative prompt ("")
+    goes through the same template."""
+    enable_thinking = True
+    denoiser_reads_padding = False
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                    add_generation_prompt=True, enable_thinking=self.enable_thinking)
+                 for p in prompts]
+        t = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+        attend = torch.ones_like(t.input_ids, dtype=torch.bool) if self.denoiser_reads_padding else t.attention_mask.bool()
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+
+class Flux2KleinFeeding(ChatFeeding):
+    enable_thinking = False
+    denoiser_reads_padding = True
+
+    def call(self, encoder, input_ids, attention_mask):
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+
+
+class ChromaFeeding(Feeding):
+    """ChromaPipeline: T5 with the mask, padded to max_length; the denoiser attends the prompt's
+    tokens and the first padding token after them."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self._pad(list(prompts), self.max_length)
+        lengths = t.attention_mask.sum(dim=1, keepdim=True)
+        attend = torch.arange(t.input_ids.shape[1]).unsqueeze(0) <= lengths
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": attend}
+
+
+class HiDreamFeeding(Feeding):
+    """HiDreamImagePipeline's Llama (`_get_llama3_prompt_embeds`): padded to min(max_length, the
+    tokenizer's limit), the mask passed; the denoiser attends every text position. `encode` gives
+    the read states as a list, one per denoiser block (the pipeline stacks hidden_states[1:] and the
+    transformer picks its `llama_layers`)."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self._pad(list(prompts), min(self.max_length, self.tokenizer.model_max_length))
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask,
+                "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+
+
+FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding,
+            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding}
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:

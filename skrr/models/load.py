@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from skrr.config.files import CONFIGS_DIR
-from skrr.errors import InputError, MissingFile, UnknownName
-from skrr.models import _import, build_model, get_path, model_config
+from skrr.encoders.readout import Readout, readout_of
+from skrr.errors import ConfigError, InputError, MissingFile, UnknownName
+from skrr.models import _import, build_model, check_readout, check_readout_early, get_path, model_config
 from skrr.models.feeding import feeding_for
 from skrr.search.compute import DTYPES
 
@@ -28,6 +29,7 @@ def load_pipeline(name_or_cfg, device: str | torch.device = "cpu", dtype: torch.
     as max_sequence_length."""
     cfg = model_config(name_or_cfg)
     model = build_model(cfg)
+    check_readout_early(cfg, model.pipeline.folder(model) if cfg.text_encoder not in components else None)
     pipe = model.pipeline.load(model, dtype or DTYPES[model.dtype], **components)
     pipe.text_max_length = int(cfg.max_length)  # generation feeds the encoder as calibration does
     if cfg.text_encoder not in components:
@@ -67,13 +69,31 @@ class TextSide:
 
 
 def prepare_encoder(encoder: nn.Module, cfg: DictConfig) -> nn.Module:
-    """Decoder-only encoders whose pipeline reads an earlier hidden state go into sub-block form at
-    load time, which frees the layers after it; others are left as loaded."""
-    if int(cfg.get("hidden_state", -1)) != -1:
-        from skrr.encoders.view import to_sub_blocks
+    """Decoder-only encoders whose pipeline reads no deeper than an earlier hidden state go into
+    sub-block form at load time, which frees the layers after the deepest one read (and, for
+    Mistral3, the vision tower and LM head); others are left as loaded."""
+    readout = readout_of(cfg)
+    if readout == Readout():
+        return encoder
+    from skrr.encoders.view import to_sub_blocks
 
-        to_sub_blocks(encoder, hidden_state=int(cfg.hidden_state))
+    depth = encoder_depth(encoder, cfg)
+    end = max(check_readout(cfg, depth)) - depth - 1  # the deepest read, counted from the end
+    if end != -1:
+        to_sub_blocks(encoder, hidden_state=end)
     return encoder
+
+
+def encoder_depth(encoder: nn.Module, cfg=None) -> int:
+    """Decoder layers of the encoder as loaded (its config's, which a pruned view keeps)."""
+    from skrr.encoders.decoder_only import decoder_stack
+
+    stack = decoder_stack(encoder)
+    if stack is None:
+        key = "readout" if cfg is not None and cfg.get("readout") else "hidden_state"
+        raise ConfigError(key, f"reads an intermediate hidden state, which skrr supports for decoder-only encoders; "
+                               f"got {type(encoder).__name__}")
+    return int(stack.config.num_hidden_layers)
 
 
 def projection_module(root: str, index: dict, paths, dtype: torch.dtype) -> nn.Module:
@@ -94,6 +114,7 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
     model = build_model(cfg)
     dtype = dtype or DTYPES[model.dtype]
     root = model.pipeline.folder(model)
+    check_readout_early(cfg, root)
     pipe_cls = model.pipeline.load_class()
     index_file = _fetch(root, "", "model_index.json")
     if index_file is None:
@@ -204,4 +225,3 @@ def meta_components(cfg: DictConfig) -> dict[str, nn.Module]:
             else:
                 out[name] = cls(**conf)
     return out
-

@@ -264,7 +264,195 @@ def _qwen_image_template() -> str:
     return QwenImagePipeline(None, None, None, None, None).prompt_template_encode
 
 
-BUILDERS = {"tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
+# Mistral-Small-3.x's chat layout (system prompt, then the user's turn), content as FLUX.2 passes it:
+# a list of {"type": "text"} parts. The real template adds tool and image handling no T2I call uses.
+MISTRAL3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% set text = message['content'] if message['content'] is string "
+    "else message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif message['role'] == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}"
+    "{% endfor %}")
+
+
+def mistral3_processor(instructions: str = ""):
+    """FLUX.2's tokenizer component: a `PixtralProcessor` (image processor + a byte-level BPE with
+    Mistral's special tokens and chat layout) on a tiny vocabulary; `instructions` (the pipeline's
+    system message) are learned whole, so they take few tokens as with the real vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    special = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]",
+               "[IMG_BREAK]", "[IMG_END]"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.NFC(), pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_corpus() + [instructions] * 50, trainer=trainers.BpeTrainer(
+        vocab_size=700, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", chat_template=MISTRAL3_CHAT_TEMPLATE)
+    image_processor = PixtralImageProcessor(size={"longest_edge": 32}, patch_size=4)
+    return PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                            chat_template=MISTRAL3_CHAT_TEMPLATE)
+
+
+def tiny_mistral3(tokenizer, num_layers: int = 40, hidden: int = 16):
+    """Mistral3ForConditionalGeneration as FLUX.2-dev's (a Mistral language tower of 40 layers, so
+    the pipeline's own hidden states 10, 20, 30 exist; a Pixtral vision tower; an untied LM head), tiny."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    ids = {k: tokenizer.convert_tokens_to_ids(t) for k, t in (("bos_token_id", "<s>"), ("eos_token_id", "</s>"),
+                                                                ("pad_token_id", "<pad>"))}
+    text = dict(model_type="mistral", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=24,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=4,
+                max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=1e9, sliding_window=None,
+                tie_word_embeddings=False, **ids)
+    vision = dict(model_type="pixtral", hidden_size=16, num_hidden_layers=1, num_attention_heads=4, head_dim=4,
+                  intermediate_size=24, image_size=32, patch_size=4, num_channels=3)
+    return Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=1, vision_feature_layer=-1, tie_word_embeddings=False, **ids))
+
+
+def _build_flux2():
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+
+    processor = mistral3_processor(SYSTEM_MESSAGE)
+    text_encoder = tiny_mistral3(processor.tokenizer)
+    # joint_attention_dim: the three stacked hidden states of the encoder, side by side
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=3 * 16,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4])
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+    return Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                         tokenizer=processor, transformer=transformer)
+
+
+# Qwen3's chat layout for a user turn and the generation prompt; `enable_thinking=False` adds the
+# empty think block, as the real template does (tools and multi-turn handling omitted).
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and "
+    "enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+
+
+def qwen3_tokenizer():
+    """Qwen3's tokenizer (Qwen2's byte-level BPE with the chat and think tokens) with its chat template."""
+    tok = qwen2_tokenizer("user assistant")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]})
+    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_qwen3(cls_name: str, tokenizer, num_layers: int, hidden: int = 16):
+    import transformers
+
+    config = transformers.Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=24,
+                                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=4, max_position_embeddings=512, tie_word_embeddings=True,
+                                      pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return getattr(transformers, cls_name)(config)
+
+
+def _build_z_image():
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    tokenizer = qwen3_tokenizer()
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=1,
+                                           n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
+                                           axes_dims=[4, 6, 6], axes_lens=[64, 32, 32])
+    vae = AutoencoderKL(block_out_channels=(4,), norm_num_groups=2, latent_channels=4, sample_size=32,
+                        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, tokenizer=tokenizer,
+                          text_encoder=tiny_qwen3("Qwen3Model", tokenizer, num_layers=4), transformer=transformer)
+
+
+def _build_flux2_klein():
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+
+    tokenizer = qwen3_tokenizer()
+    # 28 layers, so the pipeline's own hidden states 9, 18, 27 exist
+    text_encoder = tiny_qwen3("Qwen3ForCausalLM", tokenizer, num_layers=28)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=3 * 16,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                          guidance_embeds=False)
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                             up_block_types=("UpDecoderBlock2D",), block_out_channels=(4,), layers_per_block=1,
+                             latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False)
+    return Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                              tokenizer=tokenizer, transformer=transformer)
+
+
+def _build_chroma():
+    from diffusers import AutoencoderKL, ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                           attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                           axes_dims_rope=[4, 4, 8], approximator_num_channels=8,
+                                           approximator_hidden_dim=16, approximator_layers=1)
+    vae = AutoencoderKL(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                        latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035)
+    return ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=tiny_t5(32),
+                          tokenizer=t5_tokenizer(), transformer=transformer)
+
+
+def llama_tokenizer():
+    """Llama-3's tokenizer form (`PreTrainedTokenizerFast`: byte-level BPE, `<|begin_of_text|>`
+    prepended, a pad token as HiDream's pipeline needs) on a tiny vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(
+        vocab_size=500, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                                   pad_token="<|pad|>", model_max_length=128)
+
+
+def _build_hidream():
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        HiDreamImagePipeline,
+        HiDreamImageTransformer2DModel,
+    )
+    from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
+
+    tokenizer_4 = llama_tokenizer()
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer_4), hidden_size=16, intermediate_size=24,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         pad_token_id=tokenizer_4.pad_token_id, bos_token_id=0, eos_token_id=1))
+    # three blocks: as the real model, every Llama layer in order, then the last again (llama_layers)
+    transformer = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                                 num_single_layers=2, attention_head_dim=8, num_attention_heads=4,
+                                                 caption_channels=[32, 16], text_emb_dim=64, num_routed_experts=4,
+                                                 num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                                                 max_resolution=(32, 32), llama_layers=(0, 1, 1))
+    vae = AutoencoderKL(block_out_channels=(4,), norm_num_groups=2, latent_channels=4, sample_size=32,
+                        scaling_factor=0.3611, shift_factor=0.1159)
+    return HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer,
+        text_encoder=_tiny_clip(CLIPTextModelWithProjection), tokenizer=clip_tokenizer(),
+        text_encoder_2=_tiny_clip(CLIPTextModelWithProjection), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=tiny_t5(32), tokenizer_3=t5_tokenizer(), text_encoder_4=llama, tokenizer_4=tokenizer_4)
+
+
+BUILDERS = {"tiny_hidream_i1": _build_hidream, "tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
+            "tiny_chroma": _build_chroma, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
             "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
 
 

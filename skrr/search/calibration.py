@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from skrr.config.legacy import key_names
 from skrr.encoders.view import to_sub_blocks
 from skrr.errors import InputError
 from skrr.hub.atomic import atomic_path
@@ -69,7 +70,9 @@ def _key(text_side, prompts: list[str], projection: bool, feed: dict) -> str:
     ident = {k: conf.get(k) for k in
              ("name", "pretrained", "text_encoder", "projection", "max_length", "attention_mask", "clean_caption")}
     # how a decoder-only pipeline is fed (only where set, so other models keep their cache keys)
-    ident.update({k: conf[k] for k in ("hidden_state", "complex_human_instruction", "system_prompt") if k in conf})
+    ident.update({k: conf[k] for k in ("hidden_state", "readout", "complex_human_instruction", "system_prompt")
+                  if k in conf})
+    ident = key_names(ident)  # a `pkg:` path under its pre-re-layout name: caches written then stay valid
     fingerprint = weights_fingerprint(text_side.encoder, text_side.projection)
     h = hashlib.sha256(json.dumps([ident, projection, prompts, fingerprint, feed], sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -97,9 +100,10 @@ def encoder_batches(tokens: dict, batch_size: int, length_buckets: bool = True) 
     mask = tokens["attention_mask"]
     if mask is None or not length_buckets:
         order, lengths = torch.arange(n), torch.full((n,), tokens["input_ids"].shape[1])
-    else:  # right-padded: the real length is one past the last attended position
+    else:  # right-padded: the real length is one past the last real or attended position (FLUX.2's
+        # denoiser attends its padding too: nothing is cut there)
         positions = torch.arange(1, mask.shape[1] + 1)
-        lengths = (mask.bool() * positions).amax(dim=1)
+        lengths = ((mask.bool() | tokens["attend"].bool()) * positions).amax(dim=1)
         order = torch.tensor(sorted(range(n), key=lambda r: (-int(lengths[r]), r)))
     batches = []
     for s in range(0, n, batch_size):

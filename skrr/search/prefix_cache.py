@@ -65,10 +65,10 @@ class PrefixCachedDiscrepancy(Discrepancy):
         first = min(starts[j] for j in members_in)
         for t in range(first, self.n + 1):
             if members and t < self.n:
-                parts = self._step(parts, [schedules[j][t] for j in members], ctx, rows)
+                parts = self._step(parts, [schedules[j][t] for j in members], ctx, rows, t)
             for j in [j for j in members_in if starts[j] == t]:  # joins at its first change, from the state there
                 h = before[(t, j)] if (t, j) in before else before[(t, None)]
-                if t < self.n and schedules[j][t] is not None:
+                if t < self.n and (schedules[j][t] is not None or self.forward.records(t + 1)):
                     h = self._run(h, ctx, t, t + 1, schedules[j])
                 members.append(j)
                 parts.append(h)
@@ -79,16 +79,17 @@ class PrefixCachedDiscrepancy(Discrepancy):
         by_member = dict(zip(members, parts))
         return [by_member[j] for j in members_in]
 
-    def _step(self, parts, srcs, ctx, rows):
-        """Run position t's source for every member; members with the same source share one call."""
+    def _step(self, parts, srcs, ctx, rows, t):
+        """Run position t's source for every member; members with the same source share one call
+        (a skipped position still records a state the pipeline reads)."""
         out = list(parts)
         for src in dict.fromkeys(srcs):
-            if src is None:
+            if src is None and not self.forward.records(t + 1):
                 continue
             idx = [r for r, s in enumerate(srcs) if s == src]
             h = torch.cat([parts[r] for r in idx]) if len(idx) > 1 else parts[idx[0]]
-            self.sub_block_evals += rows * len(idx)
-            h = self.forward.sub_block(src, h, _repeat_ctx(ctx, rows, len(idx)))
+            self.sub_block_evals += rows * len(idx) * (src is not None)
+            h = self.forward.step(t, src, h, _repeat_ctx(ctx, rows, len(idx)))
             for r, piece in zip(idx, h.split(rows)):
                 out[r] = piece
         return out

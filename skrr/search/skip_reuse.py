@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from skrr.encoders.view import SubBlock
 from skrr.plan import make_schedule, sparsity
+from skrr.search.compute import ASSUMED_GPU, ASSUMED_TFLOPS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def beam_search(disc, sub_blocks: list[SubBlock], total: int, beam_width: int, d
         with tqdm(total=len(cands), desc=f"skip k={beam_width} depth {d + 1}{last}", disable=not progress,
                   leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} candidates "
                                           "[{elapsed}<{remaining}]") as bar:
-            scored = _score(disc, cands, n, bar.update)
+            scored = _score(disc, cands, n, bar.update, rank=beam_width)
         scored.sort(key=lambda c: (c[1], sorted(c[0])))
         beams = scored[:beam_width]
         result.margins.append(_depth_margin(d + 1, scored, beam_width, disc))
@@ -98,16 +99,22 @@ def _depth_margin(depth: int, scored, beam_width: int, disc) -> dict:
 
 def cost_estimate(disc, n: int, beam_width: int, depth: int, estimated_depth: bool = False) -> str:
     """What the search will cost: candidates, sub-block evaluations x tokens for a full forward
-    per candidate (the reference evaluator; an upper bound), and the time at the throughput of a
-    dense forward of the first calibration batch."""
+    per candidate (the reference evaluator; an upper bound), the time at the throughput of a dense
+    forward of the first calibration batch here, and an estimate for one GPU at the throughput
+    assumed for the dtype the search computes in (skrr.search.compute.ASSUMED_TFLOPS)."""
     cands = sum(n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1)) for t in range(depth))
     evals = sum((n if t == 0 else min(beam_width * (n - t), math.comb(n, t + 1))) * (n - t - 1) for t in range(depth))
     evals += 3 * depth * n  # re-use: about three schedules per skipped position
     rate = disc.throughput()
     work = evals * disc.tokens
+    name = str(disc.forward.dtype).removeprefix("torch.")
+    flops = 2 * work * sum(sb.num_params for sb in disc.enc.sub_blocks) / max(n, 1)  # 2 FLOPs per weight per token
+    tflops = ASSUMED_TFLOPS[name]
     return (f"search cost estimate: depth {'~' if estimated_depth else ''}{depth}, <= {cands:,} candidates; "
-            f"<= {evals:,} sub-block evaluations x {disc.tokens:,} tokens = {work:.3g}; at {rate:.3g} "
-            f"sub-block-tokens/s (dense forward of the first batch): <= {_duration(work / rate)} "
+            f"<= {evals:,} sub-block evaluations x {disc.tokens:,} tokens = {work:.3g}; computing in {name}: "
+            f"at {rate:.3g} sub-block-tokens/s measured here (dense forward of the first batch) <= "
+            f"{_duration(work / rate)}; on one {ASSUMED_GPU} at an assumed {tflops:g} TFLOP/s effective {name} "
+            f"(an estimate, not measured) <= {_duration(flops / (tflops * 1e12))} "
             f"(the prefix cache needs several times fewer evaluations)")
 
 
@@ -127,8 +134,22 @@ def _expand(beams, n):
     return cands
 
 
-def _score(disc, cands, n, tick=None):
-    """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's states)."""
+def _score(disc, cands, n, tick=None, rank: int = 1):
+    """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's
+    states). A certified evaluator (skrr.search.certified) scores all in bf16, then the candidates near
+    the `rank`-th best again in float32; the others keep their bf16 D, which ranks them out either way."""
+    if not hasattr(disc, "band"):
+        return _score_with(disc, cands, n, tick)
+    rough = _score_with(disc.cheap, cands, n, tick)
+    close = disc.band([d for _, d in rough], rank)
+    exact = _score_with(disc.exact, [cands[i] for i in close], n)
+    out = list(rough)
+    for i, scored in zip(close, exact):
+        out[i] = scored
+    return out
+
+
+def _score_with(disc, cands, n, tick=None):
     by_parent: dict[tuple, list[int]] = {}
     for seq, i in cands:
         by_parent.setdefault(tuple(seq), []).append(i)
@@ -162,6 +183,17 @@ def nearest_kept(sub_blocks: list[SubBlock], skipped: set, i: int) -> tuple[int 
     return left, right
 
 
+def _options(disc, sched, variants) -> list[float]:
+    """D of each variant; certified (skrr.search.certified): bf16 first, the best's band in float32."""
+    if not hasattr(disc, "band"):
+        return disc.evaluate(sched, variants)
+    ds = disc.cheap.evaluate(sched, variants)
+    close = disc.band(ds, 1)
+    for i, d in zip(close, disc.exact.evaluate(sched, [variants[i] for i in close])):
+        ds[i] = d
+    return ds
+
+
 def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True,
                 margins: list | None = None) -> tuple[dict[int, int], list[float]]:
     """Greedy Re-use over the skipped positions in skip order. Returns the re-use map and D after each
@@ -171,7 +203,7 @@ def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: boo
     for i in tqdm(skip, desc="re-use", disable=not progress, leave=False):
         sched = make_schedule(n, skip, reuse)
         options = [s for s in nearest_kept(sub_blocks, skipped, i) if s is not None]
-        ds = disc.evaluate(sched, [{}] + [{i: s} for s in options])
+        ds = _options(disc, sched, [{}] + [{i: s} for s in options])
         best = min(range(1, len(ds)), key=lambda j: (ds[j], options[j - 1]), default=None)
         chosen = best if best is not None and ds[best] < ds[0] else 0
         if chosen:
