@@ -66,7 +66,8 @@ class PruneContext:
         if not self.certified:
             return None
         scored, rescored = sum(e.scored for e in self.evaluators), sum(e.rescored for e in self.evaluators)
-        return {"scored": scored, "rescored": rescored, "fraction": round(rescored / scored, 4) if scored else 0.0}
+        return {"scored": scored, "rescored": rescored, "fraction": round(rescored / scored, 4) if scored else 0.0,
+                "widened": sum(e.widened for e in self.evaluators)}  # bands doubled for the deviations seen
 
     def plan(self, skip, method: Method, reuse=None, **info) -> Plan:
         plan = Plan(skip=[int(i) for i in skip], reuse=dict(reuse or {}), method=method.settings(), info=info,

@@ -75,3 +75,24 @@ def test_a_baseline_with_reuse_certifies_its_reuse_phase():
     certified = plans_of("tiny_pixart", "certified", calibration, method="finercut", reuse=True)
     assert [(p.skip, p.reuse) for p in exact] == [(p.skip, p.reuse) for p in certified]
     assert certified[0].info["certified"]["scored"] > 0
+
+
+def test_the_band_widens_until_it_holds_the_deviations_it_sees():
+    """A candidate bf16 scores 20% low would win in bf16; the band grows until the float32 winner is in it."""
+    exact = [1.2, 1.0, 2.0, 3.0]
+    rough = [1.0, 1.05, 2.0, 3.0]
+    judge = Certified.__new__(Certified)
+    judge.scored = judge.rescored = judge.widened = 0
+    asked = []
+
+    def rescore(indices):
+        asked.extend(indices)
+        return [exact[i] for i in indices]
+
+    out = judge.decide(rough, 1, rescore)
+    assert min(range(4), key=out.__getitem__) == 1 and sorted(asked) == [0, 1]  # float32's choice, each scored once
+    assert judge.widened > 0 and judge.rescored == 2 and judge.scored == 4
+    calm = Certified.__new__(Certified)
+    calm.scored = calm.rescored = calm.widened = 0
+    assert calm.decide([1.0, 1.5, 2.0], 1, lambda idx: [1.0 for _ in idx]) == [1.0, 1.5, 2.0]
+    assert (calm.rescored, calm.widened) == (1, 0)  # agreeing dtypes: only the pivot's band

@@ -138,15 +138,15 @@ def _score(disc, cands, n, tick=None, rank: int = 1):
     """D of each candidate, grouped by parent (one `evaluate` call each: siblings share the parent's
     states). A certified evaluator (skrr.search.certified) scores all in bf16, then the candidates near
     the `rank`-th best again in float32; the others keep their bf16 D, which ranks them out either way."""
-    if not hasattr(disc, "band"):
+    if not hasattr(disc, "decide"):
         return _score_with(disc, cands, n, tick)
     rough = _score_with(disc.cheap, cands, n, tick)
-    close = disc.band([d for _, d in rough], rank)
-    exact = _score_with(disc.exact, [cands[i] for i in close], n)
-    out = list(rough)
-    for i, scored in zip(close, exact):
-        out[i] = scored
-    return out
+
+    def rescore(indices):
+        return [d for _, d in _score_with(disc.exact, [cands[i] for i in indices], n)]
+
+    ds = disc.decide([d for _, d in rough], rank, rescore)
+    return [(seq, d) for (seq, _), d in zip(rough, ds)]
 
 
 def _score_with(disc, cands, n, tick=None):
@@ -185,13 +185,10 @@ def nearest_kept(sub_blocks: list[SubBlock], skipped: set, i: int) -> tuple[int 
 
 def _options(disc, sched, variants) -> list[float]:
     """D of each variant; certified (skrr.search.certified): bf16 first, the best's band in float32."""
-    if not hasattr(disc, "band"):
+    if not hasattr(disc, "decide"):
         return disc.evaluate(sched, variants)
-    ds = disc.cheap.evaluate(sched, variants)
-    close = disc.band(ds, 1)
-    for i, d in zip(close, disc.exact.evaluate(sched, [variants[i] for i in close])):
-        ds[i] = d
-    return ds
+    rough = disc.cheap.evaluate(sched, variants)
+    return disc.decide(rough, 1, lambda indices: disc.exact.evaluate(sched, [variants[i] for i in indices]))
 
 
 def reuse_phase(disc, sub_blocks: list[SubBlock], skip: list[int], progress: bool = True,
