@@ -6,7 +6,7 @@ decision's pivot (the k-th kept beam, or Re-use's best option) are scored again 
 decision is taken on the float32 values. A candidate outside the band is worse than the pivot in
 float32 too as long as bf16 and float32 D differ by less than half the band. That is checked on the
 candidates themselves: the band starts at `BAND` and doubles until every candidate scored in both
-dtypes differs by less than half of it (bf16's error is not bounded a priori: on the toy world a
+dtypes differs by less than half of it (bf16's error is not bounded a priori: on a trained testbed a
 small-D candidate was 7% off). So the kept set, its D and every Re-use choice are those of a float32
 search (D within float32's tolerance: the exact evaluator sees other batch shapes).
 benchmarks/certified.py measures the re-scored fraction and checks float32's choice never fell outside.
