@@ -7,7 +7,7 @@ whose bf16 D lies within the bf16 tolerance band of the decision, and keep float
 For each model it runs the float32 search (the default, exact one) and, on every candidate that
 search scores (each depth's children, each Re-use step's options), D once more with the forward in
 bfloat16 against the same float32 targets. Per decision it counts the band a certified search would
-have to re-score in float32 (Certified.decide: bf16 D within a band of the bf16 k-th kept one, Re-use:
+have to re-score in float32 (skrr.search.certified.certify: bf16 D within a band of the bf16 k-th kept one, Re-use:
 of the best option, widened until it holds the deviations it sees), and checks that float32's choice
 lies inside it.
 Cost model (an estimate): a bf16 pass costs 1/8 of a float32 one on an H100 (ASSUMED_TFLOPS), so
@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from skrr.encoders.view import to_sub_blocks, total_params  # noqa: E402
 from skrr.search.calibration import build_calibration  # noqa: E402
-from skrr.search.certified import BAND, Certified  # noqa: E402
+from skrr.search.certified import BAND, certify  # noqa: E402
 from skrr.search.compute import ASSUMED_TFLOPS  # noqa: E402
 from skrr.search.discrepancy import Discrepancy  # noqa: E402
 from skrr.search.skip_reuse import beam_search, reuse_phase  # noqa: E402
@@ -55,17 +55,15 @@ class Recording:
 
 
 def band(d32: list[float], d16: list[float], rank: int) -> tuple[set[int], int]:
-    """(indices a certified decision re-scores, times its band widened): Certified.decide on these values."""
-    judge = Certified.__new__(Certified)
-    judge.scored = judge.rescored = judge.widened = 0
+    """(indices a certified decision re-scores, times its band widened): skrr's `certify` on these values."""
     seen = set()
 
     def rescore(indices):
         seen.update(indices)
         return [d32[i] for i in indices]
 
-    judge.decide(d16, rank, rescore)
-    return seen, judge.widened
+    _, _, widened = certify(d16, rank, rescore)
+    return seen, widened
 
 
 def sides(name: str, args):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from skrr.config.choices import CERTIFIED
 from skrr.config.choices import DEFAULT_COMPUTE_DTYPE as COMPUTE_DEFAULT
 from skrr.encoders.view import SubBlock, to_sub_blocks, total_params
 from skrr.methods import Method, as_method
@@ -23,7 +24,7 @@ from skrr.prompts.sources import as_source
 from skrr.search import distributed
 from skrr.search.calibration import Calibration, build_calibration
 from skrr.search.certified import Certified
-from skrr.search.compute import CERTIFIED, choose_compute_dtype
+from skrr.search.compute import choose_compute_dtype
 from skrr.search.discrepancy import Discrepancy
 from skrr.search.prefix_cache import PrefixCachedDiscrepancy
 

@@ -10,7 +10,7 @@ from test_skrr import seeded_model, setup, text_side, tokenizer  # noqa: F401 (t
 from skrr.config.files import group_option
 from skrr.encoders.view import total_params
 from skrr.prune import prune
-from skrr.search.certified import Certified
+from skrr.search.certified import Certified, certify
 from skrr.search.compute import TOLERANCE
 from skrr.search.discrepancy import Discrepancy
 from skrr.search.prefix_cache import PrefixCachedDiscrepancy
@@ -81,18 +81,14 @@ def test_the_band_widens_until_it_holds_the_deviations_it_sees():
     """A candidate bf16 scores 20% low would win in bf16; the band grows until the float32 winner is in it."""
     exact = [1.2, 1.0, 2.0, 3.0]
     rough = [1.0, 1.05, 2.0, 3.0]
-    judge = Certified.__new__(Certified)
-    judge.scored = judge.rescored = judge.widened = 0
     asked = []
 
     def rescore(indices):
         asked.extend(indices)
         return [exact[i] for i in indices]
 
-    out = judge.decide(rough, 1, rescore)
+    out, rescored, widened = certify(rough, 1, rescore)
     assert min(range(4), key=out.__getitem__) == 1 and sorted(asked) == [0, 1]  # float32's choice, each scored once
-    assert judge.widened > 0 and judge.rescored == 2 and judge.scored == 4
-    calm = Certified.__new__(Certified)
-    calm.scored = calm.rescored = calm.widened = 0
-    assert calm.decide([1.0, 1.5, 2.0], 1, lambda idx: [1.0 for _ in idx]) == [1.0, 1.5, 2.0]
-    assert (calm.rescored, calm.widened) == (1, 0)  # agreeing dtypes: only the pivot's band
+    assert widened > 0 and rescored == 2
+    # agreeing dtypes: only the pivot's band
+    assert certify([1.0, 1.5, 2.0], 1, lambda idx: [1.0 for _ in idx]) == ([1.0, 1.5, 2.0], 1, 0)

@@ -43,21 +43,26 @@ class Certified:
         return getattr(self.exact, name)
 
     def decide(self, rough: list[float], rank: int, rescore) -> list[float]:
-        """`rough` (bf16 D of each candidate) with the candidates near the `rank`-th smallest replaced
-        by their float32 D, `rescore(indices)` giving those; the band widens until it holds the
-        deviations it sees."""
-        pivot = sorted(rough)[min(rank, len(rough)) - 1]
-        out, done, width = list(rough), set(), BAND
-        while True:
-            close = [i for i, d in enumerate(rough) if d <= pivot + width * abs(pivot) and i not in done]
-            for i, d in zip(close, rescore(close) if close else []):
-                out[i] = d
-            done.update(close)
-            worst = max((abs(rough[i] - out[i]) / max(abs(out[i]), 1e-30) for i in done), default=0.0)
-            if worst < width / 2 or len(done) == len(rough):
-                break
-            width *= 2
-            self.widened += 1
-        self.scored += len(rough)
-        self.rescored += len(done)
+        """`certify` on this evaluator's candidates, counted for the plan's record."""
+        out, rescored, widened = certify(rough, rank, rescore)
+        self.scored, self.rescored, self.widened = self.scored + len(rough), self.rescored + rescored, \
+            self.widened + widened
         return out
+
+
+def certify(rough: list[float], rank: int, rescore) -> tuple[list[float], int, int]:
+    """(`rough`, bf16 D of each candidate, with those near the `rank`-th smallest replaced by their
+    float32 D from `rescore(indices)`; how many were re-scored; how often the band widened). The
+    band doubles until it holds the bf16-vs-float32 deviations it sees."""
+    pivot = sorted(rough)[min(rank, len(rough)) - 1]
+    out, done, width, widened = list(rough), set(), BAND, 0
+    while True:
+        close = [i for i, d in enumerate(rough) if d <= pivot + width * abs(pivot) and i not in done]
+        for i, d in zip(close, rescore(close) if close else []):
+            out[i] = d
+        done.update(close)
+        worst = max((abs(rough[i] - out[i]) / max(abs(out[i]), 1e-30) for i in done), default=0.0)
+        if worst < width / 2 or len(done) == len(rough):
+            return out, len(done), widened
+        width *= 2
+        widened += 1
