@@ -148,7 +148,7 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
         for i, image in zip(batch, images):
             if i not in wanted:  # already there: the chunk ran only to reproduce its neighbours exactly
                 continue
-            tmp = out_dir / (image_name(i) + ".tmp")
+            tmp = out_dir / f"{image_name(i)}.{os.getpid()}.tmp"  # two processes making one chunk never share a file
             image.save(tmp, format="PNG")
             os.replace(tmp, out_dir / image_name(i))
             written.append(i)
