@@ -1,4 +1,5 @@
 """Pruned encoders as ordinary transformers models: `SkrrT5EncoderModel` (model_type "skrr_t5"),
+`SkrrUMT5EncoderModel` ("skrr_umt5": Wan's umT5-XXL),
 `SkrrCLIPTextModel` / `SkrrCLIPTextModelWithProjection` ("skrr_clip_text"), and the decoder-only
 ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel`, `SkrrQwen2Model` and
 `SkrrQwen2_5_VLForConditionalGeneration` ("skrr_qwen2_5_vl") and `SkrrMistral3ForConditionalGeneration`
@@ -44,6 +45,8 @@ from transformers import (
     Qwen3Model,
     T5Config,
     T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 from skrr.encoders.surgery import cut
@@ -75,6 +78,11 @@ class _SkrrConfigMixin:
 class SkrrT5Config(_SkrrConfigMixin, T5Config):
     model_type = "skrr_t5"
     dense_class = T5Config
+
+
+class SkrrUMT5Config(_SkrrConfigMixin, UMT5Config):
+    model_type = "skrr_umt5"
+    dense_class = UMT5Config
 
 
 class SkrrCLIPTextConfig(_SkrrConfigMixin, CLIPTextConfig):
@@ -131,6 +139,15 @@ class SkrrT5EncoderModel(T5EncoderModel):
 
     def __init__(self, config: SkrrT5Config):
         _build_pruned(self, lambda: T5EncoderModel.__init__(self, config))
+
+
+class SkrrUMT5EncoderModel(UMT5EncoderModel):
+    """Wan's umT5-XXL encoder, pruned."""
+    config_class = SkrrUMT5Config
+    _no_split_modules = ["UMT5AttentionBranch", "T5FFBranch"]
+
+    def __init__(self, config: SkrrUMT5Config):
+        _build_pruned(self, lambda: UMT5EncoderModel.__init__(self, config))
 
 
 class SkrrCLIPTextModel(CLIPTextModel):
@@ -222,6 +239,7 @@ class SkrrMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
 
 # dense class -> (pruned class, its config class)
 PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
+                  UMT5EncoderModel: (SkrrUMT5EncoderModel, SkrrUMT5Config),
                   CLIPTextModel: (SkrrCLIPTextModel, SkrrCLIPTextConfig),
                   CLIPTextModelWithProjection: (SkrrCLIPTextModelWithProjection, SkrrCLIPTextConfig),
                   Gemma2Model: (SkrrGemma2Model, SkrrGemma2Config),

@@ -149,7 +149,8 @@ def model_config(name_or_cfg) -> DictConfig:
 # Tiny twins take their real model's (stricter than their tiny VAEs need: a tiny run fails where the real one would).
 PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
                   "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "Flux2Pipeline": 16,
-                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1}
+                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1,
+                  "WanPipeline": 16}
 
 
 def pixel_multiple(cfg) -> tuple[int, str]:

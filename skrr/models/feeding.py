@@ -196,8 +196,22 @@ class HiDreamFeeding(Feeding):
                 "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
 
 
+class WanFeeding(Feeding):
+    """WanPipeline (`_get_t5_prompt_embeds`): each prompt cleaned by the pipeline's `prompt_clean`
+    (ftfy where installed, HTML unescaped, whitespace collapsed), padded to max_length, the mask
+    passed to umT5. The pipeline zeroes the padding positions' embeddings before the denoiser, so
+    every plan hands it the same padding and D is taken over the real tokens."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        t = self._pad([prompt_clean(p) for p in prompts], self.max_length)
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+
+
 FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding,
-            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding}
+            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding,
+            "wan": WanFeeding}
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:

@@ -451,9 +451,33 @@ def _build_hidream():
         text_encoder_3=tiny_t5(32), tokenizer_3=t5_tokenizer(), text_encoder_4=llama, tokenizer_4=tokenizer_4)
 
 
+def tiny_umt5(d_model: int = 32, num_layers: int = 4, vocab_size: int = 300):
+    """umT5 (Wan's encoder: T5 whose every layer has its own relative position bias), tiny."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=48, num_layers=num_layers,
+                                       num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                                       feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                                       decoder_start_token_id=0))
+
+
+def _build_wan():
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    # the VAE downsamples 8x in space and 4x in time, like the real one: 16x16 pixels, 5 frames = 2x2x2 latents
+    vae = AutoencoderKLWan(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+                                        out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=1,
+                                        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return WanPipeline(tokenizer=t5_tokenizer(), text_encoder=tiny_umt5(32), vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
 BUILDERS = {"tiny_hidream_i1": _build_hidream, "tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
             "tiny_chroma": _build_chroma, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
-            "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
+            "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image,
+            "tiny_wan": _build_wan}
 
 
 def cache_root() -> Path:

@@ -1,0 +1,124 @@
+"""Wan (text-to-video, umT5-XXL) on its tiny twin: skrr's feeding gives exactly the embeddings the
+pipeline's own encode_prompt gives, the umT5 sub-block view is the stock encoder bit for bit, a pruned
+encoder saved without dense weights drops into the pipeline and generates a video, and skrr-run makes a
+row with every smoke metric (scored on the one frame generation asks for)."""
+import copy
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from skrr import Plan, apply_plan, load_pruned, save_pruned
+from skrr.encoders.view import to_sub_blocks, total_params
+from skrr.errors import InputError
+from skrr.experiments.cli.app import CONF_DIR
+from skrr.experiments.cli.run import run_job
+from skrr.models import build_model, load_pipeline, load_text_side, meta_components, model_config, resolve_pretrained
+
+# an HTML entity and doubled spaces: the pipeline's prompt_clean changes these, and so must the feeding
+PROMPTS = ["a red cat on a wooden   table", "two dogs &amp; a blue car in the city at night"]
+
+
+def _stock_pipeline():
+    return build_model("tiny_wan").pipeline.load_class().from_pretrained(resolve_pretrained("tiny_wan"),
+                                                                         dtype=torch.float32)
+
+
+def _pipeline_embeds(pipe, prompts):
+    """(what the denoiser gets per prompt: the real tokens' rows, the negative prompt's), asserting the
+    padding rows the pipeline hands on are zeros whatever the encoder."""
+    length = int(model_config("tiny_wan").max_length)
+    with torch.no_grad():
+        embeds, neg = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, max_sequence_length=length)
+    rows = []
+    for e in list(embeds) + [neg[0]]:
+        real = int(e.abs().sum(-1).gt(0).sum())
+        assert not e[real:].any()
+        rows.append(e[:real])
+    return rows[:-1], rows[-1]
+
+
+def _ours(side, prompts, negative=False):
+    t = side.tokenize(prompts, negative=negative)
+    with torch.no_grad():
+        f = side.encode(t["input_ids"], t["attention_mask"])
+    return [row[a] for row, a in zip(f, t["attend"])]
+
+
+def test_feeding_equals_the_pipelines_encode_prompt():
+    side = load_text_side("tiny_wan")
+    expected, expected_null = _pipeline_embeds(_stock_pipeline(), PROMPTS)
+    got = _ours(side, PROMPTS)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert torch.equal(_ours(side, [""], negative=True)[0], expected_null)
+
+
+def test_umt5_sub_block_view_is_the_stock_encoder_and_each_layer_keeps_its_own_bias():
+    stock = _stock_pipeline().text_encoder
+    side = load_text_side("tiny_wan")
+    t = side.tokenize(PROMPTS)
+    with torch.no_grad():
+        expected = stock(t["input_ids"], t["attention_mask"]).last_hidden_state
+        view = to_sub_blocks(side.encoder)
+        got = side.encoder(t["input_ids"], t["attention_mask"]).last_hidden_state
+    assert torch.equal(got, expected)
+    assert len(view) == 2 * stock.config.num_layers
+    # every attention sub-block holds its layer's position bias table: skipping it frees that table
+    biases = [view.branches[str(i)].layer.SelfAttention.relative_attention_bias for i in range(0, len(view), 2)]
+    assert len({id(b) for b in biases}) == stock.config.num_layers
+    assert total_params(side.encoder) == sum(p.numel() for p in stock.parameters())
+
+
+def test_pruned_encoder_saves_without_dense_weights_and_generates_a_video(tmp_path):
+    side = load_text_side("tiny_wan")
+    dense = copy.deepcopy(side.encoder)
+    plan = Plan(skip=[1, 2, 3], reuse={3: 5})
+    apply_plan(side.encoder, plan, name=side.cfg.name)
+    pruned = load_pruned(save_pruned(side.encoder, plan, tmp_path / "pruned"))
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert type(pruned).__name__ == "SkrrUMT5EncoderModel"
+    assert size(pruned) == size(side.encoder) < size(dense)
+    pipe = load_pipeline("tiny_wan", text_encoder=pruned)
+    got, _ = _pipeline_embeds(pipe, PROMPTS)
+    assert all(torch.equal(g, e) for g, e in zip(got, _ours(side, PROMPTS)))
+    side.encoder = dense
+    assert not all(torch.allclose(g, e) for g, e in zip(got, _ours(side, PROMPTS)))
+    with torch.no_grad():
+        video = pipe(prompt=PROMPTS[:1], num_inference_steps=2, height=16, width=16, num_frames=5, output_type="np",
+                     max_sequence_length=int(model_config("tiny_wan").max_length),
+                     generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 5, 16, 16, 3) and bool(torch.isfinite(torch.from_numpy(video)).all())
+
+
+def test_a_read_layer_that_does_not_exist_fails_naming_the_key_before_loading(monkeypatch):
+    from transformers import UMT5EncoderModel
+
+    def refuse(*a, **k):
+        raise AssertionError("weights were loaded")
+
+    resolve_pretrained("tiny_wan")
+    monkeypatch.setattr(UMT5EncoderModel, "from_pretrained", refuse)
+    cfg = OmegaConf.create({**OmegaConf.to_container(model_config("tiny_wan")), "hidden_state": 30})
+    with pytest.raises(InputError, match=r"^model.hidden_state: hidden state 30 does not exist in a 4-layer"):
+        load_text_side(cfg)
+
+
+def test_meta_build_counts_the_public_umt5_xxl():
+    encoder = meta_components(model_config("wan"))["text_encoder"]
+    to_sub_blocks(encoder)
+    # 256,384 x 4,096 shared embeddings + 24 layers of (4 attention projections, a 32 x 64 bias table,
+    # gated FFN of 3 x 4,096 x 10,240, two norms) + the final norm: counted by hand from the config
+    layer = 4 * 4096 * 4096 + 32 * 64 + 3 * 4096 * 10240 + 2 * 4096
+    assert total_params(encoder) == 256384 * 4096 + 24 * layer + 4096
+
+
+def test_skrr_run_smoke_row_has_every_metric(tmp_path):
+    smoke = ["method=skrr", "method.beam_width=1", "sparsity=[0.3]", "calibration.size=4", "progress=false",
+             "eval.prompts.text=[a red cube,two blue balls]", "eval.prompts.geneval_generated=1"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="run", overrides=[f"paths.root={tmp_path}", "model=tiny_wan", "eval=smoke", *smoke])
+    (row,) = run_job(cfg, "t")
+    assert set(row["metrics"]) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
+    assert row["sparsity"] >= 0.3 and row["plan"]["path"]
