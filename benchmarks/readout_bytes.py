@@ -1,6 +1,6 @@
 """Text-encoder weight bytes of the LLM-encoder pipelines, on the meta device (shapes only, no weights).
 
-    python benchmarks/readout_bytes.py [--models flux2_dev flux2_klein z_image chroma]
+    python benchmarks/readout_bytes.py [--models flux2_dev flux2_klein z_image chroma wan]
 
 Per model, from its shipped public config: the dense encoder as the pipeline's checkpoint holds it,
 after dropping what no text-to-image call reads (the layers after the deepest hidden state read,
@@ -37,7 +37,7 @@ def encoder_bytes(name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["flux2_dev", "flux2_klein", "z_image", "chroma"])
+    parser.add_argument("--models", nargs="+", default=["flux2_dev", "flux2_klein", "z_image", "chroma", "wan"])
     args = parser.parse_args()
     print("| model | dense encoder | after dropping the unread tail | Skrr 24% | Skrr 32% | Skrr 40% |")
     print("|---|---|---|---|---|---|")
