@@ -150,7 +150,7 @@ def model_config(name_or_cfg) -> DictConfig:
 PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
                   "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "Flux2Pipeline": 16,
                   "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1,
-                  "WanPipeline": 16}
+                  "WanPipeline": 16, "LTX2Pipeline": 32}
 
 
 def pixel_multiple(cfg) -> tuple[int, str]:

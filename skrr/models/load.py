@@ -131,7 +131,12 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
 
     tokenizer = component(cfg.tokenizer)
     encoder = prepare_encoder(component(cfg.text_encoder), cfg).to(device).eval()
-    projection = projection_module(root, index, cfg.projection, dtype).to(device).eval()
+    if cfg.family == "ltx2":  # connectors that read the mask and mix tokens, then the denoiser's projections
+        from skrr.models.conditioning import ltx2_conditioning
+
+        projection = ltx2_conditioning(root, index, cfg.projection, dtype).to(device).eval()
+    else:
+        projection = projection_module(root, index, cfg.projection, dtype).to(device).eval()
     preprocess = None
     if cfg.family in ("pixart", "sana") and hasattr(pipe_cls, "_text_preprocessing"):
         helper = pipe_cls.__new__(pipe_cls)  # _text_preprocessing uses no pipeline state
