@@ -1,7 +1,8 @@
-"""Wan (text-to-video, umT5-XXL) on its tiny twin: skrr's feeding gives exactly the embeddings the
-pipeline's own encode_prompt gives, the umT5 sub-block view is the stock encoder bit for bit, a pruned
-encoder saved without dense weights drops into the pipeline and generates a video, and skrr-run makes a
-row with every smoke metric (scored on the one frame generation asks for)."""
+"""Wan (text-to-video, umT5-XXL) and LTX-2 (audio-video, Gemma-3 read at every layer) on their tiny
+twins: skrr's feeding gives exactly the embeddings the pipeline's own encode_prompt gives, the
+sub-block view is the stock encoder bit for bit, D's features are what the denoiser receives, a pruned
+encoder drops into the pipeline and generates a video, and skrr-run makes a row with every smoke metric
+(scored on the one frame generation asks for)."""
 import copy
 
 import pytest
@@ -122,3 +123,127 @@ def test_skrr_run_smoke_row_has_every_metric(tmp_path):
     (row,) = run_job(cfg, "t")
     assert set(row["metrics"]) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
     assert row["sparsity"] >= 0.3 and row["plan"]["path"]
+
+
+def _ltx2_pipeline():
+    return build_model("tiny_ltx2").pipeline.load_class().from_pretrained(resolve_pretrained("tiny_ltx2"),
+                                                                          dtype=torch.float32)
+
+
+def _ltx2_prompt_embeds(pipe, prompts):
+    """(stacked states and mask of the prompts, the same of the negative prompt) from encode_prompt."""
+    with torch.no_grad():
+        embeds, mask, neg, neg_mask = pipe.encode_prompt(prompts, do_classifier_free_guidance=True,
+                                                         max_sequence_length=int(model_config("tiny_ltx2").max_length))
+    return embeds, mask, neg, neg_mask
+
+
+def test_ltx2_feeding_equals_the_pipelines_encode_prompt_through_the_sub_block_view():
+    side = load_text_side("tiny_ltx2")
+    pipe = _ltx2_pipeline()
+    embeds, mask, neg, neg_mask = _ltx2_prompt_embeds(pipe, PROMPTS)
+    t, null = side.tokenize(PROMPTS), side.tokenize([""], negative=True)
+    neg, neg_mask = neg[:1], neg_mask[:1]  # the pipeline repeats "" for each prompt
+    assert torch.equal(t["attention_mask"], mask) and torch.equal(null["attention_mask"], neg_mask)
+    assert not mask[:, 0].any() and mask[:, -1].all()  # padded on the left, as the pipeline pads
+    with torch.no_grad():
+        assert torch.equal(side.encode(t["input_ids"], t["attention_mask"]), embeds)  # the stock encoder
+        view = to_sub_blocks(side.encoder)  # the sub-block view: 2 x 4 sub-blocks, vision tower dropped
+        assert len(view) == 8 and not hasattr(side.encoder.model, "vision_tower")
+        assert torch.equal(side.encode(t["input_ids"], t["attention_mask"]), embeds)
+        assert torch.equal(side.encode(null["input_ids"], null["attention_mask"]), neg)
+        pipe.text_encoder = side.encoder  # the pipeline's own call still runs on the view
+        assert torch.equal(_ltx2_prompt_embeds(pipe, PROMPTS)[0], embeds)
+
+
+def test_ltx2_d_features_are_what_the_denoiser_receives():
+    from skrr.search.compute import Forward
+
+    side = load_text_side("tiny_ltx2")
+    pipe = _ltx2_pipeline()
+    embeds, mask, _, _ = _ltx2_prompt_embeds(pipe, PROMPTS)
+    t = side.tokenize(PROMPTS)
+    with torch.no_grad():
+        video, audio, _ = pipe.connectors(embeds, mask, padding_side=pipe.tokenizer.padding_side)
+        expected = torch.cat([pipe.transformer.caption_projection(video),
+                              pipe.transformer.audio_caption_projection(audio)], dim=-1)
+        got = Forward(side)(t["input_ids"], t["attention_mask"])
+    assert got.shape == expected.shape and torch.equal(got, expected)
+
+
+def test_ltx2_pruned_encoder_generates_a_video():
+    plan = Plan(skip=[1, 2, 3], reuse={3: 5})
+    pipe = load_pipeline("tiny_ltx2", plan=plan)
+    dense_embeds = _ltx2_prompt_embeds(_ltx2_pipeline(), PROMPTS[:1])[0]
+    assert not torch.allclose(_ltx2_prompt_embeds(pipe, PROMPTS[:1])[0], dense_embeds)
+    with torch.no_grad():
+        out = pipe(prompt=PROMPTS[:1], num_inference_steps=2, height=32, width=32, num_frames=9, output_type="np",
+                   max_sequence_length=int(model_config("tiny_ltx2").max_length),
+                   generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 9, 32, 32, 3) and bool(torch.isfinite(torch.from_numpy(out.frames)).all())
+
+
+def test_ltx2_meta_build_counts_gemma3_12b():
+    encoder = meta_components(model_config("ltx2"))["text_encoder"]
+    whole = sum(p.numel() for p in encoder.parameters())
+    view = to_sub_blocks(encoder)
+    # Gemma-3-12B as published: 12,187,325,040 parameters, of which the vision tower and projector (the
+    # head is tied to the embeddings) are dropped and the language tower is counted
+    assert whole == 12_187_325_040
+    assert view.dropped_params == whole - total_params(encoder) and total_params(encoder) == 11_766_034_176
+
+
+def test_ltx2_a_read_layer_that_does_not_exist_fails_naming_the_key():
+    resolve_pretrained("tiny_ltx2")
+    cfg = OmegaConf.create({**OmegaConf.to_container(model_config("tiny_ltx2")),
+                            "readout": {"hidden_states": [0, 1, 2, 3, 4, 5], "combine": "interleave"}})
+    with pytest.raises(InputError, match=r"^model.readout.hidden_states: hidden state 5 does not exist in a 4-layer"):
+        load_text_side(cfg)
+
+
+def test_ltx2_skrr_run_smoke_row_has_every_metric(tmp_path):
+    smoke = ["method=skrr", "method.beam_width=1", "sparsity=[0.3]", "calibration.size=4", "progress=false",
+             "eval.prompts.text=[a red cube,two blue balls]", "eval.prompts.geneval_generated=1"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose(config_name="run", overrides=[f"paths.root={tmp_path}", "model=tiny_ltx2", "eval=smoke", *smoke])
+    (row,) = run_job(cfg, "t")
+    assert set(row["metrics"]) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
+    assert row["sparsity"] >= 0.3 and row["plan"]["path"]
+
+
+class _Zero(torch.nn.Module):
+    """A residual branch that adds nothing (a skipped sub-block, written into the stock layer)."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return (torch.zeros_like(hidden_states), None) if kwargs or args else torch.zeros_like(hidden_states)
+
+
+@pytest.mark.parametrize("skip", [[0], [3], [0, 5, 7]])
+def test_ltx2_d_equals_the_stock_models_states_through_the_connectors(skip):
+    """D = MSE(prompts) + MSE(null) of what the denoiser receives, computed from the pipeline's own
+    encode_prompt on a stock Gemma-3 with the skipped branches written in, through its connectors."""
+    from skrr.plan import make_schedule
+    from skrr.search.calibration import build_calibration
+    from skrr.search.discrepancy import Discrepancy
+    from skrr.search.prefix_cache import PrefixCachedDiscrepancy
+
+    dense, pruned = _ltx2_pipeline(), _ltx2_pipeline()
+    layers = pruned.text_encoder.model.language_model.layers
+    for i in skip:
+        setattr(layers[i // 2], "self_attn" if i % 2 == 0 else "mlp", _Zero())
+    expected = 0.0
+    for texts in (PROMPTS, [""]):
+        features = []
+        for pipe in (dense, pruned):
+            embeds, mask, _, _ = _ltx2_prompt_embeds(pipe, texts)
+            with torch.no_grad():
+                video, audio, _ = pipe.connectors(embeds, mask, padding_side="left")
+                features.append(torch.cat([pipe.transformer.caption_projection(video),
+                                           pipe.transformer.audio_caption_projection(audio)], -1).double())
+        expected += float(((features[0] - features[1]) ** 2).mean())  # every position reaches the denoiser
+    side = load_text_side("tiny_ltx2")
+    calib = build_calibration(side, PROMPTS, batch_size=2)
+    schedule = make_schedule(8, skip, {})
+    reference = Discrepancy(side, calib)(schedule)
+    assert expected > 0 and reference == PrefixCachedDiscrepancy(side, calib)(schedule)
+    assert reference == pytest.approx(expected, rel=1e-4)

@@ -42,6 +42,8 @@ def ltx2_conditioning(root: str, index: dict, paths, dtype: torch.dtype) -> LTX2
 
     component, *projections = list(paths)
     library, class_name = index[component]
+    if library not in ("diffusers", "transformers"):  # a pipeline's own module, named as model_index.json names it
+        library = f"diffusers.pipelines.{library}"
     connectors = getattr(importlib.import_module(library), class_name).from_pretrained(root, subfolder=component,
                                                                                       dtype=dtype)
     modules = []
