@@ -247,3 +247,54 @@ def test_ltx2_d_equals_the_stock_models_states_through_the_connectors(skip):
     reference = Discrepancy(side, calib)(schedule)
     assert expected > 0 and reference == PrefixCachedDiscrepancy(side, calib)(schedule)
     assert reference == pytest.approx(expected, rel=1e-4)
+
+
+def test_wan_pruned_umt5_loads_without_skrr_and_gives_the_same_states(tmp_path):
+    """The pruned umT5 folder carries its modelling file: it loads with trust_remote_code=True in a
+    Python that cannot import skrr and gives what load_pruned gives, bit for bit."""
+    from test_hub_folders import _run_without_skrr
+
+    side = load_text_side("tiny_wan")
+    plan = Plan(skip=[0, 3, 6], reuse={3: 1})
+    apply_plan(side.encoder, plan, name="tiny_wan")
+    save_pruned(side.encoder, plan, tmp_path / "umt5")
+    t = side.tokenize(PROMPTS)
+    jobs = [{"kind": "encoder", "dir": str(tmp_path / "umt5"), "ids": t["input_ids"].tolist(),
+             "mask": t["attention_mask"].tolist(), "out": str(tmp_path / "umt5.pt")}]
+    assert "SkrrUMT5EncoderModel" in _run_without_skrr(jobs, tmp_path)
+    with torch.no_grad():
+        expected = load_pruned(tmp_path / "umt5")(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+    assert torch.equal(torch.load(tmp_path / "umt5.pt")["last"], expected.last_hidden_state)
+
+
+def test_ltx2_pruned_gemma3_saves_without_vision_tower_and_loads_without_skrr(tmp_path):
+    """The pruned Gemma-3 folder holds the kept language tower only; it loads with trust_remote_code=True
+    where skrr cannot be imported and gives every hidden state the pipeline reads, bit for bit; a pruned
+    pipeline folder generates the same video as the pipeline it was saved from."""
+    from diffusers import DiffusionPipeline
+    from test_hub_folders import _run_without_skrr
+
+    from skrr.hub.pruned_io import save_pruned_pipeline
+
+    plan = Plan(skip=[1, 2, 3], reuse={3: 5})
+    pipe = load_pipeline("tiny_ltx2", plan=plan)
+    save_pruned(pipe.text_encoder, plan, tmp_path / "gemma3")
+    save_pruned_pipeline(pipe, "text_encoder", plan, tmp_path / "ltx2")
+    loaded = load_pruned(tmp_path / "gemma3")
+    assert type(loaded).__name__ == "SkrrGemma3ForConditionalGeneration" and not hasattr(loaded.model, "vision_tower")
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in pipe.text_encoder.parameters())
+    t = load_text_side("tiny_ltx2").tokenize(PROMPTS)
+    jobs = [{"kind": "encoder", "dir": str(tmp_path / "gemma3"), "ids": t["input_ids"].tolist(),
+             "mask": t["attention_mask"].tolist(), "out": str(tmp_path / "gemma3.pt")}]
+    assert "SkrrGemma3ForConditionalGeneration" in _run_without_skrr(jobs, tmp_path)
+    with torch.no_grad():
+        hidden = loaded(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True).hidden_states
+    got = torch.load(tmp_path / "gemma3.pt")["hidden"]
+    assert len(got) == len(hidden) == 5 and all(torch.equal(a, b) for a, b in zip(got, hidden))
+    kwargs = dict(prompt=PROMPTS[:1], num_inference_steps=2, height=32, width=32, num_frames=1, output_type="np",
+                  max_sequence_length=int(model_config("tiny_ltx2").max_length))
+    with torch.no_grad():
+        expected = pipe(generator=torch.Generator().manual_seed(0), **kwargs).frames
+        video = DiffusionPipeline.from_pretrained(tmp_path / "ltx2", trust_remote_code=True)(
+            generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert video.shape == (1, 1, 32, 32, 3) and (video == expected).all()

@@ -1,5 +1,6 @@
 """Pruned encoders as ordinary transformers models: `SkrrT5EncoderModel` (model_type "skrr_t5"),
-`SkrrUMT5EncoderModel` ("skrr_umt5": Wan's umT5-XXL),
+`SkrrUMT5EncoderModel` ("skrr_umt5": Wan's umT5-XXL), `SkrrGemma3ForConditionalGeneration` ("skrr_gemma3":
+LTX-2's Gemma-3, built without its vision tower),
 `SkrrCLIPTextModel` / `SkrrCLIPTextModelWithProjection` ("skrr_clip_text"), and the decoder-only
 ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel`, `SkrrQwen2Model` and
 `SkrrQwen2_5_VLForConditionalGeneration` ("skrr_qwen2_5_vl") and `SkrrMistral3ForConditionalGeneration`
@@ -31,6 +32,8 @@ from transformers import (
     CLIPTextModelWithProjection,
     Gemma2Config,
     Gemma2Model,
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
     LlamaConfig,
     LlamaModel,
     Mistral3Config,
@@ -83,6 +86,11 @@ class SkrrT5Config(_SkrrConfigMixin, T5Config):
 class SkrrUMT5Config(_SkrrConfigMixin, UMT5Config):
     model_type = "skrr_umt5"
     dense_class = UMT5Config
+
+
+class SkrrGemma3Config(_SkrrConfigMixin, Gemma3Config):
+    model_type = "skrr_gemma3"
+    dense_class = Gemma3Config
 
 
 class SkrrCLIPTextConfig(_SkrrConfigMixin, CLIPTextConfig):
@@ -237,6 +245,21 @@ class SkrrMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
         return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
 
 
+class SkrrGemma3ForConditionalGeneration(Gemma3ForConditionalGeneration):
+    """LTX-2's Gemma-3 encoder: the language tower pruned; the vision tower is not built, and the LM head
+    (tied to the embeddings) computes no logits."""
+    config_class = SkrrGemma3Config
+    _no_split_modules = _DECODER_BRANCHES
+    _tied_weights_keys = {}  # the head it was tied through computes no logits and holds no weight
+
+    def __init__(self, config: SkrrGemma3Config):
+        _build_pruned(self, lambda: Gemma3ForConditionalGeneration.__init__(self, config))
+
+    def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+        """Saved under the module names it loads by (see SkrrQwen2_5_VLForConditionalGeneration)."""
+        return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+
+
 # dense class -> (pruned class, its config class)
 PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   UMT5EncoderModel: (SkrrUMT5EncoderModel, SkrrUMT5Config),
@@ -248,7 +271,8 @@ PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   Qwen2_5_VLForConditionalGeneration: (SkrrQwen2_5_VLForConditionalGeneration, SkrrQwen2_5_VLConfig),
                   Qwen3Model: (SkrrQwen3Model, SkrrQwen3Config),
                   Qwen3ForCausalLM: (SkrrQwen3ForCausalLM, SkrrQwen3Config),
-                  Mistral3ForConditionalGeneration: (SkrrMistral3ForConditionalGeneration, SkrrMistral3Config)}
+                  Mistral3ForConditionalGeneration: (SkrrMistral3ForConditionalGeneration, SkrrMistral3Config),
+                  Gemma3ForConditionalGeneration: (SkrrGemma3ForConditionalGeneration, SkrrGemma3Config)}
 
 
 def pruned_config(model, plan: Plan):
