@@ -30,24 +30,3 @@ class LTX2Conditioning(nn.Module):
             video, audio = self.video_projection(video), self.audio_projection(audio)
         return torch.cat([video, audio], dim=-1)
 
-
-def ltx2_conditioning(root: str, index: dict, paths, dtype: torch.dtype) -> LTX2Conditioning:
-    """The pipeline's `connectors` component (read whole) and the denoiser's caption projections
-    (`paths`: [connectors, transformer.caption_projection, transformer.audio_caption_projection]; only
-    those tensors of the denoiser are read). Where the denoiser has no caption projection (LTX-2.3),
-    `paths` names the connectors alone."""
-    import importlib
-
-    from skrr.models.load import load_projection
-
-    component, *projections = list(paths)
-    library, class_name = index[component]
-    if library not in ("diffusers", "transformers"):  # a pipeline's own module, named as model_index.json names it
-        library = f"diffusers.pipelines.{library}"
-    connectors = getattr(importlib.import_module(library), class_name).from_pretrained(root, subfolder=component,
-                                                                                      dtype=dtype)
-    modules = []
-    for path in projections:
-        denoiser, _, inner = path.partition(".")
-        modules.append(load_projection(root, denoiser, ".".join(index[denoiser]), inner, dtype))
-    return LTX2Conditioning(connectors, *modules)
