@@ -200,8 +200,8 @@ def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlock
         tm.encoder = CLIPSubBlockEncoder(tm)
         return tm.encoder
     raise Unsupported(
-        f"skrr prunes T5EncoderModel, UMT5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, Llama, Qwen2, "
-        f"Qwen2.5-VL) text encoders; got {type(model).__name__}")
+        f"skrr prunes T5EncoderModel, UMT5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, "
+        f"Gemma-3, Llama, Mistral, Qwen2, Qwen3, Qwen2.5-VL) text encoders; got {type(model).__name__}")
 
 
 def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:
