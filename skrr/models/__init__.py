@@ -97,7 +97,7 @@ class Model:
     clean_caption: bool = False
     meta_configs: str | None = None  # skrr/configs/<file>: the real model's components on the meta device
     hidden_state: int = -1  # the encoder hidden state the pipeline reads
-    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | each} (skrr.encoders.readout)
+    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | interleave | each} (skrr.encoders.readout)
     complex_human_instruction: object = None  # Sana's
     system_prompt: str | None = None  # Lumina 2's
     builtin_calibration: bool = False  # random captions may calibrate it (tiny and toy models)

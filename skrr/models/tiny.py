@@ -479,7 +479,8 @@ def tiny_gemma3(tokenizer, num_layers: int = 4, hidden: int = 16):
     layers, a SigLIP vision tower, an LM head tied to the embeddings), tiny."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    text = dict(model_type="gemma3_text", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=24,
+    # a wide MLP, so the layers outweigh the embeddings as at real size (every sparsity target is reachable)
+    text = dict(model_type="gemma3_text", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=96,
                 num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=4,
                 query_pre_attn_scalar=4, sliding_window=8, sliding_window_pattern=2, max_position_embeddings=512,
                 rope_scaling={"rope_type": "linear", "factor": 8.0}, pad_token_id=tokenizer.pad_token_id,
