@@ -54,8 +54,16 @@ def local_device(device: str) -> str:
 
 def call_options(pipe) -> dict:
     """Arguments every call of pipe(...) needs here: no resolution binning where __call__ has it
-    (PixArt), so images come out at exactly the sampler's size."""
-    return {"use_resolution_binning": False} if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters else {}
+    (PixArt), so images come out at exactly the sampler's size; a text-to-video pipeline (Wan) makes
+    one frame, its own text-to-image mode, which the image metrics score."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    return {**({"use_resolution_binning": False} if "use_resolution_binning" in parameters else {}),
+            **({"num_frames": 1} if "num_frames" in parameters else {})}
+
+
+def output_images(output) -> list:
+    """The images of a pipeline's output: `images`, or a video pipeline's first frame of each video."""
+    return output.images if hasattr(output, "images") else [frames[0] for frames in output.frames]
 
 
 def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
@@ -138,7 +146,7 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
         pipe.set_progress_bar_config(disable=True)
     for batch, wanted in todo:
         generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
-        images = pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs).images
+        images = output_images(pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs))
         # metadata first: a crash before the PNG lands re-generates it and merge keeps the last row
         with open(meta_path, "a") as f:
             for i in batch:
