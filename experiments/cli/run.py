@@ -216,10 +216,10 @@ def budget(job: Job, images: PlanImages) -> dict | None:
     """How much of each prompt set the row's images cover (None: all of every set, the fixed budget)."""
     if job.fraction == 1 and job.budget == "full":
         return None
-    sets = sorted({c.prompt_set for c in metric_classes(job).values() if c.prompt_set})
-    parts = {s: images.images.part(s, job.fraction) for s in sets}
+    read = {name: c.prompt_set for name, c in metric_classes(job).items() if c.prompt_set}
+    parts = {s: images.images.part(s, job.fraction) for s in sorted(set(read.values()))}
     return {"mode": job.budget, "fraction": job.fraction, "images": {s: p.size for s, p in parts.items()},
-            "of": {s: p.num_prompts for s, p in parts.items()}}
+            "of": {s: p.num_prompts for s, p in parts.items()}, "sets": read}
 
 
 def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, images: PlanImages,

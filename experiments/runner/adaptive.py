@@ -7,9 +7,11 @@ seeds and its comparisons stay paired; a larger share holds every image of a sma
 round, each open comparison (the report's pairs, skrr.experiments.report.claims.comparison_pairs, and
 every pruned row against dense, at each target and metric) gets its paired interval again. It is
 settled when the interval excludes 0 (a winner) or lies inside +-margin (the difference is smaller
-than what matters: "within margin"). A row whose comparisons are all settled stops; at the last
-share (1: the full budget) every row stops. Each look uses the level 1 - (1 - level) / rounds
-(Bonferroni over the looks), so repeated looking does not inflate the error rate past `level`.
+than what matters: "within margin"), or when it has no real chance to be decided by the full budget
+(futility: "undecidable"). A row whose comparisons are all settled stops; at the last share (1:
+the full budget) every row stops. Looks before the last use a strict level (`interim_level`,
+99.9%) and the last one `level` (95%), the Haybittle-Peto rule: only overwhelming evidence stops a
+comparison early, and a comparison that runs to the full budget gets the fixed study's verdict.
 
     results/<experiment>-adaptive/round-f<f>.jsonl   each round's rows: plain rows at that share
     results/<experiment>-adaptive/decisions.json     which rows stopped, when and why; every verdict
@@ -21,6 +23,7 @@ gives, a killed round resumes from the stage store, and a later full-budget run 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,18 +40,24 @@ DEFAULT_MARGINS = {"geneval": 0.02, "geneval2": 0.02, "dreamsim": 0.01, "clip": 
 class Adaptive:
     """`eval.adaptive`: the shares of each round, the family's level and the margins per metric."""
     fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
-    level: float = 0.95
+    level: float = 0.95  # of the final look (the full budget, or a set already scored whole): the fixed study's
+    interim_level: float = 0.999  # of every earlier look (Haybittle-Peto): only overwhelming evidence stops early
     margins: dict = field(default_factory=lambda: dict(DEFAULT_MARGINS))
     metrics: tuple[str, ...] | None = None  # compared metrics (None: every one the report compares)
     min_items: int = 64  # nothing is settled on fewer paired images: a bootstrap of a handful is overconfident
+    futility: float = 0.2  # an open comparison whose chance to be decided at the full budget is below this stops
 
     @classmethod
     def from_config(cls, node) -> Adaptive:
         node = dict(node or {})
-        unknown = sorted(set(node) - {"fractions", "level", "margins", "metrics", "min_items"})
+        unknown = sorted(set(node) - {"fractions", "level", "interim_level", "margins", "metrics", "min_items",
+                                      "futility"})
         if unknown:
-            raise InputError(f"eval.adaptive.{unknown[0]} is not a setting; use fractions, level, margins, metrics "
-                             "or min_items")
+            raise InputError(f"eval.adaptive.{unknown[0]} is not a setting; use fractions, level, interim_level, "
+                             "margins, metrics, min_items or futility")
+        futility = node.get("futility", cls.futility)
+        if isinstance(futility, bool) or not isinstance(futility, (int, float)) or not 0 <= futility < 1:
+            raise InputError(f"eval.adaptive.futility must be a number in [0, 1) (0: never stop for futility), got {futility!r}")
         min_items = node.get("min_items", cls.min_items)
         if isinstance(min_items, bool) or not isinstance(min_items, int) or min_items < 1:
             raise InputError(f"eval.adaptive.min_items must be a whole number >= 1, got {min_items!r}")
@@ -60,6 +69,9 @@ class Adaptive:
         level = float(node.get("level", cls.level))
         if not 0 < level < 1:
             raise InputError(f"eval.adaptive.level must lie in (0, 1), got {level}")
+        interim = float(node.get("interim_level", cls.interim_level))
+        if not level <= interim < 1:
+            raise InputError(f"eval.adaptive.interim_level must lie in [level, 1), got {interim}")
         margins = {**DEFAULT_MARGINS, **dict(node.get("margins") or {})}
         bad = {k: v for k, v in margins.items() if not (isinstance(v, (int, float)) and v >= 0)}
         if bad:
@@ -70,11 +82,8 @@ class Adaptive:
         unknown = [m for m in metrics or [] if m not in dict(COMPARED)]
         if unknown:
             raise InputError(f"eval.adaptive.metrics: {unknown[0]!r} is not compared; choose from {[m for m, _ in COMPARED]}")
-        return cls(fractions, level, margins, None if metrics is None else tuple(metrics), min_items)
-
-    @property
-    def look_level(self) -> float:
-        return 1 - (1 - self.level) / len(self.fractions)
+        return cls(fractions, level, interim, margins, None if metrics is None else tuple(metrics), min_items,
+                   float(futility))
 
 
 def round_name(experiment: str, fraction: float) -> str:
@@ -156,18 +165,18 @@ def decide(root, experiment: str, fraction: float, settings: Adaptive) -> dict:
             for m in metrics:
                 if (a, b, t, m) in settled or (m == "dreamsim" and b == dense_label):
                     continue  # similarity to dense is 1 for dense by construction
+                n = _paired_items(side_a[1], m)
+                n_full = _full_items(side_a[1], m, n)
+                final = last or n >= n_full  # no later look can add an image to this comparison
                 d = difference(Point(a, t, side_a[1]["sparsity"], "at", [(side_a[1], 1.0)]),
                                Point(b, t, side_b[1]["sparsity"], "at", [(side_b[1], 1.0)]), m,
-                               level=settings.look_level)
+                               level=settings.level if final else settings.interim_level)
                 if d is None:
                     continue  # a metric one side lacks
-                verdict = _verdict(d, settings.margins.get(m, 0.0)) if _paired_items(side_a[1], m) >= settings.min_items \
-                    else "open"
+                verdict = _verdict(d, settings, m, n, n_full, final) if n >= settings.min_items or final else "open"
                 if verdict == "open":
                     open_rows |= {side_a[0], side_b[0]}
-                    if not last:
-                        continue
-                    verdict = "undecided"  # at the full budget: what a fixed-budget study would say too
+                    continue
                 ledger["comparisons"].append(
                     {"a": a, "b": b, "target": t, "metric": m, "fraction": fraction, "verdict": verdict,
                      "value": d.value, "ci": None if d.interval is None else [d.interval.lo, d.interval.hi],
@@ -176,7 +185,7 @@ def decide(root, experiment: str, fraction: float, settings: Adaptive) -> dict:
     if dense_key in open_rows and not last:  # the dense noise floor follows dense
         stopping = [k for k in stopping if not (active[k].get("seed_offset") and is_dense(active[k]))]
     for k in stopping:
-        why = "decided" if k not in open_rows else "full budget"
+        why = "full budget" if last else "decided"
         ledger["rows"][k] |= {"stopped_at": fraction, "why": why, "budget": active[k].get("budget")}
         final = {**active[k], "budget": {**(active[k].get("budget") or {}), "mode": "adaptive", "stopped": why,
                                         "rounds": [f for f in settings.fractions if f <= fraction]}}
@@ -196,14 +205,45 @@ def _paired_items(row: dict, metric: str) -> int:
     return 0 if found is None else len(found.keys)
 
 
-def _verdict(d, margin: float) -> str:
+def _full_items(row: dict, metric: str, n: int) -> int:
+    """How many images the metric's prompt set holds at the full budget (n where the row says nothing)."""
+    budget = row.get("budget") or {}
+    set_name = (budget.get("sets") or {}).get(metric)
+    return int((budget.get("of") or {}).get(set_name, n))
+
+
+def _verdict(d, settings: Adaptive, metric: str, n: int, n_full: int, final: bool) -> str:
+    """A winner (the interval excludes 0), "within margin" (it lies inside +-margin), "undecided" (at
+    the final look: what the fixed budget says too), "undecidable" (futility: were the true difference
+    the one measured, the full budget's interval would exclude 0 with a chance below `futility`), or
+    "open" (look again next round)."""
     if d.interval is None:  # no per-image scores: nothing to decide before the full budget
-        return "open"
+        return "undecided" if final else "open"
     if d.interval.excludes(0):
-        return d.winner() or "open"
+        return d.winner()
+    margin = settings.margins.get(metric, 0.0)
     if -margin < d.interval.lo and d.interval.hi < margin:
         return "within margin"
+    if final:
+        return "undecided"
+    # futility for means only: a FID difference grows with the image count (its bias is no 1/sqrt(n) noise)
+    if settings.futility and metric != "fid" and \
+            conditional_power(d, n, n_full, settings.interim_level, settings.level) < settings.futility:
+        return "undecidable"
     return "open"
+
+
+def conditional_power(d, n: int, n_full: int, level: float, final_level: float) -> float:
+    """The chance that the full budget's interval (at `final_level`) excludes 0 if the true difference is
+    the one measured: the standard error, read off the current interval (at `level`), shrinks as
+    1/sqrt(images)."""
+    from statistics import NormalDist
+
+    z, z_final = (NormalDist().inv_cdf(0.5 + lv / 2) for lv in (level, final_level))
+    se_full = d.interval.half_width / z * math.sqrt(n / n_full)
+    if se_full == 0:
+        return 1.0 if d.value else 0.0
+    return NormalDist().cdf(abs(d.value) / se_full - z_final)
 
 
 # --- the driver: one sweep per round -----------------------------------------------------------
