@@ -32,7 +32,7 @@ from skrr.search.calibration import build_calibration  # noqa: E402
 from skrr.search.certified import BAND, certify  # noqa: E402
 from skrr.search.compute import ASSUMED_TFLOPS  # noqa: E402
 from skrr.search.discrepancy import Discrepancy  # noqa: E402
-from skrr.search.skip_reuse import beam_search, reuse_phase  # noqa: E402
+from skrr.search.skip_reuse import _expand, beam_search, reuse_phase  # noqa: E402
 
 
 class Recording:
@@ -102,7 +102,8 @@ def measure(name: str, args) -> dict:
     # the search scores each depth's children parent by parent; regroup the calls per depth
     per_depth, calls = [], iter(skip_calls)
     for d in range(len(result.beams)):
-        parents = 1 if d == 0 else len(result.beams[d - 1])
+        # one call per parent that has children left (at the last depths some have none)
+        parents = 1 if d == 0 else len({tuple(seq) for seq, _ in _expand(result.beams[d - 1], n)})
         d32, d16 = [], []
         for _ in range(parents):
             a, b = next(calls)
