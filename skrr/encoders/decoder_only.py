@@ -18,7 +18,8 @@ keeps its stock length with None for the removed tail.
 
 Mistral3 (FLUX.2-dev's encoder) is a vision-language model whose text-to-image call never runs its
 vision tower (no pixel_values) and throws its LM head's logits away: the view drops both (the
-head becomes `NoLogits`, so the class's own forward still runs and returns empty logits).
+head becomes `NoLogits`, so the class's own forward still runs and returns empty logits). HiDream's
+Llama (a LlamaForCausalLM with an untied head) loses its LM head the same way.
 """
 from __future__ import annotations
 
@@ -180,13 +181,24 @@ class NoLogits(nn.Module):
         return h[..., :0]
 
 
+def _untied_llama_head(model: nn.Module) -> bool:
+    """HiDream's Llama: a LlamaForCausalLM whose head is its own weights (tied, it would cost nothing)."""
+    return (any(c.__name__ == "LlamaForCausalLM" for c in type(model).__mro__)
+            and not getattr(model.config, "tie_word_embeddings", False))
+
+
 def drop_unused_heads(model: nn.Module) -> int:
-    """Delete what a text-to-image call of a Mistral3 encoder never runs (vision tower, projector,
-    LM head); return their parameter count (0 for other models). Idempotent."""
-    if not any(c.__name__ == "Mistral3ForConditionalGeneration" for c in type(model).__mro__):
+    """Delete what a text-to-image call never runs: a Mistral3 encoder's vision tower, projector and
+    LM head, an untied Llama causal LM's head (HiDream computes its logits and throws them away);
+    return their parameter count (0 for other models). Idempotent."""
+    if any(c.__name__ == "Mistral3ForConditionalGeneration" for c in type(model).__mro__):
+        unused = ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head"))
+    elif _untied_llama_head(model):
+        unused = ((model, "lm_head"),)
+    else:
         return 0
     dropped = 0
-    for owner, name in ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head")):
+    for owner, name in unused:
         module = getattr(owner, name, None)
         if isinstance(module, nn.Module) and not isinstance(module, NoLogits):
             dropped += count_params(module)
