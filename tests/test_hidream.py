@@ -140,3 +140,7 @@ def test_hidream_experiments_compose():
         real = compose(config_name="run", overrides=["experiment=table1_hidream_i1_t5"])
         assert real.model.name == "hidream_i1_t5" and real.calibration.source == "coco"
         assert list(real.sparsity) == [0.24, 0.32, 0.40]
+        for name in ("hidream_i1", "hidream_i1_t5"):
+            tiny = compose(config_name="run", overrides=[f"experiment=tiny_table1_{name}"])
+            assert tiny.model.name == f"tiny_{name}" and tiny.calibration.source == "builtin"
+            assert tiny.eval.prompts.geneval_generated == 1  # the twin renders 128x128: a short GenEval suite

@@ -25,6 +25,14 @@ def _rows(tmp_path, model, method, sparsity):
     return run_job(cfg, EXPERIMENT)
 
 
+def test_table2_takes_each_new_model_with_its_real_calibration():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for name in ("flux2_dev", "flux2_klein", "z_image", "chroma", "hidream_i1", "hidream_i1_t5"):
+            cfg = compose(config_name="run", overrides=["experiment=table2_efficiency", f"model={name}"])
+            assert cfg.model.name == name and list(cfg.eval.metrics) == ["efficiency"]
+            assert cfg.calibration.source == "coco" and list(cfg.sparsity) == [0.24, 0.32, 0.40]
+
+
 def _stock(name, component):
     pipe = build_model(name).pipeline.load_class().from_pretrained(resolve_pretrained(name), dtype=torch.float32)
     return getattr(pipe, component)
