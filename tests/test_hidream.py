@@ -84,16 +84,23 @@ def test_pruned_t5_saves_without_dense_weights_and_drops_into_the_pipeline(tmp_p
 
 
 def test_llama_lm_head_is_dropped_and_the_pipeline_still_reads_every_state(tmp_path):
-    """A plan puts the Llama into sub-block form, which removes its untied LM head: the pipeline's
-    own `_get_llama3_prompt_embeds` (which asks the causal LM for logits) runs and picks the same
-    states as skrr's feeding of the same plan; saved and loaded back, no head weights exist."""
+    """skrr loads the Llama in sub-block form without its untied LM head (dense too, as FLUX.2's
+    unread tail): the pipeline's own `_get_llama3_prompt_embeds` (which asks the causal LM for
+    logits) runs and picks the same states as skrr's feeding of the same plan; saved and loaded
+    back, no head weights exist."""
+    stock = _stock_pipeline("tiny_hidream_i1").text_encoder_4
+    dense, head = size(stock), size(stock.lm_head)
+    assert head > 0 and not stock.config.tie_word_embeddings
     pipe = load_pipeline("tiny_hidream_i1")
     llama = pipe.text_encoder_4
-    dense, head = size(llama), size(llama.lm_head)
-    assert head > 0 and not llama.config.tie_word_embeddings
+    assert isinstance(llama.lm_head, NoLogits) and size(llama) == dense - head
+    with torch.no_grad():  # the dense pipeline without its head reads what the stock one reads
+        t = load_text_side("tiny_hidream_i1").tokenize(PROMPTS)
+        kw = dict(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True)
+        assert all(torch.equal(a, b) for a, b in zip(llama(**kw).hidden_states, stock(**kw).hidden_states, strict=True))
     plan = Plan(skip=[1, 2], reuse={2: 0})
     apply_plan(llama, plan, name="tiny_hidream_i1")
-    assert isinstance(llama.lm_head, NoLogits) and find_sub_block_encoder(llama).dropped_params == head
+    assert find_sub_block_encoder(llama).dropped_params == head
     side = load_text_side("tiny_hidream_i1")
     apply_plan(side.encoder, plan, name="tiny_hidream_i1")
     length = int(model_config("tiny_hidream_i1").max_length)

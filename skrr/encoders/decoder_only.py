@@ -187,25 +187,34 @@ def _untied_llama_head(model: nn.Module) -> bool:
             and not getattr(model.config, "tie_word_embeddings", False))
 
 
-def drop_unused_heads(model: nn.Module) -> int:
-    """Delete what a text-to-image call never runs: a Mistral3 encoder's vision tower, projector and
-    LM head, an untied Llama causal LM's head (HiDream computes its logits and throws them away);
-    return their parameter count (0 for other models). Idempotent."""
+def _unused_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(owner, attribute) of what a text-to-image call never runs: a Mistral3 encoder's vision tower,
+    projector and LM head, an untied Llama causal LM's head (HiDream computes its logits and throws
+    them away); those still there."""
     if any(c.__name__ == "Mistral3ForConditionalGeneration" for c in type(model).__mro__):
         unused = ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head"))
     elif _untied_llama_head(model):
         unused = ((model, "lm_head"),)
     else:
-        return 0
+        return []
+    return [(owner, name) for owner, name in unused
+            if isinstance(getattr(owner, name, None), nn.Module) and not isinstance(getattr(owner, name), NoLogits)]
+
+
+def has_unused_heads(model: nn.Module) -> bool:
+    return bool(_unused_modules(model))
+
+
+def drop_unused_heads(model: nn.Module) -> int:
+    """Delete what a text-to-image call never runs (`_unused_modules`); return its parameter count
+    (0 for other models). Idempotent."""
     dropped = 0
-    for owner, name in unused:
-        module = getattr(owner, name, None)
-        if isinstance(module, nn.Module) and not isinstance(module, NoLogits):
-            dropped += count_params(module)
-            if name == "lm_head":
-                model.lm_head = NoLogits()
-            else:
-                delattr(owner, name)
+    for owner, name in _unused_modules(model):
+        dropped += count_params(getattr(owner, name))
+        if name == "lm_head":
+            model.lm_head = NoLogits()
+        else:
+            delattr(owner, name)
     return dropped
 
 
