@@ -125,21 +125,26 @@ def test_llama_lm_head_is_dropped_and_the_pipeline_still_reads_every_state(tmp_p
     assert all(torch.equal(a, stacked[i]) for i, a in enumerate(again.hidden_states[1:]))
 
 
-def test_pruned_hidream_pipeline_loads_without_skrr_and_generates_the_same_image(tmp_path):
-    pipe = load_pipeline("tiny_hidream_i1")
-    plan = Plan(skip=[1, 2], reuse={2: 0})
-    apply_plan(pipe.text_encoder_4, plan, name="tiny_hidream_i1")
-    save_pruned_pipeline(pipe, "text_encoder_4", plan, tmp_path / "hidream")
+def test_pruned_hidream_pipelines_load_without_skrr_and_generate_the_same_image(tmp_path):
+    """Either pruned encoder (the Llama, the T5) in a pipeline folder that loads with
+    trust_remote_code=True where skrr is not installed, generating what skrr's pipeline generates."""
     kwargs = {**GENERATE, "height": 32, "width": 32, "max_sequence_length": 16}
-    expected = _images(pipe, ["a red cat"], kwargs)
-    index = json.loads((tmp_path / "hidream" / "model_index.json").read_text())
-    assert index["text_encoder_4"] == ["modeling_skrr", "SkrrLlamaForCausalLM"]
-    jobs = [{"kind": "pipeline", "dir": str(tmp_path / "hidream"), "component": "text_encoder_4",
-             "prompts": ["a red cat"], "kwargs": kwargs, "out": str(tmp_path / "hidream.npy")}]
+    jobs, expected = [], {}
+    for name, component, cls, plan in (("tiny_hidream_i1", "text_encoder_4", "SkrrLlamaForCausalLM", Plan(skip=[1, 2], reuse={2: 0})),
+                                       ("tiny_hidream_i1_t5", "text_encoder_3", "SkrrT5EncoderModel", Plan(skip=[1, 4, 5], reuse={5: 3}))):
+        pipe = load_pipeline(name)
+        apply_plan(getattr(pipe, component), plan, name=name)
+        save_pruned_pipeline(pipe, component, plan, tmp_path / name)
+        expected[name] = _images(pipe, ["a red cat"], kwargs)
+        index = json.loads((tmp_path / name / "model_index.json").read_text())
+        assert index[component] == ["modeling_skrr", cls]
+        jobs.append({"kind": "pipeline", "dir": str(tmp_path / name), "component": component, "prompts": ["a red cat"],
+                     "kwargs": kwargs, "out": str(tmp_path / f"{name}.npy")})
     out = _run_without_skrr(jobs, tmp_path)
-    assert "HiDreamImagePipeline SkrrLlamaForCausalLM" in out
-    image = np.load(tmp_path / "hidream.npy")
-    assert image.shape == expected.shape and np.isfinite(image).all() and (image == expected).all()
+    assert "HiDreamImagePipeline SkrrLlamaForCausalLM" in out and "HiDreamImagePipeline SkrrT5EncoderModel" in out
+    for name, image in expected.items():
+        got = np.load(tmp_path / f"{name}.npy")
+        assert got.shape == image.shape and np.isfinite(got).all() and (got == image).all()
 
 
 def test_hidream_experiments_compose():
