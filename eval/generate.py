@@ -9,12 +9,17 @@ GPU kernels may round differently for different batch shapes, so an image is rep
 inside its own batch: every image is made inside its chunk whatever the rank count and whatever is
 already on disk. A resume or a heal regenerates the whole chunk of a missing image and writes only
 the missing files, so the bytes equal those of an uninterrupted run with any number of ranks.
+
+A share of a prompt set (`eval.fraction`, and each round of `eval.budget=adaptive`) is a number of
+whole chunks taken in one fixed seeded order (`chunk_order`): a larger share holds every chunk of a
+smaller one, and each image is still made inside its own chunk, so it is the image a full run makes.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -49,8 +54,16 @@ def local_device(device: str) -> str:
 
 def call_options(pipe) -> dict:
     """Arguments every call of pipe(...) needs here: no resolution binning where __call__ has it
-    (PixArt), so images come out at exactly the sampler's size."""
-    return {"use_resolution_binning": False} if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters else {}
+    (PixArt), so images come out at exactly the sampler's size; a text-to-video pipeline (Wan) makes
+    one frame, its own text-to-image mode, which the image metrics score."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    return {**({"use_resolution_binning": False} if "use_resolution_binning" in parameters else {}),
+            **({"num_frames": 1} if "num_frames" in parameters else {})}
+
+
+def output_images(output) -> list:
+    """The images of a pipeline's output: `images`, or a video pipeline's first frame of each video."""
+    return output.images if hasattr(output, "images") else [frames[0] for frames in output.frames]
 
 
 def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
@@ -66,21 +79,48 @@ def pipeline_kwargs(pipe, cfg: SamplerConfig) -> dict:
     return {**kwargs, **call_options(pipe)}
 
 
-def chunks(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[list[int]]:
-    """This rank's fixed batches: chunk c = [c*B, (c+1)*B) for every c with c % world_size == rank
-    (independent of what exists, and of the rank count)."""
-    starts = range(0, num_prompts, batch_size)
-    return [list(range(s, min(s + batch_size, num_prompts))) for c, s in enumerate(starts) if c % world_size == rank]
+CHUNK_ORDER_SEED = 0  # part of what a share of the prompts is: changing it changes every partial row
 
 
-def share(rank: int, world_size: int, num_prompts: int, batch_size: int) -> list[int]:
+def num_chunks(num_prompts: int, batch_size: int) -> int:
+    return -(-num_prompts // batch_size)
+
+
+def chunk_order(num_prompts: int, batch_size: int) -> list[int]:
+    """Every chunk index once, in a fixed seeded order: a share takes chunks from the front, so
+    prompt files grouped by task (GenEval's) still give every share a mix of them."""
+    import numpy as np
+
+    return np.random.default_rng(CHUNK_ORDER_SEED).permutation(num_chunks(num_prompts, batch_size)).tolist()
+
+
+def chunks_for(fraction: float, num_prompts: int, batch_size: int) -> list[int] | None:
+    """The chunk indices (sorted) of a share of the prompts: the first ceil(fraction x chunks) of
+    `chunk_order`; None for the whole set (fraction 1, or a share that covers every chunk)."""
+    total = num_chunks(num_prompts, batch_size)
+    count = min(total, max(1, math.ceil(round(fraction * total, 9))))  # round: 0.25 x 8 is 2, not 2.0000001
+    return None if count == total else sorted(chunk_order(num_prompts, batch_size)[:count])
+
+
+def chunks(rank: int, world_size: int, num_prompts: int, batch_size: int,
+           only: list[int] | None = None) -> list[list[int]]:
+    """This rank's fixed batches: chunk c = [c*B, (c+1)*B); of the chunks taken (`only`, default all),
+    the one at position p goes to rank p % world_size (independent of what exists, and of the rank count)."""
+    taken = range(num_chunks(num_prompts, batch_size)) if only is None else only
+    return [list(range(c * batch_size, min((c + 1) * batch_size, num_prompts)))
+            for p, c in enumerate(taken) if p % world_size == rank]
+
+
+def share(rank: int, world_size: int, num_prompts: int, batch_size: int, only: list[int] | None = None) -> list[int]:
     """The prompt indices this rank generates."""
-    return [i for chunk in chunks(rank, world_size, num_prompts, batch_size) for i in chunk]
+    return [i for chunk in chunks(rank, world_size, num_prompts, batch_size, only) for i in chunk]
 
 
 def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerConfig | None = None,
-             rank: int | None = None, world_size: int | None = None, extra: dict | None = None) -> list[int]:
-    """Generate this rank's missing images, each inside its fixed chunk. Returns the indices written."""
+             rank: int | None = None, world_size: int | None = None, extra: dict | None = None,
+             only: list[int] | None = None) -> list[int]:
+    """Generate this rank's missing images, each inside its fixed chunk (of the chunks `only`, default
+    all). Returns the indices written."""
     cfg = cfg if cfg is not None else SamplerConfig()
     if not prompts:
         raise InputError("empty prompt set; pass at least one prompt (check the prompt file path)")
@@ -90,7 +130,7 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []  # (chunk, its missing indices): the file checks are made once
-    for batch in chunks(rank, world_size, len(prompts), cfg.batch_size):
+    for batch in chunks(rank, world_size, len(prompts), cfg.batch_size, only):
         wanted = {i for i in batch if not (out_dir / image_name(i)).exists()}
         if wanted:
             todo.append((batch, wanted))
@@ -106,7 +146,7 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
         pipe.set_progress_bar_config(disable=True)
     for batch, wanted in todo:
         generators = [torch.Generator().manual_seed(cfg.base_seed + i) for i in batch]
-        images = pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs).images
+        images = output_images(pipe(prompt=[prompts[i] for i in batch], generator=generators, **kwargs))
         # metadata first: a crash before the PNG lands re-generates it and merge keeps the last row
         with open(meta_path, "a") as f:
             for i in batch:
@@ -116,7 +156,7 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
         for i, image in zip(batch, images):
             if i not in wanted:  # already there: the chunk ran only to reproduce its neighbours exactly
                 continue
-            tmp = out_dir / (image_name(i) + ".tmp")
+            tmp = out_dir / f"{image_name(i)}.{os.getpid()}.tmp"  # two processes making one chunk never share a file
             image.save(tmp, format="PNG")
             os.replace(tmp, out_dir / image_name(i))
             written.append(i)
@@ -125,27 +165,31 @@ def generate(pipe, prompts: list[str], out_dir: str | os.PathLike, cfg: SamplerC
     return written
 
 
-def merge(out_dir: str | os.PathLike, num_prompts: int) -> Path:
-    """Check that every index has its image and metadata row, then write metadata.jsonl (sorted)."""
+def merge(out_dir: str | os.PathLike, num_prompts: int, indices: list[int] | None = None,
+          into: str | os.PathLike | None = None) -> Path:
+    """Check that every index (of `indices`, default all) has its image and metadata row, then write
+    their metadata.jsonl (sorted by index) into `into` (default: the image folder)."""
     out_dir = Path(out_dir)
-    missing = [i for i in range(num_prompts) if not (out_dir / image_name(i)).exists()]
+    indices = range(num_prompts) if indices is None else indices
+    missing = [i for i in indices if not (out_dir / image_name(i)).exists()]
     rows: dict[int, dict] = {}
     for shard in sorted(out_dir.glob("metadata.rank*.jsonl")):
         for line in shard.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
                 rows[row["index"]] = row
-    missing_meta = [i for i in range(num_prompts) if i not in rows and i not in missing]
+    missing_meta = [i for i in indices if i not in rows and i not in missing]
     if missing or missing_meta:
         raise RuntimeError(f"{out_dir} is incomplete: {len(missing)} images missing (first {missing[:5]}), "
                            f"{len(missing_meta)} metadata rows missing (first {missing_meta[:5]}); "
                            "re-run generate for every rank (it resumes), then merge")
-    tmp = out_dir / (METADATA + ".tmp")
+    into = out_dir if into is None else Path(into)
+    tmp = into / (METADATA + ".tmp")
     with open(tmp, "w") as f:
-        for i in range(num_prompts):
+        for i in indices:
             f.write(json.dumps(rows[i]) + "\n")
-    os.replace(tmp, out_dir / METADATA)
-    return out_dir / METADATA
+    os.replace(tmp, into / METADATA)
+    return into / METADATA
 
 
 def main(argv=None):

@@ -91,8 +91,18 @@ def build_metric(cfg, name: str = "metric", **kwargs):
     return build(cfg, f"metrics.{name}", **kwargs)
 
 
-def load_folder(image_dir, expected: int) -> list[Path]:
-    """The folder's images, checked to number exactly `expected` (one per prompt index)."""
+def load_folder(image_dir, expected: int, indices=None) -> list[Path]:
+    """The folder's images, checked to number exactly `expected` (one per prompt index); with
+    `indices`, the images of those prompt indices (a share of the set), each checked to exist."""
+    if indices is not None:
+        from skrr.eval.generate import image_name
+
+        files = [Path(image_dir) / image_name(i) for i in indices]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent or len(files) != expected:
+            raise InputError(f"{image_dir} lacks {len(absent)} of the {len(files)} images of its share (first "
+                             f"{absent[:3]}), or the share has {len(files)} for {expected} prompts; re-run generation")
+        return files
     files = list_images(image_dir)
     if len(files) != expected:
         raise InputError(f"{image_dir} holds {len(files)} images but the prompt set has {expected}; "
@@ -108,11 +118,12 @@ def computed(metric, name: str | None = None):
                         "or blank/NaN images from the sampler (eval.dtype, eval.sampler)")
 
 
-def score_folder(metric: Metric, image_dir, prompts: list, dense_dir=None, name: str | None = None):
+def score_folder(metric: Metric, image_dir, prompts: list, dense_dir=None, name: str | None = None, indices=None):
     """Feed a folder of images (and the dense images of the same prompts, if given) to a metric in
-    batches of metric.batch_size; returns its finite value (see `computed`)."""
-    files = load_folder(image_dir, len(prompts))
-    dense = load_folder(dense_dir, len(prompts)) if dense_dir is not None else None
+    batches of metric.batch_size; returns its finite value (see `computed`). `indices`: score only
+    the images of those prompt indices (a share of the set; `prompts` are theirs)."""
+    files = load_folder(image_dir, len(prompts), indices)
+    dense = load_folder(dense_dir, len(prompts), indices) if dense_dir is not None else None
     for start in range(0, len(files), metric.batch_size):
         end = start + metric.batch_size
         metric.update(load_images(files[start:end]), prompts[start:end],

@@ -129,14 +129,15 @@ def from_metric(metric, prompts: list) -> Items | None:
     return Items.mean(values, index, texts if metric.resample == "prompt" else None, strata)
 
 
-def with_seeds(items: Items, image_dir) -> Items:
-    """Key each image by its prompt and generator seed (the folder's metadata), so rows pair only
-    when both the prompts and the seeds agree."""
+def with_seeds(items: Items, image_dir, metadata=None) -> Items:
+    """Key each image by its prompt and generator seed (the folder's metadata, or the `metadata` file
+    of the images scored), so rows pair only when both the prompts and the seeds agree."""
     import json
 
     from skrr.eval.generate import METADATA
 
-    meta = [json.loads(line) for line in (Path(image_dir) / METADATA).read_text().splitlines() if line.strip()]
+    path = Path(metadata) if metadata is not None else Path(image_dir) / METADATA
+    meta = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     meta.sort(key=lambda m: m["index"])
     if len(meta) != len(items.keys):
         raise InputError(f"{image_dir} lists {len(meta)} images but the metric scored {len(items.keys)}")

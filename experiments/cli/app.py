@@ -105,6 +105,17 @@ def check_command_line(config_name: str, argv: list[str]) -> None:
                    f"a new key is added with a +: +{key}=...")
 
 
+def composed(config_name: str, argv: list[str]):
+    """The config of the command line's first sweep point (each swept value's first), checked by
+    `check_command_line` already: what a driver reads before it launches the sweep."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = [arg for arg in argv if not arg.startswith("-") and "=" in arg]
+    first = [arg.partition("=")[0] + "=" + sweep_values(arg)[0] for arg in overrides]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name, overrides=first)
+
+
 def sweep_values(arg: str) -> list[str]:
     """The values of one override: a comma sweep's (outside brackets and quotes), else the one value;
     Hydra's sweep functions (choice, range, glob) are left to Hydra (no value checked)."""

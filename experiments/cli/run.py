@@ -12,6 +12,7 @@ Under torchrun every rank generates its shard of each image set; rank 0 scores a
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -23,8 +24,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from skrr.errors import InputError
 from skrr.eval.prompts import texts_of
 from skrr.experiments.cli.app import CONF_DIR, check_command_line, fail_fast
+from skrr.experiments.runner.adaptive import ROUND_ENV
 from skrr.experiments.runner.job import Job
 from skrr.experiments.runner.results import append_result, results_path
 from skrr.experiments.runner.stages import DENSE, Images, Pipeline, PlanD, Plans, Score, digest, plain, plan_identity
@@ -86,6 +89,9 @@ def run_job(cfg: DictConfig, experiment: str = "adhoc") -> list[dict]:
     job with eval.noise_floor=true scores a second image set on disjoint seeds (`Job.noise_floor`),
     its rows marked seed_offset."""
     job = Job.build(cfg, experiment)  # every check, before anything loads
+    if job.budget == "adaptive" and not os.environ.get(ROUND_ENV):
+        raise InputError("eval.budget=adaptive needs a sweep (skrr-run -m ...): its rows stop when their "
+                         "comparisons with the sweep's other rows are decided")
     plans = make_plans(job)  # one search serves every target
     rows = score_plans(job, plans)
     floor = job.noise_floor()
@@ -118,6 +124,8 @@ def score_plans(job: Job, plans: JobPlans) -> list[dict]:
     dense = Pipeline(job.model, job.device, job.dtype)
     rows = []
     for target, path in plans.files:
+        if job.budget == "adaptive" and stopped(job, target):
+            continue
         plan = Plan.load(path)
         images = make_images(job, plan, path.parent, dense)
         if job.rank == 0:  # the other ranks only help generate
@@ -125,6 +133,18 @@ def score_plans(job: Job, plans: JobPlans) -> list[dict]:
         if images.pipe is not dense:
             images.pipe.release()
     return rows
+
+
+def stopped(job: Job, target: float) -> bool:
+    """Whether an earlier adaptive round stopped this row (it is then neither generated nor scored)."""
+    from skrr.experiments.runner.adaptive import row_id, stopped_before
+
+    key = row_id(job.model["name"], job.method.name, job.method_config, target, job.seed_offset)
+    entry = stopped_before(job.store.root, job.experiment, key, job.fraction)
+    if entry is not None:
+        print(f"{job.model['name']} {job.method.name} target {target:.2%}: stopped at {entry['stopped_at']:g} "
+              f"of the prompts ({entry['why']})")
+    return entry is not None
 
 
 @dataclass
@@ -137,8 +157,9 @@ class PlanImages:
 
 
 def make_images(job: Job, plan, plan_dir: Path, dense_pipe: Pipeline) -> PlanImages:
-    """The plan's images of every prompt set the metrics read (under torchrun each rank makes its
-    shard), and the dense images where a metric compares with them."""
+    """The plan's images of every prompt set the metrics read (of each, the share `eval.fraction`
+    takes; under torchrun each rank makes its shard), and the dense images where a metric compares
+    with them."""
     import torch
 
     if str(job.device).startswith("cuda") and torch.cuda.is_available():
@@ -149,15 +170,18 @@ def make_images(job: Job, plan, plan_dir: Path, dense_pipe: Pipeline) -> PlanIma
                      Images(job.model, DENSE, job.sampler, job.dtype, job.sets), {})
     classes = metric_classes(job)
     if any(cls.needs_dense(job.metrics[m]) for m, cls in classes.items()):  # shared by every run of the sweep
-        out.records["dense_images"] = out.dense.run(job.store, "text", dense_pipe, job.rank, job.world)
+        out.records["dense_images"] = out.dense.run(job.store, "text", dense_pipe, job.rank, job.world,
+                                                    fraction=job.fraction)
         if pipe is not dense_pipe:
             dense_pipe.release()  # never hold two pipelines in GPU memory
     needed = sorted({c.prompt_set for c in classes.values() if c.prompt_set}, key=["text", "geneval", "geneval2"].index)
     for set_name in needed:
         # GenEval prompts identical to the text prompts (the toy world): the same images, linked
         same = set_name == "geneval" and "text" in needed and texts_of(job.sets["geneval"]) == job.sets["text"]
-        out.records[f"images/{set_name}"] = out.images.run(job.store, set_name, pipe, job.rank, job.world,
-                                                           twin=out.images.folder(job.store, "text") if same else None)
+        twin = (out.images.folder(job.store, "text"), out.images.metadata(job.store, out.images.part("text", job.fraction))) \
+            if same else None
+        out.records[f"images/{set_name}"] = out.images.run(job.store, set_name, pipe, job.rank, job.world, twin=twin,
+                                                           fraction=job.fraction)
     return out
 
 
@@ -168,19 +192,34 @@ def metric_classes(job: Job) -> dict:
 
 
 def make_scores(job: Job, images: PlanImages) -> dict[str, dict]:
-    """{metric: its stage record}: each metric of the images it reads (efficiency: of the plan)."""
+    """{metric: its stage record}: each metric of the images it reads (of their share; efficiency: of the plan)."""
     records = {}
     for name, cls in metric_classes(job).items():
         config = job.metrics[name]
         if cls.prompt_set is None:  # reads no images: a function of the plan (efficiency)
             score = Score(name, config, {"plan": images.identity, "model": job.model, "sampler": job.sampler})
         else:
+            part = images.images.part(cls.prompt_set, job.fraction)
             dense = images.dense.folder(job.store, "text") if cls.needs_dense(config) else None
-            score = Score(name, config, {"images": images.images.key, "set": cls.prompt_set,
-                                         "dense": images.dense.key if dense else None},
-                          images.images.folder(job.store, cls.prompt_set), tuple(job.sets[cls.prompt_set]), dense)
+            depends = {"images": images.images.key, "set": cls.prompt_set, "dense": images.dense.key if dense else None}
+            prompts = job.sets[cls.prompt_set]
+            if not part.whole:  # the whole set's key stays as it was: its stored scores are reused
+                depends["chunks"] = part.chunks
+                prompts = [prompts[i] for i in part.indices]
+            score = Score(name, config, depends, images.images.folder(job.store, cls.prompt_set), tuple(prompts), dense,
+                          None if part.whole else tuple(part.indices), images.images.metadata(job.store, part))
         records[name] = {**score.run(job.store, images.pipe), "key": score.key}
     return records
+
+
+def budget(job: Job, images: PlanImages) -> dict | None:
+    """How much of each prompt set the row's images cover (None: all of every set, the fixed budget)."""
+    if job.fraction == 1 and job.budget == "full":
+        return None
+    sets = sorted({c.prompt_set for c in metric_classes(job).values() if c.prompt_set})
+    parts = {s: images.images.part(s, job.fraction) for s in sets}
+    return {"mode": job.budget, "fraction": job.fraction, "images": {s: p.size for s, p in parts.items()},
+            "of": {s: p.num_prompts for s, p in parts.items()}}
 
 
 def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, images: PlanImages,
@@ -197,6 +236,7 @@ def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, i
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": job.method.name, "model": job.model["name"],
            "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
            **({"seed_offset": job.seed_offset} if job.seed_offset else {}),
+           **({"budget": budget(job, images)} if budget(job, images) else {}),
            "plan": plan_summary(plan, plan_dir), "sampler": job.sampler,
            "discrepancy": discrepancy(plans.d, target, images.identity, job.calibration),
            "timings": {k: r["seconds"] for k, r in records.items()},
@@ -207,7 +247,7 @@ def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, i
            "config": {**job.config, "target": target}}
     if job.save_encoder and images.identity != DENSE:
         row["artifacts"]["encoder"] = str(save_encoder(job.model, plan, plan_dir, row, job.store.root))
-    if append_result(results_path(job.store.root, job.experiment), row):  # results first, then W&B
+    if append_result(results_path(job.store.root, job.results_name), row):  # results first, then W&B
         log_row(job.logger, row, job.sets.get("text"))
     print(f"{job.model['name']} {job.method.name} target {target:.2%}: sparsity {row['sparsity']:.2%} "
           f"{_brief(values)} (ran: {', '.join(row['ran']) or 'nothing, all cached'})")
@@ -259,7 +299,32 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     check_command_line("run", sys.argv[1:])
+    if not os.environ.get(ROUND_ENV) and {"-m", "--multirun"} & set(sys.argv[1:]):
+        adaptive = adaptive_sweep(sys.argv[1:])
+        if adaptive is not None:  # one sweep per round, each launched from here
+            sys.exit(adaptive())
     _main()
+
+
+def adaptive_sweep(argv: list[str]):
+    """The adaptive driver for this command line (None: a fixed-budget sweep), its settings checked."""
+    from skrr.experiments.cli.app import composed, refuse
+    from skrr.experiments.runner.adaptive import Adaptive, drive
+    from skrr.experiments.runner.job import budget_settings
+
+    cfg = composed("run", argv)
+    try:
+        budget, fraction = budget_settings(cfg)
+        if budget != "adaptive":
+            return None
+        if fraction != 1:
+            raise InputError("eval.fraction is set per round by eval.budget=adaptive; leave it out")
+        settings = Adaptive.from_config(cfg.eval.get("adaptive"))
+    except InputError as e:
+        refuse(str(e))
+    experiment = next((a.partition("=")[2] for a in argv if a.lstrip("+").startswith("experiment=")), "adhoc")
+    argv = [a for a in argv if a not in ("-m", "--multirun")]
+    return lambda: drive(["-m", *argv], cfg.paths.root, experiment, settings)
 
 
 if __name__ == "__main__":

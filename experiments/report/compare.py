@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from skrr.eval.intervals import Interval, paired_difference, paired_statistic
+from skrr.eval.intervals import LEVEL, Interval, paired_difference, paired_statistic
 from skrr.eval.per_item import Items
 
 LEVELS = (0.24, 0.32, 0.40)  # the paper's Table 1 sparsities
@@ -145,17 +145,30 @@ class Difference:
 
 
 def _paired_parts(a: Point, b: Point, name: str):
+    """Both sides' per-image scores on the same items, or None. Rows scored on nested shares of one
+    prompt set (adaptive rows that stopped at different rounds) pair on the smaller share's items."""
     parts = [(items(r, name), w) for r, w in a.parts], [(items(r, name), w) for r, w in b.parts]
     flat = [it for side in parts for it, _ in side]
-    if any(it is None for it in flat):
+    if any(it is None for it in flat) or any(it.kind != flat[0].kind for it in flat):
         return None
-    keys = flat[0].keys
-    if any(it.kind != flat[0].kind or not np.array_equal(it.keys, keys) for it in flat):
+    keys = min((it.keys for it in flat), key=len)
+    if all(np.array_equal(it.keys, keys) for it in flat):
+        return parts
+    if any(not np.isin(keys, it.keys).all() for it in flat):
         return None  # other prompts or seeds: not the same items
-    return parts
+    return tuple([(_restricted(it, keys), w) for it, w in side] for side in parts)
 
 
-def difference(a: Point, b: Point, name: str, resamples: int | None = None, seed: int = 0) -> Difference | None:
+def _restricted(it: Items, keys: np.ndarray) -> Items:
+    """The items of `keys`, in that order."""
+    where = {k: i for i, k in enumerate(it.keys)}
+    rows = np.array([where[k] for k in keys])
+    return Items(it.kind, it.keys[rows], it.values[rows], it.clusters[rows],
+                 None if it.strata is None else it.strata[rows], it.reference)
+
+
+def difference(a: Point, b: Point, name: str, resamples: int | None = None, seed: int = 0,
+               level: float = LEVEL) -> Difference | None:
     ea, eb = a.estimate(name), b.estimate(name)
     if ea is None or eb is None:
         return None
@@ -166,10 +179,10 @@ def difference(a: Point, b: Point, name: str, resamples: int | None = None, seed
         first = pa[0][0]
         if first.kind == "mean":
             va, vb = (sum(w * it.values for it, w in side) for side in (pa, pb))
-            ci = paired_difference(va, vb, first.clusters, first.strata, resamples or 2000, seed)
+            ci = paired_difference(va, vb, first.clusters, first.strata, resamples or 2000, seed, level)
         else:  # FID: resample the same images on both sides, recompute each FID
             ci = paired_statistic(np.hstack([it.values for it, _ in pa]), np.hstack([it.values for it, _ in pb]),
-                                  _fid_of(pa), resamples or 300, seed, statistic_b=_fid_of(pb))
+                                  _fid_of(pa), resamples or 300, seed, level, statistic_b=_fid_of(pb))
         return Difference(a.label, b.label, a.level, name, ci.value, ci, True, ci.excludes(0), same)
     beyond = None if ea.lo is None or eb.lo is None else (ea.lo > eb.hi or eb.lo > ea.hi)
     return Difference(a.label, b.label, a.level, name, ea.value - eb.value, None, False, beyond, same)

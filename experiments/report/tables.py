@@ -124,6 +124,22 @@ def table1(rows: list[dict]) -> list[list[str]]:
             for r in rows]
 
 
+def budget_cell(row: dict) -> str:
+    """`used/of` images over the row's prompt sets, `(adaptive)` for a row an adaptive run stopped."""
+    b = row.get("budget")
+    if not b:
+        return "all"
+    used, of = sum(b.get("images", {}).values()), sum(b.get("of", {}).values())
+    return f"{used}/{of}" + (" (adaptive)" if b.get("mode") == "adaptive" else "")
+
+
+def with_budget(header: list[str], body: list[list[str]], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """An Images column when any row was scored on a share of its prompts (eval.fraction, adaptive)."""
+    if not any(r.get("budget") for r in rows):
+        return header, body
+    return header + ["Images"], [line + [budget_cell(r)] for line, r in zip(body, rows)]
+
+
 def geneval2_tables(rows: list[dict]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]] | None:
     """GenEval 2: Soft-TIFA GM and AM with the per-skill means, and the GM per atom count (the
     columns the rows hold), each `value ± half-width`; None when no row has GenEval 2."""
@@ -324,8 +340,11 @@ def report(results: str | Path, out: str | Path | None = None, grid_method: str 
         has_efficiency = any("efficiency" in r["metrics"] for r in pts)
         has_pruned = any(r["sparsity"] > 0 for r in pts)
         for name, header, body, caption in (
-                ("table1", TABLE1, table1(pts) if has_quality else None,
-                 f"{title}: quality vs text-encoder sparsity (value ± 95% half-width)"),
+                ("table1", *(with_budget(TABLE1, table1(pts), pts) if has_quality else (TABLE1, None)),
+                 f"{title}: quality vs text-encoder sparsity (value ± 95% half-width)" + (
+                     "; Images: how many of the prompt sets' images a row was scored on (adaptive: it stopped "
+                     "when its comparisons were decided, docs/evaluation.md)" if any(r.get("budget") for r in pts)
+                     else "")),
                 ("matched", MATCHED, matched_table(pts) if has_quality and has_pruned else None,
                  f"{title}: methods at the paper's sparsity levels (interp.: linear interpolation between the "
                  "method's achieved points; nearest: its nearest achieved point, at the sparsity shown)"),

@@ -21,6 +21,22 @@ from skrr.prompts.real import check_prompts_fit_model
 from skrr.prompts.sources import as_source
 
 LOGGERS = ("none", "wandb")
+BUDGETS = ("full", "adaptive")
+
+
+def budget_settings(cfg: DictConfig) -> tuple[str, float]:
+    """eval.budget and eval.fraction, checked (no torch needed)."""
+    budget = str(cfg.eval.get("budget") or "full")
+    if budget not in BUDGETS:
+        raise InputError(f"eval.budget must be one of {list(BUDGETS)}, got {budget!r}")
+    fraction = cfg.eval.get("fraction", 1.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise InputError(f"eval.fraction must be a number in (0, 1] (the share of every prompt set scored), got {fraction!r}")
+    if budget == "adaptive":
+        from skrr.experiments.runner.adaptive import Adaptive
+
+        Adaptive.from_config(cfg.eval.get("adaptive"))
+    return budget, float(fraction)
 
 
 def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, Checked]:
@@ -42,6 +58,7 @@ def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, Checked]:
         raise InputError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
     if cfg.logger.name not in LOGGERS:
         raise InputError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
+    budget_settings(cfg)
     sets = prompt_sets(cfg.eval.prompts)
     metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
     check_machine(cfg, metrics, sets)
@@ -96,7 +113,18 @@ class Job:
     logger: dict
     config: dict  # the resolved config, as each row records it
     wants_noise_floor: bool  # eval.noise_floor (the dense job only)
+    budget: str = "full"  # eval.budget: full, or adaptive (a round of skrr.experiments.runner.adaptive)
+    fraction: float = 1.0  # eval.fraction: the share of every prompt set generated and scored
     seed_offset: int = 0  # > 0: the noise floor's second image set
+
+    @property
+    def results_name(self) -> str:
+        """Where the rows go (results/<name>.jsonl): a share's rows never mix with the full budget's."""
+        if self.budget == "adaptive":
+            from skrr.experiments.runner.adaptive import round_name
+
+            return round_name(self.experiment, self.fraction)
+        return self.experiment if self.fraction == 1 else f"{self.experiment}-f{self.fraction:g}"
 
     @classmethod
     def build(cls, cfg: DictConfig, experiment: str = "adhoc") -> Job:
@@ -109,6 +137,7 @@ class Job:
         if cfg.get("threads"):  # CPU runs: more threads than free cores makes torch spin and crawl
             torch.set_num_threads(int(cfg.threads))
         rank, world = resolve_rank()
+        budget, fraction = budget_settings(cfg)
         return cls(experiment=experiment, model=plain(cfg.model), method=method, method_config=plain(cfg.method),
                    calibration=plain(cfg.calibration), targets=tuple(targets), sets=sets, metrics=metrics,
                    sampler=plain(cfg.eval.sampler), dtype=cfg.eval.get("dtype"), device=local_device(cfg.eval.device),
@@ -117,7 +146,8 @@ class Job:
                    plan_d=method.prunes and bool(cfg.eval.get("plan_d", True)),
                    save_encoder=bool(cfg.get("save_encoder")), logger=plain(cfg.logger),
                    config=OmegaConf.to_container(cfg, resolve=True),
-                   wants_noise_floor=not method.prunes and bool(cfg.eval.get("noise_floor")))
+                   wants_noise_floor=not method.prunes and bool(cfg.eval.get("noise_floor")), budget=budget,
+                   fraction=fraction)
 
     def noise_floor(self) -> Job | None:
         """The dense job with eval.noise_floor=true scores the dense model once more on disjoint

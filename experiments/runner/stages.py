@@ -313,7 +313,10 @@ def load_run_pipeline(model: dict, device: str, dtype: str | None, plan: Plan | 
 @dataclass(frozen=True)
 class Images:
     """One prompt set's images of one plan: images/<key>/<set>/, sharded over torchrun ranks.
-    `key` covers every prompt set of the run, so all sets of a plan share one folder."""
+    `key` covers every prompt set of the run, so all sets of a plan share one folder. A share of a
+    set (`fraction` < 1: whole chunks, skrr.eval.generate.chunks_for) is made in that same folder,
+    and its stage, images/<key>/<set>.part<m>of<n>/, holds only the share's metadata: a larger share
+    or the whole set later reuses every image already made."""
     model: dict
     identity: dict
     sampler: dict
@@ -327,41 +330,108 @@ class Images:
     def folder(self, store: Store, set_name: str) -> Path:
         return store.dir("images", self.key) / set_name
 
+    def part(self, set_name: str, fraction: float) -> Part:
+        """The share of a set that `fraction` takes (Part.whole: all of it)."""
+        from skrr.eval.generate import chunks_for, num_chunks
+
+        n, batch = len(self.sets[set_name]), int(self.sampler["batch_size"])
+        return Part(set_name, n, batch, chunks_for(fraction, n, batch), num_chunks(n, batch))
+
+    def metadata(self, store: Store, part: Part) -> Path:
+        """The metadata.jsonl of the share's images (the whole set's lies in its image folder)."""
+        from skrr.eval.generate import METADATA
+
+        return (self.folder(store, part.set_name) if part.whole else self.stage_dir(store, part)) / METADATA
+
+    def stage_dir(self, store: Store, part: Part) -> Path:
+        return store.dir("images", f"{self.key}/{part.stage_name}")
+
     def run(self, store: Store, set_name: str, pipeline: Pipeline, rank: int, world_size: int,
-            twin: Path | None = None) -> dict:
-        """`twin`: a finished folder of the same prompts, seeds and sampler whose images are linked instead."""
+            twin: tuple[Path, Path] | None = None, fraction: float = 1.0) -> dict:
+        """`twin`: (image folder, metadata file) of a finished share of the same prompts, seeds and
+        sampler (another set's) whose images are linked instead."""
         prompts = texts_of(self.sets[set_name])
-        return store.run_sharded("images", f"{self.key}/{set_name}",
-                                 partial(generate_shard, pipeline=pipeline, sampler=self.sampler, prompts=prompts,
-                                         twin=twin),
-                                 partial(merge_set, num_prompts=len(prompts)),
-                                 {"model": self.model, "plan": self.identity, "sampler": self.sampler}, rank, world_size)
+        part = self.part(set_name, fraction)
+        folder = self.folder(store, set_name)
+        work = partial(generate_shard, pipeline=pipeline, sampler=self.sampler, prompts=prompts, twin=twin,
+                       only=part.chunks, folder=folder)
+        inputs = {"model": self.model, "plan": self.identity, "sampler": self.sampler}
+        if not part.whole:
+            inputs["chunks"] = part.chunks
+            self.heal_share(store, part, folder)
+        return store.run_sharded("images", f"{self.key}/{part.stage_name}", work,
+                                 partial(merge_set, num_prompts=len(prompts), indices=part.indices, folder=folder),
+                                 inputs, rank, world_size)
+
+    def heal_share(self, store: Store, part: Part, folder: Path) -> None:
+        """A share's stage lists only its metadata; its images lie in the set's folder. One of them
+        missing (deleted, or a damaged whole-set stage removed it) makes the share's stage run again."""
+        from skrr.eval.generate import image_name
+
+        done = self.stage_dir(store, part) / DONE
+        missing = [i for i in part.indices if not (folder / image_name(i)).is_file()] if done.is_file() else []
+        if missing:
+            log.warning("images/%s/%s: %d images of the share missing (first %s); making them again", self.key,
+                        part.stage_name, len(missing), image_name(missing[0]))
+            done.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A share of a prompt set: the chunks it takes (None: all of them)."""
+    set_name: str
+    num_prompts: int
+    batch_size: int
+    chunks: list[int] | None
+    total_chunks: int
+
+    @property
+    def whole(self) -> bool:
+        return self.chunks is None
+
+    @property
+    def indices(self) -> list[int] | None:
+        """The prompt indices of the share, sorted (None: all)."""
+        from skrr.eval.generate import share
+
+        return None if self.whole else share(0, 1, self.num_prompts, self.batch_size, self.chunks)
+
+    @property
+    def size(self) -> int:
+        return self.num_prompts if self.whole else len(self.indices)
+
+    @property
+    def stage_name(self) -> str:
+        return self.set_name if self.whole else f"{self.set_name}.part{len(self.chunks)}of{self.total_chunks}"
 
 
 def generate_shard(out: Path, rank: int, world_size: int, pipeline: Pipeline, sampler: dict, prompts: list[str],
-                   twin: Path | None) -> None:
-    """This rank's missing images (all of them when world_size is 1); loads the pipeline only if any are missing."""
+                   twin: tuple[Path, Path] | None, only: list[int] | None, folder: Path) -> None:
+    """This rank's missing images of the chunks taken, in `folder` (the set's image folder; `out` is
+    the stage's, the same folder for a whole set); loads the pipeline only if any are missing."""
     from skrr.eval import generate as gen
 
     cfg = gen.SamplerConfig(**sampler)
-    mine = gen.share(rank, world_size, len(prompts), cfg.batch_size)
+    mine = gen.share(rank, world_size, len(prompts), cfg.batch_size, only)
+    folder.mkdir(parents=True, exist_ok=True)
     if twin is not None:
-        rows = [json.loads(line) for line in (twin / gen.METADATA).read_text().splitlines()]
-        with open(out / f"metadata.rank{rank}.jsonl", "w") as f:
+        twin_folder, twin_metadata = twin
+        rows = {row["index"]: row for row in map(json.loads, twin_metadata.read_text().splitlines())}
+        with open(folder / f"metadata.rank{rank}.jsonl", "a") as f:  # merge keeps one row per index
             for i in mine:
                 f.write(json.dumps(rows[i]) + "\n")
-                if not (out / gen.image_name(i)).exists():
-                    os.link(twin / gen.image_name(i), out / gen.image_name(i))
+                if not (folder / gen.image_name(i)).exists():
+                    os.link(twin_folder / gen.image_name(i), folder / gen.image_name(i))
         return
-    if any(not (out / gen.image_name(i)).exists() for i in mine):
-        gen.generate(pipeline.get(), prompts, out, cfg, rank=rank, world_size=world_size)
+    if any(not (folder / gen.image_name(i)).exists() for i in mine):
+        gen.generate(pipeline.get(), prompts, folder, cfg, rank=rank, world_size=world_size, only=only)
 
 
-def merge_set(out: Path, num_prompts: int) -> dict:
+def merge_set(out: Path, num_prompts: int, indices: list[int] | None, folder: Path) -> dict:
     from skrr.eval import generate as gen
 
-    gen.merge(out, num_prompts)
-    return {"num_images": num_prompts}
+    gen.merge(folder, num_prompts, indices, into=out)
+    return {"num_images": num_prompts if indices is None else len(indices)}
 
 
 @dataclass(frozen=True)
@@ -373,8 +443,10 @@ class Score:
     config: dict
     depends: dict
     images: Path | None = None
-    prompts: tuple = ()
+    prompts: tuple = ()  # of the images scored: a share's (`indices`) or the whole set's
     dense: Path | None = None
+    indices: tuple | None = None  # a share of the set: the image indices scored (None: all)
+    metadata: Path | None = None  # the scored images' metadata.jsonl (None: the folder's own)
 
     @property
     def key(self) -> str:
@@ -395,12 +467,12 @@ class Score:
             metric = build_metric(self.config, self.name, **extra)
             if self.images is None:
                 return {"value": computed(metric, self.name)}
-            value = score_folder(metric, self.images, list(self.prompts), self.dense, self.name)
+            value = score_folder(metric, self.images, list(self.prompts), self.dense, self.name, self.indices)
         # per-image scores keyed by prompt and seed: the value's 95% interval, and pairing in skrr-report
         from skrr.eval.per_item import from_metric, summary, with_seeds
 
         items = from_metric(metric, list(self.prompts))
         if items is None:
             return {"value": value}
-        with_seeds(items, self.images).save(out / "items.npz")
+        with_seeds(items, self.images, self.metadata).save(out / "items.npz")
         return {"value": summary(value, items, metric=metric), "items": "items.npz"}

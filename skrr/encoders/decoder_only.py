@@ -1,11 +1,11 @@
-"""Decoder-only text encoders (Gemma-2, Llama, Mistral, Qwen2, Qwen3, the language towers of Qwen2.5-VL
-and Mistral3) as sub-blocks.
+"""Decoder-only text encoders (Gemma-2, Llama, Mistral, Qwen2, Qwen3, the language towers of Qwen2.5-VL,
+Mistral3 and Gemma-3) as sub-blocks.
 
 Decoder layer b becomes sub-block 2b (every norm of the attention branch, self-attention, residual
-add) and 2b+1 (the MLP branch likewise). Gemma-2 wraps both branches in pre- and post-norms; Llama
-and Qwen2 have a pre-norm only. The rotary embeddings and the causal (and sliding-window) masks are
-computed once per forward, so skipping sub-block 0 keeps them; a re-used attention takes the mask of
-its own kind (sliding or full), as it would at home.
+add) and 2b+1 (the MLP branch likewise). Gemma-2 and Gemma-3 wrap both branches in pre- and post-norms;
+Llama and Qwen2 have a pre-norm only. The rotary embeddings and the causal (and sliding-window) masks
+are computed once per forward, so skipping sub-block 0 keeps them; a re-used attention takes the mask
+(and, in Gemma-3, the rotary embedding) of its own kind, sliding or full, as it would at home.
 
 The stack module (`Gemma2Model`, `Qwen2_5_VLTextModel`, ...) keeps its class, embeddings and final
 norm: its `layers` become the `DecoderSubBlockEncoder` and its forward the sub-block loop, so the
@@ -16,9 +16,10 @@ A pipeline whose deepest read is hidden state -k (Lumina 2 reads the penultimate
 deepest read layer and deletes that tail, whose weights no plan needs to count. `hidden_states`
 keeps its stock length with None for the removed tail.
 
-Mistral3 (FLUX.2-dev's encoder) is a vision-language model whose text-to-image call never runs its
-vision tower (no pixel_values) and throws its LM head's logits away: the view drops both (the
-head becomes `NoLogits`, so the class's own forward still runs and returns empty logits). HiDream's
+Mistral3 (FLUX.2-dev's encoder) and Gemma-3 (LTX-2's) are vision-language models whose text-to-image
+call never runs the vision tower (no pixel_values) and throws the LM head's logits away: the view drops
+both (the head becomes `NoLogits`, so the class's own forward still runs and returns empty logits;
+Gemma-3's head is tied to the embeddings, so only its work is saved, not its weights). HiDream's
 Llama (a LlamaForCausalLM with an untied head) loses its LM head the same way.
 """
 from __future__ import annotations
@@ -44,9 +45,11 @@ class DecoderAttentionBranch(nn.Module):
         self.attention_type = getattr(attn, "layer_type", None) or FULL
 
     def forward(self, h, ctx):
-        masks = ctx["masks"]
+        masks, rope = ctx["masks"], ctx["rope"]
+        if isinstance(rope, dict):  # Gemma-3: local and global layers rotate with their own frequencies
+            rope = rope[self.attention_type]
         a = self.attn(hidden_states=self.pre_norm(h), attention_mask=masks.get(self.attention_type, masks[FULL]),
-                      position_embeddings=ctx["rope"], position_ids=ctx["position_ids"])[0]
+                      position_embeddings=rope, position_ids=ctx["position_ids"])[0]
         return h + (a if self.post_norm is None else self.post_norm(a))
 
 
@@ -103,7 +106,8 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         return self.used_layers == self.num_layers
 
     def prepare(self, input_ids=None, attention_mask=None, inputs_embeds=None, position_ids=None):
-        """Embeddings, rotary embeddings and masks, as the stock stack's forward computes them."""
+        """Embeddings, rotary embeddings and masks, as the stock stack's forward computes them
+        (`attention_mask`: 2-D, or the masks by layer type that a wrapper made, as Gemma-3's does)."""
         stack = self._stack
         if inputs_embeds is None:
             inputs_embeds = stack.embed_tokens(input_ids)  # Gemma's embedding scales by sqrt(hidden) itself
@@ -123,10 +127,18 @@ class DecoderSubBlockEncoder(SubBlockEncoder):
         kw = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                   past_key_values=None, position_ids=text_position_ids)
         sliding_everywhere = type(stack).__name__ == "MistralModel" and self.config.sliding_window is not None
-        masks = {FULL: (create_sliding_window_causal_mask if sliding_everywhere else create_causal_mask)(**kw)}
-        if SLIDING in (getattr(self.config, "layer_types", None) or []):
-            masks[SLIDING] = create_sliding_window_causal_mask(**kw)
-        rope = stack.rotary_emb(inputs_embeds[:1] if position_ids.shape[-2] == 1 else inputs_embeds, position_ids)
+        layer_types = set(getattr(self.config, "layer_types", None) or [])
+        if isinstance(attention_mask, dict):
+            masks = dict(attention_mask)
+        else:
+            masks = {FULL: (create_sliding_window_causal_mask if sliding_everywhere else create_causal_mask)(**kw)}
+            if SLIDING in layer_types:
+                masks[SLIDING] = create_sliding_window_causal_mask(**kw)
+        x = inputs_embeds[:1] if position_ids.shape[-2] == 1 else inputs_embeds
+        if _rope_by_layer_type(stack):
+            rope = {t: stack.rotary_emb(x, position_ids, t) for t in sorted(layer_types)}
+        else:
+            rope = stack.rotary_emb(x, position_ids)
         return inputs_embeds, {"masks": masks, "rope": rope, "position_ids": text_position_ids}
 
     def finish(self, h, ctx):
@@ -158,16 +170,23 @@ def _is_mrope(stack: nn.Module) -> bool:
     return type(stack).__name__.startswith("Qwen2_5_VL")
 
 
+def _rope_by_layer_type(stack: nn.Module) -> bool:
+    return type(stack).__name__ == "Gemma3TextModel"
+
+
 def decoder_stack(model: nn.Module) -> nn.Module | None:
     """The decoder stack (the module holding `layers`, `embed_tokens`, `norm`) of a supported model:
     the model itself, or the language tower inside a causal-LM or vision-language wrapper."""
     import transformers
 
     stacks = tuple(getattr(transformers, n) for n in ("Gemma2Model", "LlamaModel", "MistralModel", "Qwen2Model",
-                                                       "Qwen3Model", "Qwen2_5_VLTextModel") if hasattr(transformers, n))
+                                                       "Qwen3Model", "Qwen2_5_VLTextModel", "Gemma3TextModel")
+                   if hasattr(transformers, n))
     wrappers = tuple(getattr(transformers, n) for n in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen3ForCausalLM",
                                                          "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel",
-                                                         "Mistral3ForConditionalGeneration", "Mistral3Model")
+                                                         "Mistral3ForConditionalGeneration", "Mistral3Model",
+                                                         "Gemma3ForConditionalGeneration", "Gemma3Model",
+                                                         "Gemma3ForCausalLM")
                      if hasattr(transformers, n))
     while isinstance(model, wrappers):  # ForCausalLM / ForConditionalGeneration -> .model -> .language_model
         model = model.language_model if hasattr(model, "language_model") else model.model
@@ -181,6 +200,9 @@ class NoLogits(nn.Module):
         return h[..., :0]
 
 
+VISION_LANGUAGE = ("Mistral3ForConditionalGeneration", "Gemma3ForConditionalGeneration")
+
+
 def _untied_llama_head(model: nn.Module) -> bool:
     """HiDream's Llama: a LlamaForCausalLM whose head is its own weights (tied, it would cost nothing)."""
     return (any(c.__name__ == "LlamaForCausalLM" for c in type(model).__mro__)
@@ -188,10 +210,10 @@ def _untied_llama_head(model: nn.Module) -> bool:
 
 
 def _unused_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(owner, attribute) of what a text-to-image call never runs: a Mistral3 encoder's vision tower,
-    projector and LM head, an untied Llama causal LM's head (HiDream computes its logits and throws
-    them away); those still there."""
-    if any(c.__name__ == "Mistral3ForConditionalGeneration" for c in type(model).__mro__):
+    """(owner, attribute) of what a text-to-image call never runs, those still there: a Mistral3 or
+    Gemma-3 encoder's vision tower, projector and LM head; an untied Llama causal LM's head (HiDream
+    computes its logits and throws them away)."""
+    if any(c.__name__ in VISION_LANGUAGE for c in type(model).__mro__):
         unused = ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head"))
     elif _untied_llama_head(model):
         unused = ((model, "lm_head"),)
@@ -206,11 +228,11 @@ def has_unused_heads(model: nn.Module) -> bool:
 
 
 def drop_unused_heads(model: nn.Module) -> int:
-    """Delete what a text-to-image call never runs (`_unused_modules`); return its parameter count
-    (0 for other models). Idempotent."""
-    dropped = 0
+    """Delete what a text-to-image call never runs (`_unused_modules`); return the parameters that
+    frees (a head tied to the kept embeddings frees none; 0 for other models). Idempotent."""
+    dropped, kept = 0, {id(p) for p in tower(model).parameters()}
     for owner, name in _unused_modules(model):
-        dropped += count_params(getattr(owner, name))
+        dropped += sum(p.numel() for p in getattr(owner, name).parameters() if id(p) not in kept)
         if name == "lm_head":
             model.lm_head = NoLogits()
         else:

@@ -9,6 +9,9 @@ into what the pipeline hands its denoiser:
 - `single`: the one state (PixArt, SD3, FLUX, Sana, Lumina 2, Qwen-Image, Z-Image, Chroma);
 - `stack`: `torch.stack(states, 1)`, then each token's channels of all states side by side,
   `(B, C, L, D) -> (B, L, C * D)` (FLUX.2's `_get_mistral_3_small_prompt_embeds`, FLUX.2-klein);
+- `interleave`: `torch.stack(states, -1).flatten(2)`, each channel's read states side by side,
+  `(B, L, D, C) -> (B, L, D * C)` (LTX-2's `_get_gemma_prompt_embeds`, which reads the embeddings and
+  every layer);
 - `each`: the i-th read state goes to the i-th module of the projection (a ModuleList: HiDream's
   caption_projection, one per denoiser block; a state may be read by several); the search compares
   the projected states side by side.
@@ -23,7 +26,7 @@ from skrr.errors import ConfigError, InputError
 if TYPE_CHECKING:
     import torch
 
-COMBINES = ("single", "stack", "each")
+COMBINES = ("single", "stack", "interleave", "each")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class Readout:
             out = torch.stack(states, dim=1)
             batch, channels, length, width = out.shape
             return out.permute(0, 2, 1, 3).reshape(batch, length, channels * width)
+        if self.combine == "interleave":
+            import torch
+
+            return torch.stack(states, dim=-1).flatten(2, 3)
         return list(states)
 
     def read(self, hidden_states, num_layers: int):

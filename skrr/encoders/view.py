@@ -1,6 +1,6 @@
 """A text encoder as an ordered list of residual sub-blocks.
 
-`SubBlockEncoder` replaces the transformer stack of a T5 encoder (`T5Stack`) or a CLIP text
+`SubBlockEncoder` replaces the transformer stack of a T5 or UMT5 encoder (`T5Stack`, `UMT5Stack`) or a CLIP text
 model (`CLIPEncoder`) with a loop over sub-blocks driven by a *schedule*: position i runs the
 sub-block `schedule[i]` (itself when dense, another kept one when re-used, nothing when
 skipped). Index 2b is block b's attention, 2b+1 its feed-forward.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel, UMT5EncoderModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.t5.modeling_t5 import T5Attention
@@ -109,6 +109,41 @@ class T5SubBlockEncoder(SubBlockEncoder):
         return BaseModelOutput(last_hidden_state=self.finish(self.run(h, ctx), ctx))
 
 
+class UMT5AttentionBranch(nn.Module):
+    """`UMT5LayerSelfAttention`: every UMT5 layer holds and computes its own relative position bias."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, h, ctx):
+        return _clamp_fp16(self.layer(h, attention_mask=ctx["mask"])[0])
+
+
+class UMT5SubBlockEncoder(T5SubBlockEncoder):
+    """Drop-in replacement for `UMT5Stack` (encoder side: Wan's umT5-XXL). Unlike T5, each layer's
+    attention has its own position bias table, which goes with its sub-block."""
+
+    family = "umt5"
+
+    def __init__(self, stack: nn.Module):
+        branches, kinds = [], []
+        for block in stack.block:
+            branches += [UMT5AttentionBranch(block.layer[0]), T5FFBranch(block.layer[-1])]
+            kinds += [ATTN, FFN]
+        SubBlockEncoder.__init__(self, branches, kinds, [count_params(b) for b in branches])
+        self.config = stack.config
+        self.embed_tokens = stack.embed_tokens
+        self.final_layer_norm = stack.final_layer_norm
+        self.dropout = stack.dropout
+
+    def prepare(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        return self.dropout(inputs_embeds), {"mask": mask}
+
+
 class CLIPSubBlockEncoder(SubBlockEncoder):
     """Drop-in replacement for `CLIPEncoder` inside a CLIP text model. Returns the last hidden
     state only: a pruned CLIP has no per-layer `hidden_states`."""
@@ -157,13 +192,16 @@ def to_sub_blocks(model: nn.Module, hidden_state: int | None = None) -> SubBlock
     if isinstance(model, T5EncoderModel):
         model.encoder = T5SubBlockEncoder(model.encoder)
         return model.encoder
+    if isinstance(model, UMT5EncoderModel):
+        model.encoder = UMT5SubBlockEncoder(model.encoder)
+        return model.encoder
     if isinstance(model, (CLIPTextModel, CLIPTextModelWithProjection)):
         tm = _clip_text_model(model)
         tm.encoder = CLIPSubBlockEncoder(tm)
         return tm.encoder
     raise Unsupported(
-        f"skrr prunes T5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, Llama, Qwen2, "
-        f"Qwen2.5-VL) text encoders; got {type(model).__name__}")
+        f"skrr prunes T5EncoderModel, UMT5EncoderModel, CLIPTextModel[WithProjection] and decoder-only (Gemma-2, "
+        f"Gemma-3, Llama, Mistral, Qwen2, Qwen3, Qwen2.5-VL) text encoders; got {type(model).__name__}")
 
 
 def find_sub_block_encoder(model: nn.Module) -> SubBlockEncoder | None:

@@ -1,4 +1,6 @@
 """Pruned encoders as ordinary transformers models: `SkrrT5EncoderModel` (model_type "skrr_t5"),
+`SkrrUMT5EncoderModel` ("skrr_umt5": Wan's umT5-XXL), `SkrrGemma3ForConditionalGeneration` ("skrr_gemma3":
+LTX-2's Gemma-3, built without its vision tower),
 `SkrrCLIPTextModel` / `SkrrCLIPTextModelWithProjection` ("skrr_clip_text"), and the decoder-only
 ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel` and `SkrrLlamaForCausalLM` ("skrr_llama": HiDream's,
 built without its LM head), `SkrrQwen2Model` and
@@ -31,6 +33,8 @@ from transformers import (
     CLIPTextModelWithProjection,
     Gemma2Config,
     Gemma2Model,
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
     LlamaConfig,
     LlamaForCausalLM,
     LlamaModel,
@@ -46,6 +50,8 @@ from transformers import (
     Qwen3Model,
     T5Config,
     T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
 from skrr.encoders.surgery import cut
@@ -77,6 +83,16 @@ class _SkrrConfigMixin:
 class SkrrT5Config(_SkrrConfigMixin, T5Config):
     model_type = "skrr_t5"
     dense_class = T5Config
+
+
+class SkrrUMT5Config(_SkrrConfigMixin, UMT5Config):
+    model_type = "skrr_umt5"
+    dense_class = UMT5Config
+
+
+class SkrrGemma3Config(_SkrrConfigMixin, Gemma3Config):
+    model_type = "skrr_gemma3"
+    dense_class = Gemma3Config
 
 
 class SkrrCLIPTextConfig(_SkrrConfigMixin, CLIPTextConfig):
@@ -133,6 +149,15 @@ class SkrrT5EncoderModel(T5EncoderModel):
 
     def __init__(self, config: SkrrT5Config):
         _build_pruned(self, lambda: T5EncoderModel.__init__(self, config))
+
+
+class SkrrUMT5EncoderModel(UMT5EncoderModel):
+    """Wan's umT5-XXL encoder, pruned."""
+    config_class = SkrrUMT5Config
+    _no_split_modules = ["UMT5AttentionBranch", "T5FFBranch"]
+
+    def __init__(self, config: SkrrUMT5Config):
+        _build_pruned(self, lambda: UMT5EncoderModel.__init__(self, config))
 
 
 class SkrrCLIPTextModel(CLIPTextModel):
@@ -232,8 +257,24 @@ class SkrrMistral3ForConditionalGeneration(Mistral3ForConditionalGeneration):
         return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
 
 
+class SkrrGemma3ForConditionalGeneration(Gemma3ForConditionalGeneration):
+    """LTX-2's Gemma-3 encoder: the language tower pruned; the vision tower is not built, and the LM head
+    (tied to the embeddings) computes no logits."""
+    config_class = SkrrGemma3Config
+    _no_split_modules = _DECODER_BRANCHES
+    _tied_weights_keys = {}  # the head it was tied through computes no logits and holds no weight
+
+    def __init__(self, config: SkrrGemma3Config):
+        _build_pruned(self, lambda: Gemma3ForConditionalGeneration.__init__(self, config))
+
+    def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+        """Saved under the module names it loads by (see SkrrQwen2_5_VLForConditionalGeneration)."""
+        return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+
+
 # dense class -> (pruned class, its config class)
 PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
+                  UMT5EncoderModel: (SkrrUMT5EncoderModel, SkrrUMT5Config),
                   CLIPTextModel: (SkrrCLIPTextModel, SkrrCLIPTextConfig),
                   CLIPTextModelWithProjection: (SkrrCLIPTextModelWithProjection, SkrrCLIPTextConfig),
                   Gemma2Model: (SkrrGemma2Model, SkrrGemma2Config),
@@ -243,7 +284,8 @@ PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   Qwen2_5_VLForConditionalGeneration: (SkrrQwen2_5_VLForConditionalGeneration, SkrrQwen2_5_VLConfig),
                   Qwen3Model: (SkrrQwen3Model, SkrrQwen3Config),
                   Qwen3ForCausalLM: (SkrrQwen3ForCausalLM, SkrrQwen3Config),
-                  Mistral3ForConditionalGeneration: (SkrrMistral3ForConditionalGeneration, SkrrMistral3Config)}
+                  Mistral3ForConditionalGeneration: (SkrrMistral3ForConditionalGeneration, SkrrMistral3Config),
+                  Gemma3ForConditionalGeneration: (SkrrGemma3ForConditionalGeneration, SkrrGemma3Config)}
 
 
 def pruned_config(model, plan: Plan):

@@ -31,7 +31,8 @@ PARTS = [
                          "_DECODER_BRANCHES", "SkrrGemma2Model", "SkrrLlamaModel", "SkrrQwen2Model",
                          "SkrrQwen2_5_VLForConditionalGeneration", "SkrrQwen3Config", "SkrrMistral3Config",
                          "SkrrQwen3Model", "SkrrQwen3ForCausalLM", "SkrrMistral3ForConditionalGeneration",
-                         "SkrrLlamaForCausalLM"]),
+                         "SkrrUMT5Config", "SkrrUMT5EncoderModel", "SkrrGemma3Config",
+                         "SkrrGemma3ForConditionalGeneration", "SkrrLlamaForCausalLM"]),
 ]
 _SKRR_IMPORT = re.compile(r"^\s*(from skrr(\.\w+)* import .*|import skrr(\.\w+)*)\s*$")
 

@@ -97,7 +97,7 @@ class Model:
     clean_caption: bool = False
     meta_configs: str | None = None  # skrr/configs/<file>: the real model's components on the meta device
     hidden_state: int = -1  # the encoder hidden state the pipeline reads
-    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | each} (skrr.encoders.readout)
+    readout: dict | None = None  # or several: {hidden_states: [10, 20, 30] | all, combine: stack | interleave | each} (skrr.encoders.readout)
     complex_human_instruction: object = None  # Sana's
     system_prompt: str | None = None  # Lumina 2's
     builtin_calibration: bool = False  # random captions may calibrate it (tiny and toy models)
@@ -149,7 +149,8 @@ def model_config(name_or_cfg) -> DictConfig:
 # Tiny twins take their real model's (stricter than their tiny VAEs need: a tiny run fails where the real one would).
 PIXEL_MULTIPLE = {"PixArtSigmaPipeline": 8, "StableDiffusion3Pipeline": 16, "FluxPipeline": 16, "SanaPipeline": 32,
                   "Lumina2Pipeline": 16, "QwenImagePipeline": 16, "Flux2Pipeline": 16,
-                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1}
+                  "Flux2KleinPipeline": 16, "ZImagePipeline": 16, "ChromaPipeline": 16, "ToyWorldPipeline": 1,
+                  "WanPipeline": 16, "LTX2Pipeline": 32}
 
 
 def pixel_multiple(cfg) -> tuple[int, str]:

@@ -196,8 +196,40 @@ class HiDreamFeeding(Feeding):
                 "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
 
 
+class WanFeeding(Feeding):
+    """WanPipeline (`_get_t5_prompt_embeds`): each prompt cleaned by the pipeline's `prompt_clean`
+    (ftfy where installed, HTML unescaped, whitespace collapsed), padded to max_length, the mask
+    passed to umT5. The pipeline zeroes the padding positions' embeddings before the denoiser, so
+    every plan hands it the same padding and D is taken over the real tokens."""
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        t = self._pad([prompt_clean(p) for p in prompts], self.max_length)
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "attend": t.attention_mask.bool()}
+
+
+class LTX2Feeding(Feeding):
+    """LTX2Pipeline (`_get_gemma_prompt_embeds`): each prompt stripped, padded on the left to max_length
+    (the pipeline sets the tokenizer's padding side), the mask passed to Gemma-3; every hidden state,
+    the embeddings included, interleaved per channel. The connectors put learned registers in the
+    padding's places and the denoiser reads every position, so D covers them all."""
+
+    def __init__(self, cfg, tokenizer, preprocess=None):
+        super().__init__(cfg, tokenizer, preprocess)
+        tokenizer.padding_side = "left"  # as the pipeline sets it
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def tokenize(self, prompts: list[str], negative: bool = False) -> dict:
+        t = self._pad([p.strip() for p in prompts], self.max_length)
+        return {"input_ids": t.input_ids, "attention_mask": t.attention_mask,
+                "attend": torch.ones_like(t.input_ids, dtype=torch.bool)}
+
+
 FEEDINGS = {"sana": SanaFeeding, "lumina2": Lumina2Feeding, "qwen_image": QwenImageFeeding, "flux2": Flux2Feeding,
-            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding}
+            "flux2_klein": Flux2KleinFeeding, "z_image": ChatFeeding, "chroma": ChromaFeeding, "hidream": HiDreamFeeding,
+            "wan": WanFeeding, "ltx2": LTX2Feeding}
 
 
 def feeding_for(cfg, tokenizer, preprocess=None) -> Feeding:

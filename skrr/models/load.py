@@ -132,12 +132,35 @@ def load_text_side(name_or_cfg, device: str | torch.device = "cpu", dtype: torch
 
     tokenizer = component(cfg.tokenizer)
     encoder = prepare_encoder(component(cfg.text_encoder), cfg).to(device).eval()
-    projection = projection_module(root, index, cfg.projection, dtype).to(device).eval()
+    if cfg.family == "ltx2":  # connectors that read the mask and mix tokens, then the denoiser's projections
+        projection = ltx2_conditioning(root, index, cfg.projection, dtype).to(device).eval()
+    else:
+        projection = projection_module(root, index, cfg.projection, dtype).to(device).eval()
     preprocess = None
     if cfg.family in ("pixart", "sana") and hasattr(pipe_cls, "_text_preprocessing"):
         helper = pipe_cls.__new__(pipe_cls)  # _text_preprocessing uses no pipeline state
         preprocess = helper._text_preprocessing
     return TextSide(cfg, encoder, tokenizer, projection, preprocess)
+
+
+def ltx2_conditioning(root: str, index: dict, paths, dtype: torch.dtype) -> nn.Module:
+    """LTX-2's conditioning (`LTX2Conditioning`): the pipeline's `connectors` component (read whole)
+    and the denoiser's caption projections (`paths`: [connectors, transformer.caption_projection,
+    transformer.audio_caption_projection]; only those tensors of the denoiser are read). Where the denoiser has no caption projection (LTX-2.3),
+    `paths` names the connectors alone."""
+    from skrr.models.conditioning import LTX2Conditioning
+
+    component, *projections = list(paths)
+    library, class_name = index[component]
+    if library not in ("diffusers", "transformers"):  # a pipeline's own module, named as model_index.json names it
+        library = f"diffusers.pipelines.{library}"
+    connectors = getattr(importlib.import_module(library), class_name).from_pretrained(root, subfolder=component,
+                                                                                      dtype=dtype)
+    modules = []
+    for path in projections:
+        denoiser, _, inner = path.partition(".")
+        modules.append(load_projection(root, denoiser, ".".join(index[denoiser]), inner, dtype))
+    return LTX2Conditioning(connectors, *modules)
 
 
 # How each denoiser class builds its conditioning projection (as in its diffusers __init__), so the

@@ -451,9 +451,96 @@ def _build_hidream():
         text_encoder_3=tiny_t5(32), tokenizer_3=t5_tokenizer(), text_encoder_4=llama, tokenizer_4=tokenizer_4)
 
 
+def tiny_umt5(d_model: int = 32, num_layers: int = 4, vocab_size: int = 300):
+    """umT5 (Wan's encoder: T5 whose every layer has its own relative position bias), tiny."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=48, num_layers=num_layers,
+                                       num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                                       feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+                                       decoder_start_token_id=0))
+
+
+def _build_wan():
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    # the VAE downsamples 8x in space and 4x in time, like the real one: 16x16 pixels, 5 frames = 2x2x2 latents
+    vae = AutoencoderKLWan(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+                                        out_channels=4, text_dim=32, freq_dim=32, ffn_dim=32, num_layers=1,
+                                        cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return WanPipeline(tokenizer=t5_tokenizer(), text_encoder=tiny_umt5(32), vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def tiny_gemma3(tokenizer, num_layers: int = 4, hidden: int = 16):
+    """Gemma3ForConditionalGeneration as LTX-2's (a Gemma-3 language tower alternating sliding and global
+    layers, a SigLIP vision tower, an LM head tied to the embeddings), tiny."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    # a wide MLP, so the layers outweigh the embeddings as at real size (every sparsity target is reachable)
+    text = dict(model_type="gemma3_text", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=96,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=4,
+                query_pre_attn_scalar=4, sliding_window=8, sliding_window_pattern=2, max_position_embeddings=512,
+                rope_scaling={"rope_type": "linear", "factor": 8.0}, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=16, patch_size=4, vision_use_head=False)
+    return Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                                       image_token_index=tokenizer.unk_token_id))
+
+
+def _build_ltx2():
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2Pipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    tokenizer = gemma_tokenizer()
+    text_encoder = tiny_gemma3(tokenizer)
+    width, states = text_encoder.config.text_config.hidden_size, text_encoder.config.text_config.num_hidden_layers + 1
+    # learnable registers replace the padding, as in the real connectors (4 here: max_length must be a multiple);
+    # the connectors' width is the encoder's (heads x head dim), as the real 30 x 128 = 3840
+    connectors = LTX2TextConnectors(caption_channels=width, text_proj_in_factor=states, video_connector_num_attention_heads=4,
+                                    video_connector_attention_head_dim=width // 4, video_connector_num_layers=1,
+                                    video_connector_num_learnable_registers=4, audio_connector_num_attention_heads=4,
+                                    audio_connector_attention_head_dim=width // 4, audio_connector_num_layers=1,
+                                    audio_connector_num_learnable_registers=4, connector_rope_base_seq_len=32,
+                                    rope_double_precision=False, rope_type="split")
+    transformer = LTX2VideoTransformer3DModel(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1,
+                                              num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                                              audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+                                              audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1,
+                                              qk_norm="rms_norm_across_heads", caption_channels=width,
+                                              rope_double_precision=False, rope_type="split")
+    vae = AutoencoderKLLTX2Video(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
+                                 decoder_block_out_channels=(8,), layers_per_block=(1,), decoder_layers_per_block=(1, 1),
+                                 spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
+                                 decoder_inject_noise=(False, False), downsample_type=("spatial",),
+                                 upsample_residual=(False,), upsample_factor=(1,), timestep_conditioning=False,
+                                 patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    audio_vae = AutoencoderKLLTX2Audio(base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1,
+                                       attn_resolutions=None, in_channels=2, resolution=32, latent_channels=2,
+                                       norm_type="pixel", causality_axis="height", dropout=0.0,
+                                       mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160,
+                                       is_causal=True, mel_bins=8)
+    vocoder = LTX2Vocoder(in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4],
+                          upsample_factors=[2, 2], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+                          leaky_relu_negative_slope=0.1, output_sampling_rate=16000)
+    return LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae, text_encoder=text_encoder,
+                        tokenizer=tokenizer, connectors=connectors, transformer=transformer, vocoder=vocoder)
+
+
 BUILDERS = {"tiny_hidream_i1": _build_hidream, "tiny_flux2": _build_flux2, "tiny_flux2_klein": _build_flux2_klein, "tiny_z_image": _build_z_image,
             "tiny_chroma": _build_chroma, "tiny_pixart": _build_pixart, "tiny_sd3": _build_sd3, "tiny_flux": _build_flux, "tiny_sana": _build_sana,
-            "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image}
+            "tiny_lumina2": _build_lumina2, "tiny_qwen_image": _build_qwen_image,
+            "tiny_wan": _build_wan, "tiny_ltx2": _build_ltx2}
 
 
 def cache_root() -> Path:

@@ -139,7 +139,13 @@ class Forward:
             cast = lambda x: x.to(self.dtype) if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
             h, ctx = cast(h), {k: cast(v) for k, v in ctx.items()}
         self.width = h.shape[-1]
+        if self._projection_reads_mask:  # LTX-2's connectors normalise over each prompt's real tokens
+            ctx = {**ctx, "attention_mask": attention_mask}
         return (torch.cat([h, h], dim=-1) if 0 in self.record_at else h), ctx
+
+    @property
+    def _projection_reads_mask(self) -> bool:
+        return bool(getattr(self.projection, "reads_mask", False))
 
     def records(self, position: int) -> bool:
         """Whether the state before `position` is one the pipeline reads (and is not the final one)."""
@@ -182,6 +188,8 @@ class Forward:
             if isinstance(f, list):  # combine: each, the i-th state through the i-th projection, side by side
                 f = torch.cat([x if self.projection is None else self.projection[i](x.to(dtype)) for i, x in enumerate(f)],
                               dim=-1)
+            elif self._projection_reads_mask:
+                f = self.projection(f.to(dtype), ctx["attention_mask"])
             elif self.projection is not None:
                 f = self.projection(f.to(dtype))
         return f.float()
