@@ -1,10 +1,11 @@
 """Text-encoder weight bytes of the LLM-encoder pipelines, on the meta device (shapes only, no weights).
 
-    python benchmarks/readout_bytes.py [--models flux2_dev flux2_klein z_image chroma wan ltx2]
+    python benchmarks/readout_bytes.py [--models flux2_dev flux2_klein z_image chroma hidream_i1 hidream_i1_t5 wan ltx2]
 
 Per model, from its shipped public config: the dense encoder as the pipeline's checkpoint holds it,
 after dropping what no text-to-image call reads (the layers after the deepest hidden state read,
-an unread final norm, the vision towers of Mistral3 and Gemma-3 and Mistral3's LM head: what every
+an unread final norm, the vision towers of Mistral3 and Gemma-3, Mistral3's and HiDream's Llama's
+LM heads: what every
 pruned encoder drops for free), and after Skrr at 24/32/40% sparsity (a plan removes at least its target of the counted,
 read part; the nominal target is used). Bytes are parameters x the model's dtype size; printed as
 ratios of the dense encoder, with the dense size in GB.
@@ -37,7 +38,8 @@ def encoder_bytes(name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["flux2_dev", "flux2_klein", "z_image", "chroma", "wan", "ltx2"])
+    parser.add_argument("--models", nargs="+", default=["flux2_dev", "flux2_klein", "z_image", "chroma", "hidream_i1",
+                                                         "hidream_i1_t5", "wan", "ltx2"])
     args = parser.parse_args()
     print("| model | dense encoder | after dropping the unread tail | Skrr 24% | Skrr 32% | Skrr 40% |")
     print("|---|---|---|---|---|---|")

@@ -118,7 +118,9 @@ def test_unknown_model_in_a_fresh_process(tmp_path):
     ("z_image", 70, 3_921_534_720, "the 1 layer(s) after the deepest (marked unread) and the final norm "
                                    "(100,933,376 parameters; 4,022,468,096 with"),
     ("chroma", 48, 4_762_310_656, None),
-    ("hidream_i1", 64, 7_504_924_672, "language tower only: the LM head (525,336,576 parameters)"),
+    ("hidream_i1", 64, 7_504_924_672, "language tower only: the LM head (525,336,576 parameters) serves no "
+                                      "text-to-image call and every plan removes it too"),
+    ("hidream_i1_t5", 48, 4_762_310_656, None),
 ])
 def test_decoder_only_pipelines_offline(inspect_cli, model, sub_blocks, params, note):
     code, out, err = inspect_cli(f"model={model}")

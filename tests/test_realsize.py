@@ -59,3 +59,24 @@ def test_refuses_checkpoints_inside_the_repository(tmp_path):
     repo = Path(realsize.__file__).resolve().parents[1]
     with pytest.raises(SystemExit, match="inside the repository"):
         realsize.main(["--plan", str(plan), "--workdir", str(tmp_path), "--cache", str(repo / "ckpt")])
+
+
+def test_llm_benchmark_plan_removes_whole_read_layers_up_to_the_target():
+    """benchmarks/realsize_llm.py's fixed plan for Z-Image's Qwen3-4B (reads hidden_states[-2]): whole
+    layers of the read part, the fewest that reach 40% of it, counted here on the stock meta model."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    from skrr.models import CONFIGS_DIR, model_config
+
+    spec = importlib.util.spec_from_file_location("realsize_llm", Path(__file__).resolve().parents[1] / "benchmarks" / "realsize_llm.py")
+    llm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(llm)
+    plan = llm.fixed_plan(model_config("z_image"), 0.4)
+    with torch.device("meta"):
+        stock = Qwen3Model(Qwen3Config(**json.loads((CONFIGS_DIR / "qwen3_4b.json").read_text())))
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    read = size(stock) - size(stock.layers[-1]) - size(stock.norm)
+    layers = sorted({i // 2 for i in plan.skip})
+    assert sorted(plan.skip) == [i for b in layers for i in (2 * b, 2 * b + 1)] and max(layers) < 35
+    removed = sum(size(stock.layers[b]) for b in layers)
+    assert removed >= 0.4 * read > removed - size(stock.layers[0])

@@ -55,9 +55,11 @@ def encoder_notes(encoder, view, dense_encoder: int, unused: int, reads: str) ->
                      f"with them) never reach the image and are removed by every plan; sparsity counts the rest")
     dropped = getattr(view, "dropped_params", 0)
     if dropped:
-        notes.append(f"  language tower only: the vision tower and LM head ({dropped:,} parameters) never serve a "
-                     "text-to-image call and are removed by every plan too")
-    if unused and dropped:
+        heads = "the vision tower and LM head" if hasattr(getattr(encoder, "model", None), "language_model") else "the LM head"
+        serve, them = ("serve", "them") if " and " in heads else ("serves", "it")
+        notes.append(f"  language tower only: {heads} ({dropped:,} parameters) {serve} no text-to-image call "
+                     f"and every plan removes {them} too")
+    if dropped:
         notes.append(f"  the encoder as shipped: {dense_encoder + unused + dropped:,} parameters")
     elif tower(encoder) is not encoder:
         rest = count_params(encoder) - count_params(tower(encoder))

@@ -7,7 +7,8 @@ Table 1: method, sparsity, FID, CLIP, DreamSim, the six GenEval tasks and Overal
 Matched: every method at the paper's 24/32/40%, interpolated between its achieved points or at its
 nearest achieved point (skrr.experiments.report.compare). Comparisons: which differences at a level are larger
 than their noise, and the paper's claims (a)-(d) as measured (skrr.experiments.report.claims).
-Table 2: pipeline parameters, memory (resident weights) and TFLOPs of one generation.
+Table 2: pipeline parameters, memory (resident weights) and TFLOPs of one generation; the pruned
+encoder's memory and its parameters over the encoder as shipped (an unread tail counts as removed).
 GenEval 2 (rows that have it): Soft-TIFA GM/AM and the per-skill means (geneval2), the GM per atom
 count (geneval2_atoms).
 Plots: each metric vs achieved sparsity with 95% error bars (one line per method) and the search's
@@ -35,7 +36,7 @@ GENEVAL = [("single_object", "Single"), ("two_object", "Two"), ("counting", "Cou
 TABLE1 = ["Method", "Sparsity", "FID", "CLIP", "DreamSim"] + [name for _, name in GENEVAL]
 GENEVAL2 = [("overall", "Soft-TIFA GM"), ("am", "Soft-TIFA AM"), ("object", "Object"), ("attribute", "Attribute"),
             ("count", "Count"), ("position", "Position"), ("verb", "Verb")]
-TABLE2 = ["Method", "Sparsity", "Params", "Memory", "TFLOPs"]
+TABLE2 = ["Method", "Sparsity", "Params", "Memory", "TFLOPs", "Encoder", "Encoder / shipped"]
 MATCHED = ["Method", "Level", "Sparsity", "FID", "CLIP", "DreamSim", "GenEval overall"]
 # settings that do not change a method's result: never used to tell runs apart
 NOT_SETTINGS = {"sparsity", "batch_size", "fast", "cache_budget_mb"}
@@ -171,11 +172,16 @@ def rows_order(rows: list[dict], label: str) -> int:
 
 
 def table2(rows: list[dict]) -> list[list[str]]:
+    """Pipeline parameters, weight memory and TFLOPs; the pruned encoder's memory and its parameters
+    as a share of the encoder as shipped (the unread tail and unused heads count as removed)."""
     out = []
     for r in rows:
         eff = r["metrics"].get("efficiency") or {}
+        enc = (eff.get("text_encoders") or {}).get(((r.get("config") or {}).get("model") or {}).get("text_encoder"), {})
+        share = enc["params"] / enc["shipped_params"] if enc.get("shipped_params") else None
         out.append([r["label"], f"{r['sparsity']:.1%}", human(eff.get("pipeline_params")),
-                    human(eff.get("pipeline_bytes"), "B"), num(eff.get("tflops"), ".4g")])
+                    human(eff.get("pipeline_bytes"), "B"), num(eff.get("tflops"), ".4g"), human(enc.get("bytes"), "B"),
+                    num(share, ".3f")])
     return out
 
 
@@ -343,7 +349,8 @@ def report(results: str | Path, out: str | Path | None = None, grid_method: str 
                  f"{title}: methods at the paper's sparsity levels (interp.: linear interpolation between the "
                  "method's achieved points; nearest: its nearest achieved point, at the sparsity shown)"),
                 ("table2", TABLE2, table2(pts) if has_efficiency else None,
-                 f"{title}: pipeline parameters, weight memory and TFLOPs per image"),
+                 f"{title}: pipeline parameters, weight memory and TFLOPs per image; the pruned encoder's weight memory "
+                 "and its parameters over the encoder as shipped (an unread tail and unused heads count as removed)"),
                 ("geneval2", *(gv2[:2] if gv2 else (None, None)),
                  f"{title}: GenEval 2, Soft-TIFA GM and AM and the mean soft answer per skill (0-1; GenEval 2 "
                  "prints them x100), value ± 95% half-width"),

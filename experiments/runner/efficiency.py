@@ -5,18 +5,22 @@ It still plugs in as `metrics.efficiency` (`conf/metrics/efficiency/flops.yaml`,
 efficiency]`) and fills the row's `metrics.efficiency`, through the part of eval.metrics.Metric's
 contract the runner reads (prompt_set None, needs_pipeline, needs_dense, validate, compute).
 
-FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one real call of each part:
-text encoder once, denoiser once (x steps x 2 with CFG, as the sampler calls it on a doubled batch),
-VAE decode once. Memory: the resident parameter and buffer bytes (the runner's result row also
-records the process's peak CUDA memory).
+FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one real call of each part (the
+encoder fed at the model's token length, as image generation feeds it): text encoder once, denoiser
+once (x steps x 2 with CFG, as the sampler calls it on a doubled batch), VAE decode once. Memory: the resident parameter and buffer bytes (the runner's result row also
+records the process's peak CUDA memory). Per text encoder, its parameters against the encoder as its
+checkpoint holds it (`shipped_params`): below 1 for a pruned one, and for a dense one whose pipeline
+never reads its tail (FLUX.2, Z-Image), which the pipeline loads without it.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from skrr.encoders.quantize import stored_bytes
-from skrr.encoders.view import count_params
+from skrr.encoders.view import count_params, shipped_params
 from skrr.eval.generate import call_options
 
 
@@ -88,6 +92,9 @@ def generation_flops(pipe, prompt: str = "a photo of a cat", height: int = 512, 
     if guidance_scale is not None:
         kwargs["guidance_scale"] = guidance_scale
     kwargs.update(call_options(pipe))
+    length = getattr(pipe, "text_max_length", None)  # the model's token length, as image generation feeds it
+    if length is not None and "max_sequence_length" in inspect.signature(pipe.__call__).parameters:
+        kwargs["max_sequence_length"] = int(length)
     if vae is not None:
         vae.decode = decode
     if hasattr(pipe, "set_progress_bar_config"):
@@ -116,7 +123,10 @@ def efficiency_report(pipe, height: int = 512, width: int = 512, num_inference_s
     report = {"encoder_params": encoder_params, "pipeline_params": total_params,
               "encoder_param_share": encoder_params / total_params if total_params else 0.0,
               "encoder_bytes": sum(resident_bytes(m) for m in encoders.values()),
-              "pipeline_bytes": sum(resident_bytes(m) for m in modules.values())}
+              "pipeline_bytes": sum(resident_bytes(m) for m in modules.values()),
+              # each encoder against itself as shipped (a plan's removals, an unread tail, unused heads)
+              "text_encoders": {n: {"params": count_params(m), "shipped_params": shipped_params(m),
+                                    "bytes": resident_bytes(m)} for n, m in encoders.items()}}
     report.update(generation_flops(pipe, prompt, height, width, num_inference_steps, guidance_scale))
     return report
 

@@ -19,7 +19,8 @@ keeps its stock length with None for the removed tail.
 Mistral3 (FLUX.2-dev's encoder) and Gemma-3 (LTX-2's) are vision-language models whose text-to-image
 call never runs the vision tower (no pixel_values) and throws the LM head's logits away: the view drops
 both (the head becomes `NoLogits`, so the class's own forward still runs and returns empty logits;
-Gemma-3's head is tied to the embeddings, so only its work is saved, not its weights).
+Gemma-3's head is tied to the embeddings, so only its work is saved, not its weights). HiDream's
+Llama (a LlamaForCausalLM with an untied head) loses its LM head the same way.
 """
 from __future__ import annotations
 
@@ -202,21 +203,40 @@ class NoLogits(nn.Module):
 VISION_LANGUAGE = ("Mistral3ForConditionalGeneration", "Gemma3ForConditionalGeneration")
 
 
+def _untied_llama_head(model: nn.Module) -> bool:
+    """HiDream's Llama: a LlamaForCausalLM whose head is its own weights (tied, it would cost nothing)."""
+    return (any(c.__name__ == "LlamaForCausalLM" for c in type(model).__mro__)
+            and not getattr(model.config, "tie_word_embeddings", False))
+
+
+def _unused_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(owner, attribute) of what a text-to-image call never runs, those still there: a Mistral3 or
+    Gemma-3 encoder's vision tower, projector and LM head; an untied Llama causal LM's head (HiDream
+    computes its logits and throws them away)."""
+    if any(c.__name__ in VISION_LANGUAGE for c in type(model).__mro__):
+        unused = ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head"))
+    elif _untied_llama_head(model):
+        unused = ((model, "lm_head"),)
+    else:
+        return []
+    return [(owner, name) for owner, name in unused
+            if isinstance(getattr(owner, name, None), nn.Module) and not isinstance(getattr(owner, name), NoLogits)]
+
+
+def has_unused_heads(model: nn.Module) -> bool:
+    return bool(_unused_modules(model))
+
+
 def drop_unused_heads(model: nn.Module) -> int:
-    """Delete what a text-to-image call of a Mistral3 or Gemma-3 encoder never runs (vision tower,
-    projector, LM head); return the parameters that frees (a head tied to the kept embeddings frees
-    none; 0 for other models). Idempotent."""
-    if not any(c.__name__ in VISION_LANGUAGE for c in type(model).__mro__):
-        return 0
+    """Delete what a text-to-image call never runs (`_unused_modules`); return the parameters that
+    frees (a head tied to the kept embeddings frees none; 0 for other models). Idempotent."""
     dropped, kept = 0, {id(p) for p in tower(model).parameters()}
-    for owner, name in ((model.model, "vision_tower"), (model.model, "multi_modal_projector"), (model, "lm_head")):
-        module = getattr(owner, name, None)
-        if isinstance(module, nn.Module) and not isinstance(module, NoLogits):
-            dropped += sum(p.numel() for p in module.parameters() if id(p) not in kept)
-            if name == "lm_head":
-                model.lm_head = NoLogits()
-            else:
-                delattr(owner, name)
+    for owner, name in _unused_modules(model):
+        dropped += sum(p.numel() for p in getattr(owner, name).parameters() if id(p) not in kept)
+        if name == "lm_head":
+            model.lm_head = NoLogits()
+        else:
+            delattr(owner, name)
     return dropped
 
 

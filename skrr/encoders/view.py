@@ -223,3 +223,16 @@ def total_params(model: nn.Module) -> int:
         present = {int(k) for k in enc.branches}
         n += sum(p for i, p in enumerate(enc.sub_block_params) if i not in present)
     return n
+
+
+def shipped_params(model: nn.Module) -> int:
+    """Parameters of the whole encoder module as its checkpoint holds it: what a plan removed, the
+    tail the pipeline never reads and the heads no text-to-image call runs (Mistral3's vision tower,
+    an untied LM head) added back to what is there."""
+    enc = find_sub_block_encoder(model)
+    n = count_params(model)
+    if enc is not None:
+        present = {int(k) for k in enc.branches}
+        n += sum(p for i, p in enumerate(enc.sub_block_params) if i not in present)
+        n += getattr(enc, "unused_params", 0) + getattr(enc, "dropped_params", 0)
+    return n

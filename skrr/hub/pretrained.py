@@ -2,7 +2,8 @@
 `SkrrUMT5EncoderModel` ("skrr_umt5": Wan's umT5-XXL), `SkrrGemma3ForConditionalGeneration` ("skrr_gemma3":
 LTX-2's Gemma-3, built without its vision tower),
 `SkrrCLIPTextModel` / `SkrrCLIPTextModelWithProjection` ("skrr_clip_text"), and the decoder-only
-ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel`, `SkrrQwen2Model` and
+ones `SkrrGemma2Model` ("skrr_gemma2"), `SkrrLlamaModel` and `SkrrLlamaForCausalLM` ("skrr_llama": HiDream's,
+built without its LM head), `SkrrQwen2Model` and
 `SkrrQwen2_5_VLForConditionalGeneration` ("skrr_qwen2_5_vl") and `SkrrMistral3ForConditionalGeneration`
 ("skrr_mistral3": FLUX.2-dev's encoder, built without its vision tower and LM head), `SkrrQwen3Model` and
 `SkrrQwen3ForCausalLM` ("skrr_qwen3": Z-Image's and FLUX.2-klein's).
@@ -35,6 +36,7 @@ from transformers import (
     Gemma3Config,
     Gemma3ForConditionalGeneration,
     LlamaConfig,
+    LlamaForCausalLM,
     LlamaModel,
     Mistral3Config,
     Mistral3ForConditionalGeneration,
@@ -193,6 +195,16 @@ class SkrrLlamaModel(LlamaModel):
         _build_pruned(self, lambda: LlamaModel.__init__(self, config))
 
 
+class SkrrLlamaForCausalLM(LlamaForCausalLM):
+    """HiDream's Llama: the stack pruned; the untied LM head, whose logits the pipeline throws away, is
+    not built (a `NoLogits` stands in, so the class's forward still returns `hidden_states`)."""
+    config_class = SkrrLlamaConfig
+    _no_split_modules = _DECODER_BRANCHES
+
+    def __init__(self, config: SkrrLlamaConfig):
+        _build_pruned(self, lambda: LlamaForCausalLM.__init__(self, config))
+
+
 class SkrrQwen2Model(Qwen2Model):
     config_class = SkrrQwen2Config
     _no_split_modules = _DECODER_BRANCHES
@@ -267,6 +279,7 @@ PRUNED_CLASSES = {T5EncoderModel: (SkrrT5EncoderModel, SkrrT5Config),
                   CLIPTextModelWithProjection: (SkrrCLIPTextModelWithProjection, SkrrCLIPTextConfig),
                   Gemma2Model: (SkrrGemma2Model, SkrrGemma2Config),
                   LlamaModel: (SkrrLlamaModel, SkrrLlamaConfig),
+                  LlamaForCausalLM: (SkrrLlamaForCausalLM, SkrrLlamaConfig),
                   Qwen2Model: (SkrrQwen2Model, SkrrQwen2Config),
                   Qwen2_5_VLForConditionalGeneration: (SkrrQwen2_5_VLForConditionalGeneration, SkrrQwen2_5_VLConfig),
                   Qwen3Model: (SkrrQwen3Model, SkrrQwen3Config),

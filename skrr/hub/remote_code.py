@@ -32,7 +32,7 @@ PARTS = [
                          "SkrrQwen2_5_VLForConditionalGeneration", "SkrrQwen3Config", "SkrrMistral3Config",
                          "SkrrQwen3Model", "SkrrQwen3ForCausalLM", "SkrrMistral3ForConditionalGeneration",
                          "SkrrUMT5Config", "SkrrUMT5EncoderModel", "SkrrGemma3Config",
-                         "SkrrGemma3ForConditionalGeneration"]),
+                         "SkrrGemma3ForConditionalGeneration", "SkrrLlamaForCausalLM"]),
 ]
 _SKRR_IMPORT = re.compile(r"^\s*(from skrr(\.\w+)* import .*|import skrr(\.\w+)*)\s*$")
 

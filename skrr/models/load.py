@@ -69,17 +69,18 @@ class TextSide:
 
 
 def prepare_encoder(encoder: nn.Module, cfg: DictConfig) -> nn.Module:
-    """Decoder-only encoders whose pipeline reads no deeper than an earlier hidden state go into
-    sub-block form at load time, which frees the layers after the deepest one read (and, for
-    Mistral3, the vision tower and LM head); others are left as loaded."""
+    """Decoder-only encoders read through a readout go into sub-block form at load time where that
+    frees something: the layers after the deepest hidden state read, and the heads no text-to-image
+    call runs (Mistral3's vision tower and LM head, HiDream's Llama LM head); others are left as loaded."""
     readout = readout_of(cfg)
     if readout == Readout():
         return encoder
+    from skrr.encoders.decoder_only import has_unused_heads
     from skrr.encoders.view import to_sub_blocks
 
     depth = encoder_depth(encoder, cfg)
     end = max(check_readout(cfg, depth)) - depth - 1  # the deepest read, counted from the end
-    if end != -1:
+    if end != -1 or has_unused_heads(encoder):
         to_sub_blocks(encoder, hidden_state=end)
     return encoder
 
