@@ -29,7 +29,9 @@ ZERO_OK = {"sparsity": "0 is the dense model", "guidance_scale": "0 turns guidan
            "L": "LaCo's lowest layer may be the first (0)", "threshold": "a detection score threshold in [0, 1]",
            "counting_threshold": "a detection score threshold in [0, 1]", "max_overlap": "an IoU bound in [0, 1]",
            "position_threshold": "a relative distance >= 0", "num_samples": "0 logs no sample table",
-           "T": "a cosine-similarity threshold in [-1, 1]"}
+           "T": "a cosine-similarity threshold in [-1, 1]", "futility": "0 never stops a comparison for futility",
+           **{m: "an adaptive margin of 0: no stop as within margin" for m in ("geneval", "geneval2", "dreamsim", "clip",
+                                                                              "fid")}}
 # documented numeric, but null or `auto` in the shipped file: (file, key) -> the value it takes when set
 NUMERIC_WHEN_SET = {("run.yaml", "threads"): 2, ("calibration/file.yaml", "calibration.min_tokens"): 150,
                     ("calibration/file.yaml", "calibration.max_tokens"): 250,

@@ -310,7 +310,7 @@ def adaptive_sweep(argv: list[str]):
     """The adaptive driver for this command line (None: a fixed-budget sweep), its settings checked."""
     from skrr.experiments.cli.app import composed, refuse
     from skrr.experiments.runner.adaptive import Adaptive, drive
-    from skrr.experiments.runner.job import budget_settings
+    from skrr.experiments.runner.checks import budget_settings
 
     cfg = composed("run", argv)
     try:

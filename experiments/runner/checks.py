@@ -20,6 +20,7 @@ from skrr.config.ranges import (
     Range,
     check_ranges,
 )
+from skrr.errors import InputError
 from skrr.eval import sampler as sampling
 from skrr.methods import Method, as_method, sparsity_targets
 from skrr.models import Model, build_model, pixel_multiple
@@ -92,6 +93,23 @@ def check_parts(cfg: DictConfig, targets: list[float] | None = None) -> Checked:
     return Checked(cfg, model, method)
 
 
+BUDGETS = ("full", "adaptive")
+
+
+def budget_settings(cfg: DictConfig) -> tuple[str, float]:
+    """eval.budget and eval.fraction, checked (no torch needed)."""
+    budget = str(cfg.eval.get("budget") or "full")
+    if budget not in BUDGETS:
+        raise InputError(f"eval.budget must be one of {list(BUDGETS)}, got {budget!r}")
+    fraction = cfg.eval.get("fraction", 1.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise InputError(f"eval.fraction must be a number in (0, 1] (the share of every prompt set scored), got {fraction!r}")
+    from skrr.experiments.runner.adaptive import Adaptive
+
+    Adaptive.from_config(cfg.eval.get("adaptive"))  # checked whatever the budget: a sweep may switch it on later
+    return budget, float(fraction)
+
+
 def check_config(cfg: DictConfig) -> DictConfig:
     """`check_parts`' config: cfg, with eval.sampler resolved where it has one."""
     return check_parts(cfg).cfg
@@ -104,6 +122,7 @@ def check_numbers(cfg: DictConfig) -> None:
     check_ranges(cfg.model, MODEL_RANGES, "model")
     check_model_sampler(cfg.model)
     if "eval" in cfg:
+        budget_settings(cfg)
         prompts = cfg.eval.get("prompts") or {}
         check_ranges(prompts, PROMPT_RANGES, "eval.prompts")
         for name, node in prompts.items():

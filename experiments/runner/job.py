@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from skrr.errors import InputError
 from skrr.eval.prompts import prompt_sets
-from skrr.experiments.runner.checks import Checked, check_parts
+from skrr.experiments.runner.checks import Checked, budget_settings, check_parts
 from skrr.experiments.runner.stages import Store, plain
 from skrr.methods import Method, sparsity_targets
 from skrr.models import check_device
@@ -21,24 +21,6 @@ from skrr.prompts.real import check_prompts_fit_model
 from skrr.prompts.sources import as_source
 
 LOGGERS = ("none", "wandb")
-BUDGETS = ("full", "adaptive")
-
-
-def budget_settings(cfg: DictConfig) -> tuple[str, float]:
-    """eval.budget and eval.fraction, checked (no torch needed)."""
-    budget = str(cfg.eval.get("budget") or "full")
-    if budget not in BUDGETS:
-        raise InputError(f"eval.budget must be one of {list(BUDGETS)}, got {budget!r}")
-    fraction = cfg.eval.get("fraction", 1.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise InputError(f"eval.fraction must be a number in (0, 1] (the share of every prompt set scored), got {fraction!r}")
-    if budget == "adaptive":
-        from skrr.experiments.runner.adaptive import Adaptive
-
-        Adaptive.from_config(cfg.eval.get("adaptive"))
-    return budget, float(fraction)
-
-
 def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, Checked]:
     """Check everything before anything heavy loads: first what needs no torch (every setting of
     the model, method, calibration, sampler, prompts and logger), then what does (`check_machine`:
@@ -58,7 +40,6 @@ def validate(cfg: DictConfig) -> tuple[list[float], dict, dict, Checked]:
         raise InputError(f"unknown metrics {unknown}; choose from {list(cfg.metrics)} (e.g. eval.metrics=[clip,efficiency])")
     if cfg.logger.name not in LOGGERS:
         raise InputError(f"unknown logger {cfg.logger.name!r}; use logger=none or logger=wandb")
-    budget_settings(cfg)
     sets = prompt_sets(cfg.eval.prompts)
     metrics = {m: plain(cfg.metrics[m]) for m in cfg.eval.metrics}
     check_machine(cfg, metrics, sets)
