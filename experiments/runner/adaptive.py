@@ -45,7 +45,7 @@ class Adaptive:
     margins: dict = field(default_factory=lambda: dict(DEFAULT_MARGINS))
     metrics: tuple[str, ...] | None = None  # compared metrics (None: every one the report compares)
     min_items: int = 64  # nothing is settled on fewer paired images: a bootstrap of a handful is overconfident
-    futility: float = 0.2  # an open comparison whose chance to be decided at the full budget is below this stops
+    futility: float = 0.05  # an open comparison whose chance to be decided at the full budget is below this stops
 
     @classmethod
     def from_config(cls, node) -> Adaptive:
