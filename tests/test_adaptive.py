@@ -50,6 +50,10 @@ def test_a_share_is_split_over_ranks_exactly_once():
                                        ({"interim_level": 0.9}, "interim_level"), ({"futility": 1}, "futility"),
                                        ({"rounds": 3}, "rounds")])
 def test_bad_adaptive_settings_name_their_key(node, key):
+    from skrr.experiments.report.compare import COMPARED
+    from skrr.experiments.runner.adaptive import DEFAULT_MARGINS
+
+    assert sorted(DEFAULT_MARGINS) == sorted(m for m, _ in COMPARED)  # a margin for every compared metric
     with pytest.raises(InputError, match=f"eval.adaptive.{key}"):
         Adaptive.from_config(node)
 

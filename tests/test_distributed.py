@@ -86,6 +86,7 @@ try:
 except distributed.RankLost as e:
     print(time.monotonic() - t0)  # how long the survivor waited
     print(f"error: {e}", file=sys.stderr)
+    distributed.close()  # as skrr-prune does: a gloo group left to the interpreter's exit may abort it
     sys.exit(1)
 """
 

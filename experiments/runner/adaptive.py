@@ -33,6 +33,7 @@ from skrr.experiments.runner.results import append_result, file_lock, load_resul
 from skrr.plan import write_json_atomic
 
 ROUND_ENV = "SKRR_ADAPTIVE_ROUND"  # set by the driver on the sweeps it launches
+# one per metric the report compares (skrr.experiments.report.compare.COMPARED; tests/test_adaptive.py checks)
 DEFAULT_MARGINS = {"geneval": 0.02, "geneval2": 0.02, "dreamsim": 0.01, "clip": 0.005, "fid": 1.0}
 
 
@@ -77,11 +78,9 @@ class Adaptive:
         if bad:
             raise InputError(f"eval.adaptive.margins.{next(iter(bad))} must be a number >= 0, got {next(iter(bad.values()))}")
         metrics = node.get("metrics")
-        from skrr.experiments.report.compare import COMPARED
-
-        unknown = [m for m in metrics or [] if m not in dict(COMPARED)]
+        unknown = [m for m in metrics or [] if m not in DEFAULT_MARGINS]  # the report's compared metrics
         if unknown:
-            raise InputError(f"eval.adaptive.metrics: {unknown[0]!r} is not compared; choose from {[m for m, _ in COMPARED]}")
+            raise InputError(f"eval.adaptive.metrics: {unknown[0]!r} is not compared; choose from {list(DEFAULT_MARGINS)}")
         return cls(fractions, level, interim, margins, None if metrics is None else tuple(metrics), min_items,
                    float(futility))
 
