@@ -76,9 +76,18 @@ def share_row(row: dict, fraction: float, out: Path) -> dict:
             "budget": {"mode": "adaptive", "fraction": fraction, "images": images, "of": of, "sets": sets}}
 
 
-def replay(root: Path, experiment: str, settings: Adaptive, out: Path) -> None:
+def table1_rows(rows: list[dict]) -> list[dict]:
+    """Dense and each method at its default settings (conf/method/<name>.yaml): a Table 1 without ablations."""
+    from skrr.experiments.report.claims import _settings, default_settings
+
+    return [r for r in rows if r["method"] == "dense" or
+            all(_settings(r).get(k) == v for k, v in default_settings(r["method"]).items() if k in _settings(r))]
+
+
+def replay(root: Path, experiment: str, settings: Adaptive, out: Path, table1: bool = False) -> None:
     """The adaptive rounds, decided from the full budget's per-image scores (into `out`)."""
-    rows = {id_of(r): r for r in load_results(results_path(root, experiment))}
+    rows = load_results(results_path(root, experiment))
+    rows = {id_of(r): r for r in (table1_rows(rows) if table1 else rows)}
     for fraction in settings.fractions:
         stopped = {k for k, e in load_ledger(out, experiment)["rows"].items() if e["stopped_at"] is not None}
         for key, row in rows.items():
@@ -105,6 +114,7 @@ def main(argv=None):
     ap.add_argument("--metrics", nargs="+", default=None, help="eval.adaptive.metrics for the replay")
     ap.add_argument("--margin", nargs="+", default=[], metavar="METRIC=VALUE", help="eval.adaptive.margins for the replay")
     ap.add_argument("--interim-level", type=float, default=None, help="eval.adaptive.interim_level for the replay")
+    ap.add_argument("--table1", action="store_true", help="replay only dense and each method at its defaults")
     args = ap.parse_args(argv)
     decided = args.root
     if args.replay:
@@ -113,7 +123,7 @@ def main(argv=None):
         node = {k: v for k, v in (("futility", args.futility), ("fractions", args.fractions), ("metrics", args.metrics),
                                   ("interim_level", args.interim_level)) if v is not None}
         node["margins"] = {m.partition("=")[0]: float(m.partition("=")[2]) for m in args.margin}
-        replay(args.root, args.experiment, Adaptive.from_config(node), args.replay)
+        replay(args.root, args.experiment, Adaptive.from_config(node), args.replay, args.table1)
         decided = args.replay
     ledger = load_ledger(decided, args.experiment)
     if not ledger["rounds"]:

@@ -32,7 +32,10 @@ from skrr.errors import InputError
 from skrr.experiments.runner.results import append_result, file_lock, load_results, results_path
 from skrr.plan import write_json_atomic
 
-ROUND_ENV = "SKRR_ADAPTIVE_ROUND"  # set by the driver on the sweeps it launches
+ROUND_ENV = "SKRR_ADAPTIVE_ROUND"
+# futility is judged from this share of a set on: at 1/16 the measured difference is too rough a guess of the
+# true one (the toy world's replay stopped a similarity difference there that the full budget decided)
+FUTILITY_FROM = 0.25  # set by the driver on the sweeps it launches
 # one per metric the report compares (skrr.experiments.report.compare.COMPARED; tests/test_adaptive.py checks)
 DEFAULT_MARGINS = {"geneval": 0.02, "geneval2": 0.02, "dreamsim": 0.01, "clip": 0.005, "fid": 1.0}
 
@@ -226,7 +229,7 @@ def _verdict(d, settings: Adaptive, metric: str, n: int, n_full: int, final: boo
     if final:
         return "undecided"
     # futility for means only: a FID difference grows with the image count (its bias is no 1/sqrt(n) noise)
-    if settings.futility and metric != "fid" and \
+    if settings.futility and metric != "fid" and n >= FUTILITY_FROM * n_full and \
             conditional_power(d, n, n_full, settings.interim_level, settings.level) < settings.futility:
         return "undecidable"
     return "open"
