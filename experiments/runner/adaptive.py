@@ -10,7 +10,7 @@ settled when the interval excludes 0 (a winner) or lies inside +-margin (the dif
 than what matters: "within margin"), or when it has no real chance to be decided by the full budget
 (futility: "undecidable"). A row whose comparisons are all settled stops; at the last share (1:
 the full budget) every row stops. Looks before the last use a strict level (`interim_level`,
-99.9%) and the last one `level` (95%), the Haybittle-Peto rule: only overwhelming evidence stops a
+99.99%) and the last one `level` (95%), the Haybittle-Peto rule: only overwhelming evidence stops a
 comparison early, and a comparison that runs to the full budget gets the fixed study's verdict.
 
     results/<experiment>-adaptive/round-f<f>.jsonl   each round's rows: plain rows at that share
@@ -45,7 +45,7 @@ class Adaptive:
     """`eval.adaptive`: the shares of each round, the family's level and the margins per metric."""
     fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0)
     level: float = 0.95  # of the final look (the full budget, or a set already scored whole): the fixed study's
-    interim_level: float = 0.999  # of every earlier look (Haybittle-Peto): only overwhelming evidence stops early
+    interim_level: float = 0.9999  # of every earlier look (Haybittle-Peto): only overwhelming evidence stops early
     margins: dict = field(default_factory=lambda: dict(DEFAULT_MARGINS))
     metrics: tuple[str, ...] | None = None  # compared metrics (None: every one the report compares)
     min_items: int = 64  # nothing is settled on fewer paired images: a bootstrap of a handful is overconfident
