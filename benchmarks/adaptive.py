@@ -65,7 +65,7 @@ def share_row(row: dict, fraction: float, out: Path) -> dict:
     for metric, path in row["artifacts"]["items"].items():
         full = Items.load(path)
         n = len(full.keys)
-        keep = set(range(n)) if chunks_for(fraction, n, batch) is None else set(share(0, 1, n, batch, chunks_for(fraction, n, batch)))
+        keep = set(share(0, 1, n, batch, chunks_for(fraction, n, batch)))  # None: every chunk
         rows = np.array([i for i, k in enumerate(full.keys) if int(k.split("|")[0]) - base in keep])
         cut = Items(full.kind, full.keys[rows], full.values[rows], full.clusters[rows],
                     None if full.strata is None else full.strata[rows], full.reference)

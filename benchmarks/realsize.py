@@ -447,12 +447,17 @@ def spawn(args, phase: str, **extra) -> dict:
            "--device", args.device, "--repeats", str(args.repeats)]
     for k, v in extra.items():
         cmd += [f"--{k}", str(v)]
+    return phase_result(cmd, f"{phase}{' ' + str(extra) if extra else ''}")
+
+
+def phase_result(cmd: list[str], label: str) -> dict:
+    """One phase in a fresh process (its own peak RSS): the dict it printed as its `@result` line."""
     start = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("@result ")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"phase {phase} failed (exit {proc.returncode}); its stderr is above")
-    print(f"[phase {phase}{' ' + str(extra) if extra else ''}: {time.perf_counter() - start:.0f} s]", file=sys.stderr)
+        raise SystemExit(f"phase {label} failed (exit {proc.returncode}); its stderr is above")
+    print(f"[phase {label}: {time.perf_counter() - start:.0f} s]", file=sys.stderr)
     return json.loads(lines[-1][len("@result "):])
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from realsize import (  # noqa: E402
     build_component,
     default_cache,
     peak_rss_gib,
+    phase_result,
     reclaimed,
     rss_gib,
     touch,
@@ -177,13 +177,7 @@ def spawn(args, phase: str, root: Path) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--model", args.model, "--workdir", str(args.workdir),
            "--cache", str(args.cache), "--sparsity", str(args.sparsity), "--tokens", str(args.tokens),
            "--threads", str(args.threads)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("@result ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"phase {phase} failed (exit {proc.returncode}); its stderr is above")
-    print(f"[phase {phase}: {time.perf_counter() - start:.0f} s]", file=sys.stderr)
-    return json.loads(lines[-1][len("@result "):])
+    return phase_result(cmd, phase)
 
 
 def main(argv=None):

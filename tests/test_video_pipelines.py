@@ -115,11 +115,12 @@ def test_meta_build_counts_the_public_umt5_xxl():
     assert total_params(encoder) == 256384 * 4096 + 24 * layer + 4096
 
 
-def test_skrr_run_smoke_row_has_every_metric(tmp_path):
+@pytest.mark.parametrize("model", ["tiny_wan", "tiny_ltx2"])
+def test_skrr_run_smoke_row_has_every_metric(tmp_path, model):
     smoke = ["method=skrr", "method.beam_width=1", "sparsity=[0.3]", "calibration.size=4", "progress=false",
              "eval.prompts.text=[a red cube,two blue balls]", "eval.prompts.geneval_generated=1"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="run", overrides=[f"paths.root={tmp_path}", "model=tiny_wan", "eval=smoke", *smoke])
+        cfg = compose(config_name="run", overrides=[f"paths.root={tmp_path}", f"model={model}", "eval=smoke", *smoke])
     (row,) = run_job(cfg, "t")
     assert set(row["metrics"]) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
     assert row["sparsity"] >= 0.3 and row["plan"]["path"]
@@ -199,16 +200,6 @@ def test_ltx2_a_read_layer_that_does_not_exist_fails_naming_the_key():
                             "readout": {"hidden_states": [0, 1, 2, 3, 4, 5], "combine": "interleave"}})
     with pytest.raises(InputError, match=r"^model.readout.hidden_states: hidden state 5 does not exist in a 4-layer"):
         load_text_side(cfg)
-
-
-def test_ltx2_skrr_run_smoke_row_has_every_metric(tmp_path):
-    smoke = ["method=skrr", "method.beam_width=1", "sparsity=[0.3]", "calibration.size=4", "progress=false",
-             "eval.prompts.text=[a red cube,two blue balls]", "eval.prompts.geneval_generated=1"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="run", overrides=[f"paths.root={tmp_path}", "model=tiny_ltx2", "eval=smoke", *smoke])
-    (row,) = run_job(cfg, "t")
-    assert set(row["metrics"]) == {"fid", "clip", "dreamsim", "geneval", "efficiency"}
-    assert row["sparsity"] >= 0.3 and row["plan"]["path"]
 
 
 class _Zero(torch.nn.Module):

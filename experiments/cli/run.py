@@ -236,7 +236,7 @@ def store_row(job: Job, plans: JobPlans, target: float, plan, plan_path: Path, i
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "method": job.method.name, "model": job.model["name"],
            "target": target, "sparsity": float(plan.sparsity or 0.0), "metrics": values,
            **({"seed_offset": job.seed_offset} if job.seed_offset else {}),
-           **({"budget": budget(job, images)} if budget(job, images) else {}),
+           **({"budget": share} if (share := budget(job, images)) else {}),
            "plan": plan_summary(plan, plan_dir), "sampler": job.sampler,
            "discrepancy": discrepancy(plans.d, target, images.identity, job.calibration),
            "timings": {k: r["seconds"] for k, r in records.items()},
